@@ -1,0 +1,156 @@
+"""The one configuration loader: TOML file + environment overrides, validated at start-up.
+
+Every setting has a default in ``SETTINGS``; a file only names what it changes. A wrong value
+(or an unknown key, usually a typo) raises :class:`ConfigError` naming the key and what is
+allowed, so an actor fails at start-up instead of misbehaving later.
+
+Environment overrides (applied after the file):
+``MEGAPIXELS_CONFIG`` TOML path · ``MEGAPIXELS_SOURCE`` camera.source ·
+``MEGAPIXELS_INDEX`` index.path · ``MEGAPIXELS_HEADLESS=1`` display.headless ·
+``MEGAPIXELS_IPC_DIR`` network.transport=ipc in that folder (used by tests).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+
+
+class ConfigError(ValueError):
+    """A setting that can't be used; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    help: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+
+SETTINGS: dict[str, dict[str, Setting]] = {
+    "mode": {
+        "kiosk": Setting(False, "true on a public installation: no recording, loopback only"),
+    },
+    "camera": {
+        "source": Setting("0", "webcam index (\"0\"), video file or image folder"),
+        "loop": Setting(True, "replay sources start again at the end"),
+        "fps": Setting(0.0, "replay rate in frames/s; 0 = the source's native rate", low=0, high=240),
+        "folder_fps": Setting(10.0, "rate of an image folder replay when fps = 0", low=0.1, high=240),
+        "width_px": Setting(640, "frames wider than this are scaled down (0 = keep)", low=0, high=3840),
+    },
+    "detector": {
+        "scale": Setting(0.5, "HOG runs on a copy scaled by this factor", low=0.1, high=2.0),
+        "upsample": Setting(0, "HOG upsampling steps (each 4x slower)", low=0, high=3),
+        "min_face_px": Setting(40, "faces narrower than this (frame pixels) are ignored", low=0, high=4000),
+    },
+    "encoder": {
+        "jitter": Setting(1, "descriptor jitters (each costs one more network pass)", low=1, high=100),
+    },
+    "index": {
+        "path": Setting("build/demo-index", "index folder made by `megapixels index build`"),
+    },
+    "search": {
+        "top_k": Setting(5, "results shown to the visitor", low=1, high=100),
+        "shard_deadline_ms": Setting(500, "wait this long for every shard, then answer partial", low=1, high=60000),
+    },
+    "display": {
+        "headless": Setting(False, "print each result as a JSON line instead of opening a window"),
+        "fullscreen": Setting(False, "borderless fullscreen kiosk window"),
+        "width_px": Setting(1280, "window width", low=320, high=7680),
+        "height_px": Setting(800, "window height", low=240, high=4320),
+        "match_threshold": Setting(0.6, "distance under which the print button lights", low=0, high=2),
+    },
+    "printer": {
+        "backend": Setting("spool", "where receipts go", choices=("spool",)),
+        "spool_dir": Setting("build/spool", "folder for receipts of the spool backend"),
+    },
+    "network": {
+        "transport": Setting("tcp", "tcp on 127.0.0.1, or ipc sockets in ipc_dir", choices=("tcp", "ipc")),
+        "ipc_dir": Setting("", "folder for ipc sockets when transport = ipc"),
+    },
+    "log": {
+        "level": Setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    },
+}
+
+ENV_OVERRIDES = {
+    "MEGAPIXELS_SOURCE": ("camera", "source"),
+    "MEGAPIXELS_INDEX": ("index", "path"),
+    "MEGAPIXELS_HEADLESS": ("display", "headless"),
+}
+
+
+class Config(dict):
+    """Validated settings: ``cfg["camera"]["source"]``, or ``cfg.get_path("index", "path")``."""
+
+    def path(self, section: str, key: str) -> Path:
+        """A path setting, relative paths taken from the project root."""
+        p = Path(self[section][key]).expanduser()
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read the TOML at ``path`` (else $MEGAPIXELS_CONFIG, else config/demo.toml) and validate it."""
+    env = os.environ if env is None else env
+    if path is None:
+        path = env.get("MEGAPIXELS_CONFIG") or CONFIG_DIR / "demo.toml"
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var, "") != "":
+            raw.setdefault(section, {})[key] = _from_env(env[var], SETTINGS[section][key].default)
+    if env.get("MEGAPIXELS_IPC_DIR"):
+        raw.setdefault("network", {}).update(transport="ipc", ipc_dir=env["MEGAPIXELS_IPC_DIR"])
+    return validate(raw, str(path))
+
+
+def validate(raw: dict[str, Any], origin: str = "config") -> Config:
+    cfg = Config()
+    for section in raw:
+        if section not in SETTINGS:
+            raise ConfigError(f"{origin}: unknown section [{section}]; allowed: {', '.join(SETTINGS)}")
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+    for section, settings in SETTINGS.items():
+        given = raw.get(section, {})
+        unknown = sorted(set(given) - set(settings))
+        if unknown:
+            raise ConfigError(
+                f"{origin}: unknown key {section}.{unknown[0]}; allowed keys: {', '.join(settings)}"
+            )
+        cfg[section] = {key: _checked(f"{section}.{key}", given.get(key, s.default), s) for key, s in settings.items()}
+    if cfg["network"]["transport"] == "ipc" and not cfg["network"]["ipc_dir"]:
+        raise ConfigError(f"{origin}: network.ipc_dir must name a folder when network.transport = \"ipc\"")
+    return cfg
+
+
+def _checked(key: str, value: Any, s: Setting) -> Any:
+    want = type(s.default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not want:
+        raise ConfigError(f"{key} = {value!r}: expected {want.__name__} ({s.help})")
+    if s.choices and value not in s.choices:
+        raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, s.choices))}")
+    if s.low is not None and value < s.low or s.high is not None and value > s.high:
+        raise ConfigError(f"{key} = {value!r}: allowed range is {s.low:g} to {s.high:g}")
+    return value
+
+
+def _from_env(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    return text

@@ -1,0 +1,1 @@
+"""The gallery: build from a dataset folder, on-disk store, exact search kernels."""

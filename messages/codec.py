@@ -1,0 +1,203 @@
+"""The one msgpack encode / validating decode path for every message.
+
+Wire form of every message: multipart ``[topic, msgpack map]``, or ``[topic, msgpack map,
+payload]`` for types that carry raw bytes (frames, face chips). :func:`decode` checks the
+topic, the schema version, every field's type and every size limit, and raises
+:class:`DecodeError` with a clear reason; actors count and drop such messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from functools import cache
+from typing import Any
+
+import msgpack
+
+from messages.schemas import (
+    CHIP_PX,
+    DESCRIPTOR_DIM,
+    LIMITS,
+    MESSAGE_TYPES,
+    SCHEMA_VERSION,
+    Candidates,
+    Faces,
+    Frame,
+    Header,
+    Query,
+)
+
+# Result entries inside Matches / PrintJob: required keys and their types.
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "rank": int,
+    "identity": str,
+    "distance": (float, int),
+    "photo": str,
+    "row": int,
+}
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class DecodeError(ValueError):
+    """A message that can't be accepted; the text says why."""
+
+
+def encode(msg: Any) -> list[bytes]:
+    """The multipart frames for ``msg`` (a dataclass from messages.schemas)."""
+    cls = type(msg)
+    fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    fields["header"] = dataclasses.asdict(msg.header)
+    parts = [cls.TOPIC.encode()]
+    payload_name = _payload_field(cls)
+    if payload_name:
+        payload = fields.pop(payload_name)
+        parts.append(msgpack.packb(fields, use_bin_type=True))
+        parts.append(bytes(payload) if not isinstance(payload, bytes) else payload)
+    else:
+        parts.append(msgpack.packb(fields, use_bin_type=True))
+    return parts
+
+
+def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
+    """Parse and validate a multipart message; raises DecodeError on anything wrong."""
+    parts = [p.bytes if hasattr(p, "bytes") else p for p in parts]
+    if len(parts) < 2:
+        raise DecodeError(f"expected at least 2 frames, got {len(parts)}")
+    try:
+        topic = parts[0].decode()
+    except UnicodeDecodeError as e:
+        raise DecodeError("topic frame is not UTF-8") from e
+    if expect is not None and topic != expect:
+        raise DecodeError(f"expected topic {expect!r}, got {topic!r}")
+    cls = MESSAGE_TYPES.get(topic)
+    if cls is None:
+        raise DecodeError(f"unknown topic {topic!r}")
+    payload_name = _payload_field(cls)
+    want = 3 if payload_name else 2
+    if len(parts) != want:
+        raise DecodeError(f"{topic}: expected {want} frames, got {len(parts)}")
+    if len(parts[1]) > MAX_HEADER_BYTES:
+        raise DecodeError(f"{topic}: msgpack part of {len(parts[1])} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        body = msgpack.unpackb(parts[1], raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise DecodeError(f"{topic}: not valid msgpack ({e.__class__.__name__}: {e})") from e
+    if not isinstance(body, dict):
+        raise DecodeError(f"{topic}: body is {type(body).__name__}, expected a map")
+    if payload_name:
+        body[payload_name] = parts[2]
+    msg = _build(cls, body, topic)
+    _consistency(msg)
+    return msg
+
+
+def _build(cls: type, raw: dict, where: str) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise DecodeError(f"{where}: missing field(s) {', '.join(missing)}")
+    extra = sorted(set(raw) - set(names), key=str)
+    if extra:
+        raise DecodeError(f"{where}: unexpected field(s) {', '.join(map(str, extra))}")
+    return cls(**{n: _check(raw[n], hints[n], f"{where}.{n}", n) for n in names})
+
+
+def _consistency(msg: Any) -> None:
+    """Checks across fields that the types alone don't catch."""
+    where = type(msg).TOPIC
+    if isinstance(msg, Frame):
+        if not (0 < msg.width_px <= 3840 and 0 < msg.height_px <= 2160):
+            raise DecodeError(f"{where}: frame size {msg.width_px}x{msg.height_px} out of range (max 3840x2160)")
+        if len(msg.pixels) != msg.width_px * msg.height_px * 3:
+            raise DecodeError(
+                f"{where}: {len(msg.pixels)} pixel bytes, expected {msg.width_px}x{msg.height_px}x3"
+            )
+    elif isinstance(msg, Faces):
+        if any(len(b) != 4 for b in msg.boxes):
+            raise DecodeError(f"{where}: every box needs 4 numbers [left, top, right, bottom]")
+        if not -1 <= msg.visitor < len(msg.boxes):
+            raise DecodeError(f"{where}: visitor {msg.visitor} does not index {len(msg.boxes)} boxes")
+        want = 0 if msg.visitor < 0 else CHIP_PX * CHIP_PX * 3
+        if len(msg.chip) != want:
+            raise DecodeError(f"{where}: chip of {len(msg.chip)} bytes, expected {want}")
+    elif isinstance(msg, Query):
+        if len(msg.descriptor) != DESCRIPTOR_DIM * 4:
+            raise DecodeError(f"{where}: descriptor of {len(msg.descriptor)} bytes, expected {DESCRIPTOR_DIM * 4}")
+        if not 1 <= msg.k <= 100:
+            raise DecodeError(f"{where}: k={msg.k} out of range 1..100")
+    elif isinstance(msg, Candidates):
+        if len(msg.rows) != len(msg.distances):
+            raise DecodeError(f"{where}: {len(msg.rows)} rows but {len(msg.distances)} distances")
+        if not 0 <= msg.shard < msg.n_shards:
+            raise DecodeError(f"{where}: shard {msg.shard} not in 0..{msg.n_shards - 1}")
+
+
+def _check(value: Any, hint: Any, where: str, name: str) -> Any:
+    """Validate ``value`` against a type hint and the size limit of field ``name``."""
+    origin = typing.get_origin(hint)
+    limit = LIMITS.get(name)
+    if hint is Header:
+        if not isinstance(value, dict):
+            raise DecodeError(f"{where}: expected a map, got {type(value).__name__}")
+        if value.get("v") != SCHEMA_VERSION:
+            raise DecodeError(
+                f"{where}: schema version {value.get('v')!r} is not supported (this build speaks {SCHEMA_VERSION})"
+            )
+        return _build(Header, value, where)
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DecodeError(f"{where}: expected int, got {type(value).__name__}")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise DecodeError(f"{where}: expected float, got {type(value).__name__}")
+        return float(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise DecodeError(f"{where}: expected bool, got {type(value).__name__}")
+        return value
+    if hint in (str, bytes):
+        if not isinstance(value, hint):
+            raise DecodeError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+        if limit is not None and len(value) > limit:
+            raise DecodeError(f"{where}: {len(value)} exceeds the limit of {limit}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise DecodeError(f"{where}: expected a list, got {type(value).__name__}")
+        if limit is not None and len(value) > limit:
+            raise DecodeError(f"{where}: {len(value)} items exceed the limit of {limit}")
+        (item_hint,) = typing.get_args(hint)
+        return [_check(v, item_hint, f"{where}[{i}]", "") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise DecodeError(f"{where}: expected a map, got {type(value).__name__}")
+        return _result(value, where)
+    raise TypeError(f"{where}: schema uses an unsupported type {hint!r}")  # a bug in schemas.py
+
+
+def _result(value: dict, where: str) -> dict:
+    for key, typ in RESULT_FIELDS.items():
+        if key not in value:
+            raise DecodeError(f"{where}: result lacks {key!r}")
+        item = value[key]
+        if not isinstance(item, typ) or isinstance(item, bool):
+            raise DecodeError(f"{where}.{key}: wrong type {type(item).__name__}")
+    if len(value) > 32:
+        raise DecodeError(f"{where}: result has {len(value)} keys, the limit is 32")
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@cache
+def _payload_field(cls: type) -> str | None:
+    """The name of the binary payload field (the last field) of classes with a payload."""
+    if not getattr(cls, "PAYLOAD", False):
+        return None
+    return dataclasses.fields(cls)[-1].name

@@ -1,0 +1,145 @@
+"""Every message type on the wire, declared once.
+
+Each message is a frozen dataclass whose fields are the msgpack map that travels on the wire,
+plus an optional binary payload that travels as the last frame of a multipart message (raw
+pixels, never msgpack-encoded pixel lists). Every message carries a :class:`Header`.
+
+The ``LIMITS`` of each class bound the size of lists, strings and payloads so a malformed or
+hostile message can't make an actor allocate without bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+MAX_FRAME_BYTES = 3840 * 2160 * 3  # a 4K RGB frame
+DESCRIPTOR_DIM = 128
+CHIP_PX = 150
+
+
+@dataclass(frozen=True)
+class Header:
+    seq: int  # per-source sequence number
+    t_ns: int  # time.monotonic_ns() when the message was made
+    src: str  # the actor that made it, e.g. "matcher.1"
+    frame_id: int  # the camera frame this message derives from (-1 when none)
+    v: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One RGB camera frame; the pixels are the payload (h * w * 3 bytes, row-major)."""
+
+    TOPIC: ClassVar[str] = "frames"
+    PAYLOAD: ClassVar[bool] = True
+    header: Header
+    width_px: int
+    height_px: int
+    source: str  # "webcam:0", "replay:obama_2s.mp4", ...
+    pixels: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Faces found in one frame. ``visitor`` indexes ``boxes`` (-1: nobody there).
+
+    Boxes are ``[left, top, right, bottom]`` in frame pixels. The payload is the visitor's
+    aligned CHIP_PX x CHIP_PX RGB face chip, empty when there is no visitor.
+    """
+
+    TOPIC: ClassVar[str] = "faces"
+    PAYLOAD: ClassVar[bool] = True
+    header: Header
+    width_px: int
+    height_px: int
+    boxes: list[list[int]]
+    visitor: int
+    chip: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A visitor's descriptor to search for: 128 little-endian float32."""
+
+    TOPIC: ClassVar[str] = "queries"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    query_id: int
+    k: int
+    descriptor: bytes
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One shard's answer to one query: global row ids and distances, best first."""
+
+    TOPIC: ClassVar[str] = "candidates"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    query_id: int
+    shard: int
+    n_shards: int
+    rows: list[int]
+    distances: list[float]
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The merged top-k for one query, with identity metadata.
+
+    Each result is a map: ``rank``, ``identity``, ``distance``, ``photo``, ``row``.
+    ``partial`` is true when shards in ``missing_shards`` did not answer by the deadline.
+    """
+
+    TOPIC: ClassVar[str] = "matches"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    query_id: int
+    results: list[dict[str, Any]]
+    partial: bool
+    missing_shards: list[int]
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class PrintJob:
+    """A request to print a receipt of one result list (never the visitor's face)."""
+
+    TOPIC: ClassVar[str] = "print"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    query_id: int
+    results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PrintReply:
+    TOPIC: ClassVar[str] = "printed"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    query_id: int
+    ok: bool
+    detail: str  # the receipt's path, or what went wrong
+
+
+MESSAGE_TYPES: dict[str, type] = {
+    cls.TOPIC: cls for cls in (Frame, Faces, Query, Candidates, Matches, PrintJob, PrintReply)
+}
+
+# Upper bounds per field (list length, string length or byte count).
+LIMITS: dict[str, int] = {
+    "pixels": MAX_FRAME_BYTES,
+    "chip": CHIP_PX * CHIP_PX * 3,
+    "descriptor": DESCRIPTOR_DIM * 4,
+    "boxes": 64,
+    "rows": 1000,
+    "distances": 1000,
+    "results": 100,
+    "missing_shards": 256,
+    "missing": 256,
+    "source": 256,
+    "src": 64,
+    "detail": 1024,
+}

@@ -1,0 +1,48 @@
+"""The one registry of every topic on the kiosk's wire.
+
+Ports are written out by hand (never derived from a name or a list position) and a test proves
+they are unique. The long-lived side binds. Every default endpoint is on loopback; tests and
+single-machine installs can switch the whole graph to ``ipc://`` sockets in a folder instead
+(see :func:`endpoint`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    port: int
+    pattern: str  # PUB/SUB, PUSH/PULL or REQ/REP
+    binder: str  # the actor that binds the endpoint
+    schema: str  # the message class name in messages.schemas
+    rate_hz: float  # expected rate while a visitor is present (0 = on demand)
+    hwm: int  # high-water mark on both ends
+
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        Topic("frames", 5601, "PUB/SUB", "camera", "Frame", 30.0, 2),
+        Topic("faces", 5602, "PUB/SUB", "detector", "Faces", 30.0, 2),
+        Topic("queries", 5603, "PUB/SUB", "encoder", "Query", 15.0, 10),
+        Topic("candidates", 5604, "PUSH/PULL", "reducer", "Candidates", 30.0, 100),
+        Topic("matches", 5605, "PUB/SUB", "reducer", "Matches", 15.0, 10),
+        Topic("print", 5606, "REQ/REP", "printer", "PrintJob", 0.0, 10),
+    )
+}
+
+
+def endpoint(topic: str, transport: str = "tcp", ipc_dir: str | Path = "") -> str:
+    """The ZeroMQ address of ``topic``: loopback TCP on its registered port, or an ipc socket."""
+    t = TOPICS[topic]
+    if transport == "tcp":
+        return f"tcp://127.0.0.1:{t.port}"
+    if transport == "ipc":
+        if not ipc_dir:
+            raise ValueError("transport 'ipc' needs an ipc_dir")
+        return f"ipc://{Path(ipc_dir) / t.name}.sock"
+    raise ValueError(f"unknown transport {transport!r}: allowed 'tcp', 'ipc'")
