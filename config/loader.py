@@ -40,7 +40,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "kiosk": Setting(False, "true on a public installation: no recording, loopback only"),
     },
     "camera": {
-        "source": Setting("0", "webcam index (\"0\"), video file or image folder"),
+        "source": Setting("0", 'webcam index ("0"), video file or image folder'),
         "loop": Setting(True, "replay sources start again at the end"),
         "fps": Setting(0.0, "replay rate in frames/s; 0 = the source's native rate", low=0, high=240),
         "folder_fps": Setting(10.0, "rate of an image folder replay when fps = 0", low=0.1, high=240),
@@ -111,7 +111,10 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var, "") != "":
-            raw.setdefault(section, {})[key] = _from_env(env[var], SETTINGS[section][key].default)
+            value = _from_env(env[var], SETTINGS[section][key].default)
+            if var != "MEGAPIXELS_HEADLESS" and not value.isdigit():
+                value = os.path.abspath(value)  # a path typed in a shell is relative to its folder
+            raw.setdefault(section, {})[key] = value
     if env.get("MEGAPIXELS_IPC_DIR"):
         raw.setdefault("network", {}).update(transport="ipc", ipc_dir=env["MEGAPIXELS_IPC_DIR"])
     return validate(raw, str(path))
@@ -128,12 +131,10 @@ def validate(raw: dict[str, Any], origin: str = "config") -> Config:
         given = raw.get(section, {})
         unknown = sorted(set(given) - set(settings))
         if unknown:
-            raise ConfigError(
-                f"{origin}: unknown key {section}.{unknown[0]}; allowed keys: {', '.join(settings)}"
-            )
+            raise ConfigError(f"{origin}: unknown key {section}.{unknown[0]}; allowed keys: {', '.join(settings)}")
         cfg[section] = {key: _checked(f"{section}.{key}", given.get(key, s.default), s) for key, s in settings.items()}
     if cfg["network"]["transport"] == "ipc" and not cfg["network"]["ipc_dir"]:
-        raise ConfigError(f"{origin}: network.ipc_dir must name a folder when network.transport = \"ipc\"")
+        raise ConfigError(f'{origin}: network.ipc_dir must name a folder when network.transport = "ipc"')
     return cfg
 
 
@@ -145,7 +146,7 @@ def _checked(key: str, value: Any, s: Setting) -> Any:
         raise ConfigError(f"{key} = {value!r}: expected {want.__name__} ({s.help})")
     if s.choices and value not in s.choices:
         raise ConfigError(f"{key} = {value!r}: allowed values are {', '.join(map(repr, s.choices))}")
-    if s.low is not None and value < s.low or s.high is not None and value > s.high:
+    if (s.low is not None and value < s.low) or (s.high is not None and value > s.high):
         raise ConfigError(f"{key} = {value!r}: allowed range is {s.low:g} to {s.high:g}")
     return value
 

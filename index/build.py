@@ -88,7 +88,11 @@ def build(root: Path, out: Path, n_shards: int = 2, workers: int | None = None, 
         "photos_per_s": round(len(todo) / seconds, 1),
         "workers": workers,
     }
-    provenance = {"dataset_root": str(root), "detector": "dlib HOG, upsample 1, largest face", "built_unix": int(time.time())}
+    provenance = {
+        "dataset_root": str(root),
+        "detector": "dlib HOG, upsample 1, largest face",
+        "built_unix": int(time.time()),
+    }
     store.write(
         out,
         np.stack([o.descriptor for o in kept]),

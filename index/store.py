@@ -47,7 +47,9 @@ def write(out: Path, descriptors: np.ndarray, entries: list[Entry], n_shards: in
     for k in range(n_shards):
         name = f"shard_{k:03d}.npy"
         np.save(out / name, np.ascontiguousarray(descriptors[bounds[k] : bounds[k + 1]], dtype="<f4"))
-        shards.append({"file": name, "start": int(bounds[k]), "stop": int(bounds[k + 1]), "sha256": _sha256(out / name)})
+        shards.append(
+            {"file": name, "start": int(bounds[k]), "stop": int(bounds[k + 1]), "sha256": _sha256(out / name)}
+        )
     db = out / "meta.sqlite"
     db.unlink(missing_ok=True)
     with sqlite3.connect(db) as con:

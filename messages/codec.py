@@ -111,9 +111,7 @@ def _consistency(msg: Any) -> None:
         if not (0 < msg.width_px <= 3840 and 0 < msg.height_px <= 2160):
             raise DecodeError(f"{where}: frame size {msg.width_px}x{msg.height_px} out of range (max 3840x2160)")
         if len(msg.pixels) != msg.width_px * msg.height_px * 3:
-            raise DecodeError(
-                f"{where}: {len(msg.pixels)} pixel bytes, expected {msg.width_px}x{msg.height_px}x3"
-            )
+            raise DecodeError(f"{where}: {len(msg.pixels)} pixel bytes, expected {msg.width_px}x{msg.height_px}x3")
     elif isinstance(msg, Faces):
         if any(len(b) != 4 for b in msg.boxes):
             raise DecodeError(f"{where}: every box needs 4 numbers [left, top, right, bottom]")

@@ -54,6 +54,7 @@ class Faces:
     header: Header
     width_px: int
     height_px: int
+    captured_ns: int  # when the camera made the frame (monotonic clock)
     boxes: list[list[int]]
     visitor: int
     chip: bytes = field(repr=False, default=b"")
@@ -67,6 +68,7 @@ class Query:
     PAYLOAD: ClassVar[bool] = False
     header: Header
     query_id: int
+    captured_ns: int
     k: int
     descriptor: bytes
 
@@ -79,6 +81,8 @@ class Candidates:
     PAYLOAD: ClassVar[bool] = False
     header: Header
     query_id: int
+    captured_ns: int
+    k: int
     shard: int
     n_shards: int
     rows: list[int]
@@ -100,7 +104,7 @@ class Matches:
     results: list[dict[str, Any]]
     partial: bool
     missing_shards: list[int]
-    latency_ms: float
+    latency_ms: float  # from the camera's frame to this message
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,40 @@
+# Two commands: `make demo` runs the kiosk on the bundled demo, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies (wheels only, no dlib source build).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SHARDS ?= 2
+DEMO_INDEX := build/demo-index
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; this is " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "setuptools==80.10.2"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(DEMO_INDEX)/manifest.json: $(STAMP) $(wildcard demo/gallery/*/*)
+	$(BIN)/megapixels index build demo/gallery --out $(DEMO_INDEX) --shards $(SHARDS)
+
+# Without a screen (no DISPLAY / WAYLAND_DISPLAY) the display runs headless and prints JSON lines.
+demo: $(STAMP) $(DEMO_INDEX)/manifest.json
+	@if [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then echo "no screen found: the display runs headless (results as JSON lines)"; fi
+	PATH="$(abspath $(BIN)):$$PATH" PYTHONUNBUFFERED=1 \
+	MEGAPIXELS_HEADLESS=$${MEGAPIXELS_HEADLESS:-$$( [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && echo 1 || echo 0)} \
+	$(BIN)/honcho start -c matcher=$(SHARDS)
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf build test-artifacts

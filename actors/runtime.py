@@ -1,0 +1,216 @@
+"""The one run loop every actor shares.
+
+An actor is a class with a small lifecycle — ``on_start``, ``handle(msg) -> messages out``,
+``tick(now_ns) -> messages out`` for timers, ``on_stop`` — and class attributes that say which
+topics it receives and sends. :func:`run` wires its sockets from the topic registry, polls with
+a timeout, decodes every message through the one validating codec, and sends what the handler
+returns. A bad message is logged, counted and dropped; an exception in a handler is logged,
+counted and skipped: an actor never dies on one message. SIGTERM / SIGINT set a stop flag that
+the loop notices within one poll (100 ms); sockets close with linger 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any, ClassVar
+
+import zmq
+
+import config
+from messages import TOPICS, DecodeError, Header, decode, encode, endpoint
+
+POLL_MS = 100
+STATS_EVERY_S = 30.0
+log = logging.getLogger("actor")
+
+
+class Actor:
+    """Base class; subclasses set ROLE, RECEIVES, SENDS and override the hooks they need."""
+
+    ROLE: ClassVar[str] = ""
+    RECEIVES: ClassVar[tuple[str, ...]] = ()
+    SENDS: ClassVar[tuple[str, ...]] = ()
+    DRAIN: ClassVar[tuple[str, ...]] = ()  # topics where only the newest waiting message matters
+
+    def __init__(self, cfg: config.Config, name: str | None = None):
+        self.cfg = cfg
+        self.name = name or os.environ.get("HONCHO_PROCESS_NAME") or self.ROLE
+        self.stats: Counter[str] = Counter()
+        self._seq = 0
+        self.log = logging.getLogger(self.name)
+
+    def header(self, frame_id: int = -1) -> Header:
+        self._seq += 1
+        return Header(seq=self._seq, t_ns=time.monotonic_ns(), src=self.name, frame_id=frame_id)
+
+    def on_start(self) -> None:
+        """Load models, open files: anything that may fail at start-up."""
+
+    def handle(self, msg: Any) -> list[Any]:
+        """React to one decoded message; return the messages to send."""
+        return []
+
+    def tick(self, now_ns: int) -> list[Any]:
+        """Called after every poll; return messages that are due."""
+        return []
+
+    def next_tick_ms(self, now_ns: int) -> float:
+        """How long the loop may sleep before ``tick`` is due."""
+        return POLL_MS
+
+    def on_stop(self) -> None:
+        """Release what on_start took."""
+
+    def reject(self, reason: str) -> Any:
+        """The reply a REP actor sends to a request it could not decode."""
+        raise NotImplementedError(f"{self.ROLE} answers no requests")
+
+
+def _socket_type(pattern: str, receiving: bool) -> int:
+    return {
+        ("PUB/SUB", True): zmq.SUB,
+        ("PUB/SUB", False): zmq.PUB,
+        ("PUSH/PULL", True): zmq.PULL,
+        ("PUSH/PULL", False): zmq.PUSH,
+        ("REQ/REP", True): zmq.REP,
+        ("REQ/REP", False): zmq.REQ,
+    }[(pattern, receiving)]
+
+
+def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, receiving: bool) -> zmq.Socket:
+    """A socket for ``topic`` as ``role`` uses it: bound if the registry says role binds it."""
+    t = TOPICS[topic]
+    sock = ctx.socket(_socket_type(t.pattern, receiving))
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM if receiving else zmq.SNDHWM, t.hwm)
+    if receiving:
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+    if sock.type == zmq.SUB:
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    address = endpoint(topic, cfg["network"]["transport"], cfg["network"]["ipc_dir"])
+    if t.binder == role:
+        sock.bind(address)
+    else:
+        sock.connect(address)
+    return sock
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT (or a test) and checked by the loop after every poll."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self, *_: Any) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = None) -> Counter[str]:
+    """Run ``actor`` until ``stop`` is set; returns its counters."""
+    ctx = ctx or zmq.Context.instance()
+    stop = stop if stop is not None else StopFlag()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop.set)
+        signal.signal(signal.SIGINT, stop.set)
+    cfg = actor.cfg
+    inputs = {open_socket(ctx, cfg, t, actor.ROLE, True): t for t in actor.RECEIVES}
+    outputs = {t: open_socket(ctx, cfg, t, actor.ROLE, False) for t in actor.SENDS}
+    poller = zmq.Poller()
+    for sock in inputs:
+        poller.register(sock, zmq.POLLIN)
+    actor.log.info("started (pid %d), receives %s, sends %s", os.getpid(), actor.RECEIVES, actor.SENDS)
+    next_stats = time.monotonic() + STATS_EVERY_S
+    try:
+        actor.on_start()
+        while not stop:
+            wait_ms = max(0.0, min(POLL_MS, actor.next_tick_ms(time.monotonic_ns())))
+            ready = dict(poller.poll(wait_ms)) if inputs else _sleep(wait_ms)
+            for sock, topic in inputs.items():
+                if sock in ready:
+                    _receive(actor, sock, topic, outputs)
+            _send(actor, _guarded(actor, "tick", actor.tick, time.monotonic_ns()), outputs)
+            if time.monotonic() > next_stats:
+                actor.log.info("counters: %s", dict(actor.stats))
+                next_stats = time.monotonic() + STATS_EVERY_S
+    finally:
+        actor.on_stop()
+        for sock in [*inputs, *outputs.values()]:
+            sock.close(linger=0)
+        actor.log.info("stopped; counters: %s", dict(actor.stats))
+    return actor.stats
+
+
+def _sleep(ms: float) -> dict:
+    time.sleep(ms / 1000)
+    return {}
+
+
+def _receive(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.Socket]) -> None:
+    parts = sock.recv_multipart(copy=False)
+    if topic in actor.DRAIN:
+        while sock.poll(0, zmq.POLLIN):  # keep only the newest waiting message
+            parts = sock.recv_multipart(copy=False)
+            actor.stats[f"{topic}.skipped_stale"] += 1
+    actor.stats[f"{topic}.received"] += 1
+    try:
+        msg = decode(parts, expect=topic)
+    except DecodeError as e:
+        actor.stats[f"{topic}.malformed"] += 1
+        actor.log.warning("dropped a malformed %s message: %s", topic, e)
+        msg = None
+    if sock.type == zmq.REP:  # a REP socket must answer every request, even a bad one
+        replies = _guarded(actor, "handle", actor.handle, msg) if msg is not None else []
+        reply = replies[0] if replies else actor.reject("malformed request")
+        sock.send_multipart(encode(reply))
+        return
+    if msg is not None:
+        _send(actor, _guarded(actor, "handle", actor.handle, msg), outputs)
+
+
+def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
+    try:
+        return fn(arg) or []
+    except Exception:
+        actor.stats[f"{what}.failed"] += 1
+        actor.log.exception("%s failed; the message is skipped", what)
+        return []
+
+
+def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> None:
+    for msg in messages:
+        topic = type(msg).TOPIC
+        try:
+            outputs[topic].send_multipart(encode(msg), flags=zmq.NOBLOCK, copy=False)
+            actor.stats[f"{topic}.sent"] += 1
+        except zmq.Again:  # a PUSH peer is gone or full: drop rather than stall the loop
+            actor.stats[f"{topic}.send_dropped"] += 1
+
+
+def main(actor_cls: type[Actor], *args: Any) -> int:
+    """Entry point of an actor process: load config, construct, run; exit 2 on start-up errors."""
+    try:
+        cfg = config.load()
+    except config.ConfigError as e:
+        print(f"{actor_cls.ROLE}: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg["log"]["level"], stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    try:
+        actor = actor_cls(cfg, *args)
+        run(actor)
+    except StartupError as e:
+        log.error("%s cannot start: %s", actor_cls.ROLE, e)
+        return 2
+    return 0
+
+
+class StartupError(RuntimeError):
+    """A problem that makes an actor unable to run at all (missing camera file, no index)."""

@@ -1,0 +1,77 @@
+"""``megapixels``: the operator's command line.
+
+megapixels index build DATASET_DIR --out INDEX_DIR [--shards N] [--workers N]
+megapixels search IMAGE --index INDEX_DIR [--top-k K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from index import build, search, store
+
+
+def search_image(image: Path, index_dir: Path, k: int = 5) -> list[dict]:
+    """Detect the largest face in ``image``, describe it and return the top k of the whole index."""
+    from actors import vision
+
+    found = vision.describe_largest(vision.read_image(image))
+    if found is None:
+        raise LookupError(f"no face found in {image}")
+    _, descriptor = found
+    manifest = store.read_manifest(index_dir)
+    answers = []
+    for k_shard in range(len(manifest["shards"])):
+        gallery, first = store.open_shard(index_dir, k_shard)
+        rows, dists = search.topk(gallery, search.squared_norms(gallery), descriptor, k)
+        answers.append(((rows + first).tolist(), dists.tolist()))
+    merged = search.merge(answers, k)
+    meta = store.Metadata(index_dir)
+    entries = meta.lookup([r for r, _ in merged])
+    meta.close()
+    return [
+        {"rank": i + 1, "identity": entries[r].identity, "distance": round(d, 4), "photo": entries[r].photo, "row": r}
+        for i, (r, d) in enumerate(merged)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="megapixels", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    idx = sub.add_parser("index", help="gallery index commands").add_subparsers(dest="action", required=True)
+    b = idx.add_parser("build", help="build an index from <DATASET_DIR>/<identity>/<photo>")
+    b.add_argument("dataset", type=Path)
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--shards", type=int, default=2)
+    b.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
+    s.add_argument("image", type=Path)
+    s.add_argument("--index", type=Path, required=True)
+    s.add_argument("--top-k", type=int, default=5)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "index":
+            if args.shards < 1:
+                parser.error("--shards must be at least 1")
+            report = build.build(args.dataset, args.out, args.shards, args.workers)
+            summary = {k: v for k, v in report.items() if k != "rejected_files"}
+            print(json.dumps(summary, indent=2))
+            print(
+                f"index written to {args.out}; rejected files listed in {args.out / 'build_report.json'}",
+                file=sys.stderr,
+            )
+        else:
+            print(json.dumps(search_image(args.image, args.index, args.top_k), indent=2))
+    except (OSError, ValueError, LookupError, store.IndexStoreError) as e:
+        print(f"megapixels: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

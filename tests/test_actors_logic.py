@@ -1,0 +1,154 @@
+"""Actor logic called directly, without sockets: reducer, matcher, printer, camera pacing."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import config
+from actors.matcher import Matcher, shard_number
+from actors.printer import Printer
+from actors.receipt import receipt_lines
+from actors.reducer import Reducer
+from messages import Candidates, Header, PrintJob, Query
+
+from .conftest import PROJECT
+
+
+def _cfg(**sections):
+    raw = {"search": {"shard_deadline_ms": 50}}
+    raw.update(sections)
+    return config.validate(raw)
+
+
+def _header(frame_id=1):
+    return Header(seq=1, t_ns=time.monotonic_ns(), src="test", frame_id=frame_id)
+
+
+def _query(qid, descriptor=None):
+    descriptor = np.zeros(128) if descriptor is None else descriptor
+    return Query(_header(), qid, time.monotonic_ns(), 5, descriptor.astype("<f4").tobytes())
+
+
+def _candidates(qid, shard, rows, dists):
+    return Candidates(_header(), qid, time.monotonic_ns(), 5, shard, 2, rows, dists)
+
+
+@pytest.fixture
+def reducer(demo_index):
+    r = Reducer(_cfg(index={"path": str(demo_index)}))
+    r.on_start()
+    yield r
+    r.on_stop()
+
+
+def test_reducer_merges_when_every_shard_answered(reducer):
+    assert reducer.handle(_query(1)) == []
+    assert reducer.handle(_candidates(1, 0, [0, 1], [0.5, 0.7])) == []
+    (out,) = reducer.handle(_candidates(1, 1, [200, 201], [0.4, 0.6]))
+    assert [r["row"] for r in out.results] == [200, 0, 201, 1]
+    assert [r["rank"] for r in out.results] == [1, 2, 3, 4]
+    assert not out.partial and out.missing_shards == []
+    assert all(r["identity"] and r["photo"] for r in out.results)
+
+
+def test_reducer_marks_a_late_shard_partial_after_the_deadline(reducer):
+    reducer.handle(_query(2))
+    reducer.handle(_candidates(2, 1, [200], [0.4]))
+    assert reducer.tick(time.monotonic_ns()) == []
+    (out,) = reducer.tick(time.monotonic_ns() + 60_000_000)
+    assert out.partial and out.missing_shards == [0] and [r["row"] for r in out.results] == [200]
+    assert reducer.handle(_candidates(2, 0, [0], [0.1])) == []  # too late: counted, not re-published
+    assert reducer.stats["candidates.after_close"] == 1
+
+
+def test_reducer_accepts_shards_that_beat_the_query(reducer):
+    reducer.handle(_candidates(3, 0, [0], [0.5]))
+    (out,) = reducer.handle(_candidates(3, 1, [200], [0.4]))
+    assert not out.partial
+    assert reducer.handle(_query(3)) == []  # the query itself arrives last: nothing re-opened
+    assert reducer.pending == {}
+
+
+def test_matcher_answers_with_global_rows(demo_index, monkeypatch):
+    monkeypatch.delenv("MEGAPIXELS_SHARD", raising=False)
+    m = Matcher(_cfg(index={"path": str(demo_index)}), name="matcher.2")
+    m.on_start()
+    first_row_of_shard_1 = m.first_row
+    (out,) = m.handle(_query(9, m.gallery[0]))
+    assert out.shard == 1 and out.n_shards == 2
+    assert out.rows[0] == first_row_of_shard_1 and out.distances[0] < 1e-3
+    assert len(out.rows) == 5
+
+
+def test_shard_number_from_honcho_name_or_environment():
+    assert shard_number("matcher.1", {}) == 0
+    assert shard_number("matcher.3", {}) == 2
+    assert shard_number("matcher", {"MEGAPIXELS_SHARD": "4"}) == 4
+
+
+RESULTS = [
+    {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/obama.jpg", "row": 1},
+    {"rank": 2, "identity": "Joseph_Biden", "distance": 0.62, "photo": "Joseph_Biden/Joseph_Biden_0001.jpg", "row": 2},
+]
+
+
+def test_receipt_text_names_the_match_and_the_dataset():
+    import datetime as dt
+
+    lines = receipt_lines(RESULTS, 0.6, dt.datetime(2026, 11, 26, 10, 0))
+    text = "\n".join(lines)
+    assert "barack obama" in text.lower() and "0.350" in text and "a close match" in text
+    assert "without the consent" in text and "2026-11-26 10:00" in text
+    assert all(len(line) <= 46 for line in lines)
+
+
+def test_printer_spools_a_receipt_image(tmp_path):
+    p = Printer(_cfg(printer={"spool_dir": str(tmp_path / "spool")}))
+    p.on_start()
+    (reply,) = p.handle(PrintJob(_header(), 77, RESULTS))
+    assert reply.ok and reply.query_id == 77
+    image = Image.open(reply.detail)
+    assert image.width == 576 and image.height > 200
+    assert np.asarray(image).min() == 0  # black text on white
+
+
+def test_printer_reports_an_unwritable_spool(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    p = Printer(_cfg(printer={"spool_dir": str(blocker / "spool")}))
+    p.on_start()
+    (reply,) = p.handle(PrintJob(_header(), 78, RESULTS))
+    assert not reply.ok and "spool folder" in reply.detail
+
+
+def test_camera_replays_the_demo_clip_at_its_native_rate():
+    from actors.camera import Camera
+
+    cam = Camera(config.validate({"camera": {"source": str(PROJECT / "demo/clips/obama_2s.mp4"), "loop": False}}))
+    cam.on_start()
+    assert abs(cam.period_ns - 1e9 / 29.97) < 1e5
+    now = time.monotonic_ns()
+    frames = []
+    for i in range(200):
+        out = cam.tick(now + i * cam.period_ns)
+        frames += out
+        if cam.finished:
+            break
+    cam.on_stop()
+    assert len(frames) == 60
+    assert frames[0].width_px == 640 and frames[0].height_px == 360
+    assert [f.header.frame_id for f in frames] == list(range(1, 61))
+    assert cam.tick(now + 10**12) == []  # not looping: it stays finished
+
+
+def test_camera_reports_a_missing_file():
+    from actors.camera import Camera
+    from actors.runtime import StartupError
+
+    cam = Camera(config.validate({"camera": {"source": "/nonexistent/clip.mp4"}}))
+    with pytest.raises(StartupError, match="does not exist"):
+        cam.on_start()

@@ -1,0 +1,62 @@
+"""The operator's `megapixels` command, run as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .conftest import DEMO_CLIP, DEMO_GALLERY
+
+MEGAPIXELS = str(Path(sys.executable).parent / "megapixels")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MEGAPIXELS, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_search_a_frame_of_the_clip_finds_obama(demo_index, tmp_path):
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 30)  # the first ~15 frames show no detectable face
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    still = tmp_path / "frame30.jpg"
+    cv2.imwrite(str(still), frame)
+    done = _run("search", str(still), "--index", str(demo_index))
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    assert results[0]["identity"] == "barack_obama" and results[0]["distance"] < 0.45
+    assert set(results[0]) == {"rank", "identity", "distance", "photo", "row"}
+    assert (DEMO_GALLERY / results[0]["photo"]).exists()
+
+
+def test_search_a_probe_photo(demo_index, shared_data):
+    done = _run("search", str(shared_data / "enroll/probes/alex_lacamoire1.jpg"), "--index", str(demo_index))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["identity"] == "alex_lacamoire"
+
+
+def test_index_build_then_errors_are_plain(tmp_path):
+    dataset = tmp_path / "dataset"
+    for person in ("kit_harington", "rose_leslie"):
+        shutil.copytree(DEMO_GALLERY / person, dataset / person)
+    out = tmp_path / "idx"
+    done = _run("index", "build", str(dataset), "--out", str(out), "--shards", "2", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["indexed"] == 4
+    assert (out / "manifest.json").exists() and (out / "shard_001.npy").exists()
+    assert "indexing" in done.stderr  # the progress bar
+
+    missing = _run("search", str(dataset / "kit_harington/john1.jpeg"), "--index", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "build the index first" in missing.stderr
+    no_face = tmp_path / "blank.png"
+    cv2.imwrite(str(no_face), np.zeros((100, 100, 3), np.uint8))
+    done = _run("search", str(no_face), "--index", str(out))
+    assert done.returncode == 1 and "no face found" in done.stderr

@@ -1,0 +1,152 @@
+"""The wire contract: every message round-trips, bad payloads are refused with a clear reason."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from messages import (
+    CHIP_PX,
+    TOPICS,
+    Candidates,
+    DecodeError,
+    Faces,
+    Frame,
+    Header,
+    Matches,
+    PrintJob,
+    PrintReply,
+    Query,
+    decode,
+    encode,
+    endpoint,
+)
+from messages.schemas import MESSAGE_TYPES
+
+H = Header(seq=7, t_ns=time.monotonic_ns(), src="test", frame_id=42)
+RESULT = {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/obama.jpg", "row": 3}
+SAMPLES = [
+    Frame(H, 4, 2, "replay:x.mp4", bytes(range(24))),
+    Faces(H, 640, 360, 123, [[1, 2, 50, 60]], 0, bytes(CHIP_PX * CHIP_PX * 3)),
+    Faces(H, 640, 360, 123, [], -1, b""),
+    Query(H, 99, 123, 5, np.arange(128, dtype="<f4").tobytes()),
+    Candidates(H, 99, 123, 5, 1, 2, [10, 11], [0.3, 0.4]),
+    Matches(H, 99, [RESULT], True, [1], 12.5),
+    PrintJob(H, 99, [RESULT]),
+    PrintReply(H, 99, True, "/tmp/receipt.png"),
+]
+
+
+def test_every_type_has_a_sample():
+    assert {type(s) for s in SAMPLES} == set(MESSAGE_TYPES.values())
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg):
+    parts = encode(msg)
+    assert parts[0] == type(msg).TOPIC.encode()
+    assert decode(parts) == msg
+
+
+def test_frames_travel_as_raw_pixels_not_msgpack():
+    parts = encode(SAMPLES[0])
+    assert len(parts) == 3 and parts[2] == bytes(range(24))
+    assert b"pixels" not in parts[1]
+
+
+def _body(msg) -> dict:
+    return msgpack.unpackb(encode(msg)[1])
+
+
+def _with(msg, **changes) -> list[bytes]:
+    parts = encode(msg)
+    body = _body(msg)
+    body.update(changes)
+    parts[1] = msgpack.packb(body)
+    return parts
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"),
+    [
+        ([b"frames"], "at least 2 frames"),
+        ([b"nosuch", b"\x80"], "unknown topic"),
+        ([b"\xff\xfe", b"\x80"], "not UTF-8"),
+        ([b"queries", b"\xc1\xc1\xc1"], "not valid msgpack"),
+        ([b"queries", msgpack.packb([1, 2])], "expected a map"),
+        ([*encode(SAMPLES[3]), b"extra"], "expected 2 frames"),
+        (_with(SAMPLES[3], k="5"), "queries.k: expected int"),
+        (_with(SAMPLES[3], k=True), "queries.k: expected int"),
+        (_with(SAMPLES[3], k=0), "out of range"),
+        (_with(SAMPLES[3], descriptor=b"\0" * 12), "descriptor of 12 bytes"),
+        (_with(SAMPLES[3], descriptor=b"\0" * 4096), "exceeds the limit"),
+        (_with(SAMPLES[3], surprise=1), "unexpected field"),
+        (_with(SAMPLES[5], results=[{"rank": 1}]), "result lacks"),
+        (_with(SAMPLES[5], results=[RESULT] * 101), "exceed the limit"),
+        (_with(SAMPLES[4], distances=[0.3]), "2 rows but 1 distances"),
+        (_with(SAMPLES[1], visitor=3), "does not index"),
+    ],
+)
+def test_malformed_payloads_are_refused_with_a_reason(parts, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode(parts)
+
+
+def test_missing_field_is_named():
+    body = _body(SAMPLES[3])
+    del body["k"]
+    with pytest.raises(DecodeError, match=r"missing field.*k"):
+        decode([b"queries", msgpack.packb(body)])
+
+
+def test_unknown_schema_version_is_refused():
+    body = _body(SAMPLES[3])
+    body["header"]["v"] = 99
+    with pytest.raises(DecodeError, match="schema version 99"):
+        decode([b"queries", msgpack.packb(body)])
+
+
+def test_frame_pixels_must_match_its_size():
+    parts = encode(SAMPLES[0])
+    with pytest.raises(DecodeError, match="pixel bytes"):
+        decode([parts[0], parts[1], parts[2][:-1]])
+
+
+def test_oversized_frame_is_refused():
+    parts = _with(SAMPLES[0], width_px=10_000)
+    with pytest.raises(DecodeError, match="out of range"):
+        decode(parts)
+
+
+def test_oversized_msgpack_part_is_refused():
+    with pytest.raises(DecodeError, match="exceeds"):
+        decode([b"queries", b"\x80" * 70_000])
+
+
+def test_expected_topic_is_enforced():
+    with pytest.raises(DecodeError, match="expected topic 'frames'"):
+        decode(encode(SAMPLES[3]), expect="frames")
+
+
+def test_registry_ports_and_endpoints_are_unique():
+    ports = [t.port for t in TOPICS.values()]
+    assert len(ports) == len(set(ports))
+    for transport, where in (("tcp", ""), ("ipc", "/tmp/x")):
+        addresses = [endpoint(name, transport, where) for name in TOPICS]
+        assert len(addresses) == len(set(addresses))
+
+
+def test_default_endpoints_are_loopback_only():
+    for name in TOPICS:
+        assert endpoint(name).startswith("tcp://127.0.0.1:")
+
+
+def test_registry_schemas_exist_and_every_topic_has_a_binder():
+    from messages import schemas
+
+    for t in TOPICS.values():
+        assert hasattr(schemas, t.schema), t
+        assert t.binder and t.hwm > 0 and t.pattern in ("PUB/SUB", "PUSH/PULL", "REQ/REP")

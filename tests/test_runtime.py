@@ -1,0 +1,96 @@
+"""The shared run loop on real ZeroMQ sockets (ipc endpoints in a private folder)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from actors import runtime
+from messages import Candidates, Query, decode, encode
+
+from .test_actors_logic import _query
+
+
+class Echo(runtime.Actor):
+    """Answers each query with one candidate; query 666 makes the handler raise."""
+
+    ROLE = "matcher"
+    RECEIVES = ("queries",)
+    SENDS = ("candidates",)
+
+    def handle(self, msg: Query):
+        if msg.query_id == 666:
+            raise RuntimeError("boom")
+        return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
+
+
+@pytest.fixture
+def running(ipc_config):
+    ctx = zmq.Context()
+    actor = Echo(ipc_config)
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    pub = runtime.open_socket(ctx, ipc_config, "queries", "encoder", receiving=False)
+    pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
+    yield actor, stop, thread, pub, pull
+    stop.set()
+    thread.join(2)
+    pub.close(0)
+    pull.close(0)
+    ctx.term()
+
+
+def _send_until_answered(pub, pull, messages, want_qid, deadline_s=10.0):
+    """Publish ``messages`` repeatedly (a SUB joins late) until candidates for want_qid arrive."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for m in messages:
+            pub.send_multipart(m)
+        if pull.poll(100):
+            reply = decode(pull.recv_multipart())
+            if reply.query_id == want_qid:
+                return reply
+    raise AssertionError(f"no answer to query {want_qid} within {deadline_s} s")
+
+
+def test_bad_messages_are_counted_and_dropped_and_the_actor_keeps_going(running):
+    actor, _, thread, pub, pull = running
+    good = encode(_query(1, np.ones(128)))
+    _send_until_answered(pub, pull, [good], 1)  # connected
+    garbage = [
+        [b"queries", b"\xc1 not msgpack"],
+        [b"queries", b"\x80", b"extra frame"],
+        encode(_query(666)),  # decodes fine, makes the handler raise
+    ]
+    reply = _send_until_answered(pub, pull, [*garbage, encode(_query(2))], 2)
+    assert reply.rows == [1] and thread.is_alive()
+    assert actor.stats["queries.malformed"] >= 2
+    assert actor.stats["handle.failed"] >= 1
+
+
+def test_stop_flag_ends_the_loop_within_a_second(running):
+    _, stop, thread, pub, pull = running
+    _send_until_answered(pub, pull, [encode(_query(5))], 5)
+    started = time.monotonic()
+    stop.set()
+    thread.join(2)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1.0
+
+
+def test_sockets_bind_and_connect_as_the_registry_says(ipc_config, ipc_dir):
+    ctx = zmq.Context()
+    pub = runtime.open_socket(ctx, ipc_config, "frames", "camera", receiving=False)
+    assert pub.type == zmq.PUB and (ipc_dir / "frames.sock").exists()
+    sub = runtime.open_socket(ctx, ipc_config, "frames", "detector", receiving=True)
+    assert sub.type == zmq.SUB and sub.getsockopt(zmq.RCVHWM) == 2
+    rep = runtime.open_socket(ctx, ipc_config, "print", "printer", receiving=True)
+    assert rep.type == zmq.REP
+    for s in (pub, sub, rep):
+        s.close(0)
+    ctx.term()
