@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SHARDS ?= 2
-DEMO_INDEX := build/demo-index
+DEMO_INDEX := build/demo-index-$(SHARDS)shards
 
 .PHONY: install demo test lint clean
 
@@ -22,11 +22,13 @@ $(STAMP): requirements.lock pyproject.toml
 $(DEMO_INDEX)/manifest.json: $(STAMP) $(wildcard demo/gallery/*/*)
 	$(BIN)/megapixels index build demo/gallery --out $(DEMO_INDEX) --shards $(SHARDS)
 
+# The demo index is per shard count, so `make demo SHARDS=4` builds a 4-shard one.
 # Without a screen (no DISPLAY / WAYLAND_DISPLAY) the display runs headless and prints JSON lines.
 demo: $(STAMP) $(DEMO_INDEX)/manifest.json
 	@if [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ]; then echo "no screen found: the display runs headless (results as JSON lines)"; fi
 	PATH="$(abspath $(BIN)):$$PATH" PYTHONUNBUFFERED=1 \
 	MEGAPIXELS_HEADLESS=$${MEGAPIXELS_HEADLESS:-$$( [ -z "$$DISPLAY$$WAYLAND_DISPLAY" ] && echo 1 || echo 0)} \
+	MEGAPIXELS_INDEX=$${MEGAPIXELS_INDEX:-$(DEMO_INDEX)} \
 	$(BIN)/honcho start -c matcher=$(SHARDS)
 
 test: $(STAMP)

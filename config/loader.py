@@ -55,7 +55,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "jitter": Setting(1, "descriptor jitters (each costs one more network pass)", low=1, high=100),
     },
     "index": {
-        "path": Setting("build/demo-index", "index folder made by `megapixels index build`"),
+        "path": Setting("build/demo-index-2shards", "index folder made by `megapixels index build`"),
     },
     "search": {
         "top_k": Setting(5, "results shown to the visitor", low=1, high=100),

@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, LookupError, store.IndexStoreError) as e:
         print(f"megapixels: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("megapixels: interrupted; nothing was written", file=sys.stderr)
+        return 130
     return 0
 
 
