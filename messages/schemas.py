@@ -109,13 +109,15 @@ class Matches:
 
 @dataclass(frozen=True)
 class PrintJob:
-    """A request to print a receipt of one result list (never the visitor's face)."""
+    """A request to print a receipt of one result list (the visitor's face only if the operator allows it)."""
 
     TOPIC: ClassVar[str] = "print"
     PAYLOAD: ClassVar[bool] = False
     header: Header
     query_id: int
     results: list[dict[str, Any]]
+    # The visitor's face chip as JPEG, sent only when the operator set printer.print_visitor_face.
+    visitor_face_jpeg: bytes = field(repr=False, default=b"")
 
 
 @dataclass(frozen=True)
@@ -146,4 +148,5 @@ LIMITS: dict[str, int] = {
     "source": 256,
     "src": 64,
     "detail": 1024,
+    "visitor_face_jpeg": 256 * 1024,
 }

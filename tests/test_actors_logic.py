@@ -11,7 +11,7 @@ from PIL import Image
 import config
 from actors.matcher import Matcher, shard_number
 from actors.printer import Printer
-from actors.receipt import receipt_lines
+from actors.receipt import WRAP_CHARS, compose
 from actors.reducer import Reducer
 from messages import Candidates, Header, PrintJob, Query
 
@@ -99,11 +99,11 @@ RESULTS = [
 def test_receipt_text_names_the_match_and_the_dataset():
     import datetime as dt
 
-    lines = receipt_lines(RESULTS, 0.6, dt.datetime(2026, 11, 26, 10, 0))
-    text = "\n".join(lines)
-    assert "barack obama" in text.lower() and "0.350" in text and "a close match" in text
-    assert "without the consent" in text and "2026-11-26 10:00" in text
-    assert all(len(line) <= 46 for line in lines)
+    receipt = compose(RESULTS, 0.6, dt.datetime(2026, 11, 26, 10, 0))
+    text = receipt.text()
+    assert "barack obama" in text.lower() and "0.350" in text and "close match" in text
+    assert "is not\nstored" in text and "2026-11-26 10:00" in text
+    assert all(len(line) <= WRAP_CHARS for line in receipt.lines)
 
 
 def test_printer_spools_a_receipt_image(tmp_path):

@@ -1,21 +1,29 @@
 """display (Kivy window) — subscribes to ``frames``, ``faces`` and ``matches``; sends ``print`` requests.
 
-Shows the live camera frame with the detector's face boxes drawn over it, the newest result
-list (top 5: rank, identity, distance; marked when shards were missing) and a status line. The
-"Print my match" button lights when the best distance is within ``display.match_threshold``;
-pressing it sends a ``PrintJob`` over REQ and waits for the printer's ``PrintReply`` without
-blocking the window. After PRINT_TIMEOUT_S without a reply the REQ socket is closed and reopened
-(Lazy Pirate) and the visitor reads "printer not answering"; the job is not retried by itself,
-so a slow printer never prints a receipt twice.
+The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen that explains the
+kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
+still", "searching", then five result cards (the matched dataset photo cropped around the face,
+the identity, a confidence in percent and the distance) and a print button that lights up, and
+pulses, only when the best match clears ``display.match_threshold``. An info panel tells where
+the dataset comes from. An alert line says when something is wrong: camera lost (the frames
+stream went silent), partial results (shards missing), printer offline (the printer's reply).
+
+Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``PrintReply`` without
+blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
+reopened (Lazy Pirate) and the same job is sent again, up to PRINT_ATTEMPTS times; the printer
+recognises a resent job and does not print it twice. Then the visitor reads "printer not
+answering".
 
 One Kivy clock callback on the main thread (the only thread that touches widgets) polls every
 socket without blocking. Every message goes through the validating codec; a malformed one is
 logged, counted and dropped. SIGTERM / SIGINT stop the app within one poll; sockets close with
-linger 0. Kivy writes no config or log files (see ``ui_kivy/__init__.py``); frames stay in memory.
+linger 0. Kivy writes no config or log files (see ``ui_kivy/__init__.py``); frames stay in memory
+and everything about a visitor is dropped when the session resets.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 import sys
@@ -24,7 +32,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
+from kivy.animation import Animation
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.config import Config as KivyConfig
@@ -32,12 +42,18 @@ from kivy.graphics import Color, Line
 from kivy.graphics.texture import Texture
 from kivy.metrics import dp
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty, ObjectProperty, StringProperty
+from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.label import Label
 from kivy.uix.widget import Widget
+from PIL import Image
 
 import config
+from actors.dataset_info import DatasetPhotos
 from actors.runtime import StopFlag, open_socket
+from actors.scores import confidence, confidence_text, display_name
 from messages import TOPICS, DecodeError, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
+from ui_kivy.session import Phase, Session, Timing
 
 KV_PATH = Path(__file__).with_name("kiosk.kv")
 ROLE = "display"
@@ -46,8 +62,8 @@ POLL_S = 1 / 30
 MAX_MESSAGES_PER_POLL = 100  # a flood of messages must not starve the window of frames
 SHOWN_RESULTS = 5
 ALIVE_PERIODS = 10  # a stream is alive while a message came within this many periods of its rate
-RESULTS_HOLD_S = 10.0  # results stay up this long after the last sign of a visitor, then clear
 PRINT_TIMEOUT_S = 3.0
+PRINT_ATTEMPTS = 2  # the first send and one resend on a fresh socket
 PRINT_NOTE_S = 10.0  # how long "your receipt is printing" and the like stay up
 BOX_RGBA = (0.2, 1.0, 0.3, 1.0)  # the visitor's box
 OTHER_BOX_RGBA = (1.0, 1.0, 1.0, 0.6)  # other faces in the frame
@@ -58,43 +74,63 @@ log = logging.getLogger("display")
 # --- pure helpers: no sockets, no window -------------------------------------------------------
 
 
-def result_rows(results: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
-    """The rows of the result list, as ``ResultRow`` properties."""
-    return [
-        {
-            "rank": str(r["rank"]),
-            "name": r["identity"].replace("_", " "),
-            "distance": f"{r['distance']:.3f}",
-            "close": r["distance"] <= threshold,
-        }
-        for r in results[:SHOWN_RESULTS]
-    ]
+def card_rows(results: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """The five result cards' texts, best first."""
+    rows = []
+    for r in sorted(results, key=lambda r: r["distance"])[:SHOWN_RESULTS]:
+        c = confidence(r, threshold)
+        rows.append(
+            {
+                "rank": str(r["rank"]),
+                "name": display_name(r["identity"]),
+                "confidence": confidence_text(c),
+                "percent": c.percent,
+                "distance": f"distance {r['distance']:.3f}",
+                "close": r["distance"] <= threshold,
+            }
+        )
+    return rows
 
 
-def partial_note(msg: Matches) -> str:
-    if not msg.partial:
+def partial_note(msg: Matches | None) -> str:
+    if msg is None or not msg.partial:
         return ""
-    return "partial — missing shards " + (", ".join(map(str, msg.missing_shards)) or "(unknown)")
+    shards = ", ".join(map(str, msg.missing_shards)) or "(unknown)"
+    return f"partial results: shard {shards} did not answer, some faces were not searched"
 
 
-def best_distance(msg: Matches | None) -> float | None:
-    if msg is None or not msg.results:
-        return None
-    return min(r["distance"] for r in msg.results)
+def alerts_text(camera_seen: bool, camera_alive: bool, partial: str, printer_problem: str) -> str:
+    """The alert line: what is wrong right now, most important first ('' when all is well)."""
+    notes = []
+    if not camera_seen:
+        notes.append("waiting for the camera…")
+    elif not camera_alive:
+        notes.append("camera lost: no picture for a while")
+    if partial:
+        notes.append(partial)
+    if printer_problem:
+        notes.append(f"printer: {printer_problem}")
+    return "   ·   ".join(notes)
 
 
-def status_text(camera_alive: bool, visitor_present: bool, shown: Matches | None, threshold: float) -> str:
-    if not camera_alive:
-        return "waiting for camera…"
-    if shown is None:
-        return "searching…" if visitor_present else "step in front of the camera"
-    if not shown.results:
+def phase_text(phase: Phase, await_leave: bool, results: Matches | None, threshold: float, now_s: float) -> str:
+    """The line under the live view."""
+    if phase is Phase.ATTRACT:
+        return "thank you! step away to let the next person in" if await_leave else "step in front of the camera"
+    if phase is Phase.PRESENT:
+        return "hold still…"
+    if phase is Phase.SEARCHING:
+        return "searching the dataset" + "." * (1 + int(now_s * 3) % 3)
+    if results is None or not results.results:
         return "nobody in the dataset resembles you"
-    best = min(shown.results, key=lambda r: r["distance"])
-    name = best["identity"].replace("_", " ")
+    best = min(results.results, key=lambda r: r["distance"])
     if best["distance"] <= threshold:
-        return f"your closest match: {name}"
-    return f"no close match; the nearest is {name}"
+        return f"your closest match: {display_name(best['identity'])}"
+    return f"no close match; the nearest is {display_name(best['identity'])}"
+
+
+def view_mode(phase: Phase) -> str:
+    return {Phase.SEARCHING: "searching", Phase.RESULTS: "results", Phase.PRINTING: "results"}.get(phase, "attract")
 
 
 def fit_rect(frame_w: int, frame_h: int, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
@@ -107,27 +143,69 @@ def fit_rect(frame_w: int, frame_h: int, x: float, y: float, w: float, h: float)
 
 
 def box_rect(
-    box: list[int], frame_w: int, frame_h: int, image: tuple[float, float, float, float]
+    box: list[int], frame_w: int, frame_h: int, image: tuple[float, float, float, float], mirror: bool = False
 ) -> tuple[float, float, float, float]:
     """A [left, top, right, bottom] frame-pixel box (y down) in window coordinates (y up)."""
     ix, iy, iw, ih = image
     left, top, right, bottom = box
+    if mirror:
+        left, right = frame_w - right, frame_w - left
     sx, sy = iw / frame_w, ih / frame_h
     return ix + left * sx, iy + (frame_h - bottom) * sy, (right - left) * sx, (bottom - top) * sy
+
+
+def chip_jpeg(chip: bytes, side_px: int = 150) -> bytes:
+    """The visitor's aligned face chip as JPEG bytes, in memory (only when the operator allows printing it)."""
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side_px, side_px), chip).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def rgb_texture(rgb: np.ndarray) -> Texture:
+    h, w = rgb.shape[:2]
+    texture = Texture.create(size=(w, h), colorfmt="rgb")
+    texture.flip_vertical()  # images come top row first; GL textures start at the bottom row
+    texture.blit_buffer(np.ascontiguousarray(rgb).tobytes(), colorfmt="rgb", bufferfmt="ubyte")
+    return texture
 
 
 # --- widgets (layout in kiosk.kv) --------------------------------------------------------------
 
 
-class ResultRow(BoxLayout):
+class ResultCard(BoxLayout):
     rank = StringProperty("")
     name = StringProperty("")
+    confidence = StringProperty("")
     distance = StringProperty("")
     close = BooleanProperty(False)
+    photo = ObjectProperty(None, allownone=True)  # a Texture, or None: the placeholder shows
+
+    def show(self, row: dict[str, Any] | None, photo: Texture | None) -> None:
+        row = row or {"rank": "", "name": "", "confidence": "", "distance": "", "close": False}
+        self.rank, self.name, self.confidence = row["rank"], row["name"], row["confidence"]
+        self.distance, self.close = row["distance"], row["close"]
+        self.photo = photo
+        self.opacity = 1 if row["name"] else 0
+
+
+class PrintButton(ButtonBehavior, Label):
+    """The print button: dark when printing isn't possible, lit and pulsing when it is."""
+
+    lit = BooleanProperty(False)
+    glow = NumericProperty(0.0)  # 0..1, animated while lit
+
+    def on_lit(self, _: Any, lit: bool) -> None:
+        Animation.cancel_all(self, "glow")
+        if lit:
+            pulse = Animation(glow=1.0, duration=0.7, t="in_out_sine") + Animation(glow=0.0, duration=0.7)
+            pulse.repeat = True
+            pulse.start(self)
+        else:
+            self.glow = 0.0
 
 
 class LiveView(Widget):
-    """The camera frame, fitted into the widget, with face boxes drawn over it."""
+    """The camera frame, fitted into the widget and mirrored, with face boxes drawn over it."""
 
     texture = ObjectProperty(None, allownone=True)
     frame_size = ListProperty([0, 0])
@@ -136,6 +214,7 @@ class LiveView(Widget):
     boxes = ListProperty([])  # [left, top, right, bottom] in pixels of a boxes_frame_size frame
     boxes_frame_size = ListProperty([0, 0])
     visitor = NumericProperty(-1)
+    mirror = BooleanProperty(True)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -146,6 +225,8 @@ class LiveView(Widget):
         if self.texture is None or tuple(self.texture.size) != (width_px, height_px):
             texture = Texture.create(size=(width_px, height_px), colorfmt="rgb")
             texture.flip_vertical()  # frames come top row first; GL textures start at the bottom row
+            if self.mirror:
+                texture.flip_horizontal()  # a screen the visitor faces should behave like a mirror
             self.texture = texture
             self.frame_size = [width_px, height_px]
         self.texture.blit_buffer(pixels, colorfmt="rgb", bufferfmt="ubyte")
@@ -173,18 +254,20 @@ class LiveView(Widget):
         with self.canvas.after:
             for i, box in enumerate(self.boxes):
                 Color(*(BOX_RGBA if i == self.visitor else OTHER_BOX_RGBA))
-                Line(rectangle=box_rect(box, fw, fh, image), width=dp(3) if i == self.visitor else dp(1.5))
+                rect = box_rect(box, fw, fh, image, self.mirror)
+                Line(rectangle=rect, width=dp(3) if i == self.visitor else dp(1.5))
 
 
 class KioskView(BoxLayout):
     """The root widget; the Kiosk sets these properties and listens for ``on_print``."""
 
     __events__ = ("on_print",)
-    status = StringProperty("waiting for camera…")
-    rows = ListProperty([])
-    partial_note = StringProperty("")
+    mode = StringProperty("attract")  # attract | searching | results
+    status = StringProperty("step in front of the camera")
+    alerts = StringProperty("waiting for the camera…")
     print_note = StringProperty("")
     can_print = BooleanProperty(False)
+    dataset_info = StringProperty("")
 
     def on_print(self) -> None:
         """Dispatched by the print button."""
@@ -194,21 +277,38 @@ class KioskView(BoxLayout):
 
 
 class Kiosk:
-    """Reads the display's sockets and updates a KioskView; called on the main thread only."""
+    """Reads the display's sockets, runs the session and updates a KioskView; main thread only."""
 
     def __init__(self, cfg: config.Config, view: KioskView, ctx: zmq.Context):
         self.cfg, self.view, self.ctx = cfg, view, ctx
-        self.threshold: float = cfg["display"]["match_threshold"]
+        d = cfg["display"]
+        self.threshold: float = d["match_threshold"]
+        self.session = Session(
+            self.threshold,
+            Timing(
+                stable_s=d["stable_s"],
+                leave_s=d["leave_s"],
+                search_timeout_s=d["search_timeout_s"],
+                results_hold_s=d["results_hold_s"],
+            ),
+        )
+        self.print_face: bool = cfg["printer"]["print_visitor_face"]
+        self.photos = DatasetPhotos(cfg.path("index", "path"))
         self.subs = {topic: open_socket(ctx, cfg, topic, ROLE, receiving=True) for topic in SUBSCRIBES}
         self.req = open_socket(ctx, cfg, "print", ROLE, receiving=False)
         self.stats: Counter[str] = Counter()
         self.last_ns: dict[str, int] = {}
         self.faces: Faces | None = None
-        self.shown: Matches | None = None
-        self.last_visitor_ns = 0
-        self.pending: tuple[int, int] | None = None  # (query_id, deadline_ns) of the print job in flight
+        self.shown_query: int | None = None  # the result list on the cards
+        self.phase = Phase.ATTRACT
+        # (encoded job, query_id, deadline_ns, attempts) of the print job in flight
+        self.pending: tuple[list[bytes], int, int, int] | None = None
+        self.printer_problem = ""
         self.print_note_until_ns = 0
         self._seq = 0
+        view.ids.live.mirror = d["mirror"]
+        if self.photos.facts is not None:
+            view.dataset_info = self.photos.facts.summary()
         view.bind(on_print=lambda *_: self.request_print())
 
     def poll(self, now_ns: int) -> None:
@@ -220,38 +320,34 @@ class Kiosk:
                     self.stats[f"{topic}.failed"] += 1
                     log.exception("showing a %s message failed; it is skipped", topic)
         self._poll_printer(now_ns)
-        self._expire(now_ns)
-        v = self.view
-        visitor_present = self._alive("faces", now_ns) and self.faces is not None and self.faces.visitor >= 0
-        v.status = status_text(self._alive("frames", now_ns), visitor_present, self.shown, self.threshold)
-        best = best_distance(self.shown)
-        v.can_print = self.pending is None and best is not None and best <= self.threshold
+        if self.faces is not None and not self._alive("faces", now_ns):  # a stalled detector's boxes go
+            self.faces = None
+            self.view.ids.live.show_faces(None)
+        self.session.tick(now_ns)
+        self._render(now_ns)
 
     def request_print(self) -> None:
         log.debug("print button pressed")
-        best = best_distance(self.shown)
-        if self.pending is not None or self.shown is None or best is None or best > self.threshold:
+        now_ns = time.monotonic_ns()
+        if self.pending is not None:
             return
-        m = self.shown
-        job = PrintJob(self._header(m.header.frame_id), m.query_id, m.results)
-        try:
-            self.req.send_multipart(encode(job), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.stats["print.send_failed"] += 1
-            log.warning("could not hand the print job for query %d to the printer", m.query_id)
-            self._reopen_req("printer not answering")
+        m = self.session.request_print(now_ns)
+        if m is None:
             return
-        self.pending = (m.query_id, time.monotonic_ns() + int(PRINT_TIMEOUT_S * 1e9))
-        self.stats["print.sent"] += 1
-        log.info("print job for query %d sent", m.query_id)
+        chip = self.session.visit.extra.get("chip", b"") if self.print_face and self.session.visit else b""
+        job = PrintJob(self._header(m.header.frame_id), m.query_id, m.results, chip_jpeg(chip) if chip else b"")
+        self._send_job(encode(job), m.query_id, attempt=1)
         self._note("printing your receipt…")
-        self.view.can_print = False
+        self._render(now_ns)
 
     def close(self) -> None:
         for sock in [*self.subs.values(), self.req]:
             sock.close(linger=0)
         self.ctx.term()
+        self.photos.close()
         log.info("stopped; counters: %s", dict(self.stats))
+
+    # --- receiving ------------------------------------------------------------------------------
 
     def _receive(self, topic: str, now_ns: int) -> list[Any]:
         sock = self.subs[topic]
@@ -281,47 +377,71 @@ class Kiosk:
             self.view.ids.live.show_frame(msg.width_px, msg.height_px, msg.pixels)
         elif isinstance(msg, Faces):
             self.faces = msg
-            if msg.visitor >= 0:
-                self.last_visitor_ns = now_ns
             self.view.ids.live.show_faces(msg)
+            if msg.visitor >= 0:
+                self.session.on_face(now_ns, msg.captured_ns)
+                if self.print_face and self.session.visit is not None:
+                    self.session.visit.extra["chip"] = msg.chip  # dropped with the visit at reset
         elif isinstance(msg, Matches):
-            self._show_matches(msg, now_ns)
+            if self.session.on_matches(now_ns, msg):
+                best = min(msg.results, key=lambda r: r["distance"])["identity"] if msg.results else "(none)"
+                log.info("showing %d results for query %d, best %s", len(msg.results), msg.query_id, best)
+            else:
+                self.stats["matches.not_for_this_visit"] += 1
 
-    def _show_matches(self, msg: Matches, now_ns: int) -> None:
-        self.last_visitor_ns = now_ns  # a result list means someone was there
-        if self.shown is not None and msg.query_id == self.shown.query_id:
+    # --- drawing --------------------------------------------------------------------------------
+
+    def _render(self, now_ns: int) -> None:
+        v, s = self.view, self.session
+        if s.phase is not self.phase:
+            why = f" ({s.last_reset})" if s.phase is Phase.ATTRACT else ""
+            log.info("session: %s -> %s%s", self.phase.value, s.phase.value, why)
+            self.phase = s.phase
+        results = s.results
+        query = results.query_id if results is not None else None
+        if query != self.shown_query:
+            self._show_cards(results)
+            self.shown_query = query
+        v.mode = view_mode(s.phase)
+        v.status = phase_text(s.phase, s.await_leave, results, self.threshold, now_ns / 1e9)
+        v.alerts = alerts_text(
+            "frames" in self.last_ns, self._alive("frames", now_ns), partial_note(results), self.printer_problem
+        )
+        v.can_print = self.pending is None and s.can_print
+        if self.pending is None and v.print_note and (now_ns > self.print_note_until_ns or s.phase is Phase.ATTRACT):
+            v.print_note = ""
+
+    def _show_cards(self, results: Matches | None) -> None:
+        rows = card_rows(results.results, self.threshold) if results is not None else []
+        by_rank = {str(r["rank"]): r for r in results.results} if results is not None else {}
+        cards = [self.view.ids[f"card{i}"] for i in range(SHOWN_RESULTS)]
+        for i, card in enumerate(cards):
+            row = rows[i] if i < len(rows) else None
+            photo = None
+            if row is not None:
+                crop = self.photos.crop(by_rank[row["rank"]])
+                photo = rgb_texture(crop) if crop is not None else None
+            card.show(row, photo)
+
+    # --- printing -------------------------------------------------------------------------------
+
+    def _send_job(self, parts: list[bytes], query_id: int, attempt: int) -> None:
+        try:
+            self.req.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats["print.send_failed"] += 1
+            log.warning("could not hand the print job for query %d to the printer", query_id)
+            self._reopen_req()
+            self._print_failed("printer not answering")
             return
-        before = self._best_identity(self.shown)
-        self.shown = msg
-        self.view.rows = result_rows(msg.results, self.threshold)
-        self.view.partial_note = partial_note(msg)
-        best = self._best_identity(msg)
-        # A visitor's queries come at the camera's pace: only a change of face is worth an INFO line.
-        level = logging.INFO if best != before else logging.DEBUG
-        log.log(level, "showing %d results for query %d, best %s", len(self.view.rows), msg.query_id, best)
-
-    @staticmethod
-    def _best_identity(msg: Matches | None) -> str | None:
-        if msg is None:
-            return None
-        return min(msg.results, key=lambda r: r["distance"])["identity"] if msg.results else "(none)"
-
-    def _expire(self, now_ns: int) -> None:
-        """Drop boxes of a stalled detector, and the results once the visitor has gone."""
-        if self.faces is not None and not self._alive("faces", now_ns):
-            self.faces = None
-            self.view.ids.live.show_faces(None)
-        if self.shown is not None and now_ns - self.last_visitor_ns > RESULTS_HOLD_S * 1e9:
-            self.shown = None
-            self.view.rows = []
-            self.view.partial_note = ""
-        if self.pending is None and self.view.print_note and now_ns > self.print_note_until_ns:
-            self.view.print_note = ""
+        self.pending = (parts, query_id, time.monotonic_ns() + int(PRINT_TIMEOUT_S * 1e9), attempt)
+        self.stats["print.sent"] += 1
+        log.info("print job for query %d sent (attempt %d of %d)", query_id, attempt, PRINT_ATTEMPTS)
 
     def _poll_printer(self, now_ns: int) -> None:
         if self.pending is None:
             return
-        query_id, deadline_ns = self.pending
+        parts, query_id, deadline_ns, attempt = self.pending
         if self.req.poll(0, zmq.POLLIN):
             self.pending = None
             try:
@@ -329,27 +449,38 @@ class Kiosk:
             except DecodeError as e:
                 self.stats["printed.malformed"] += 1
                 log.warning("dropped a malformed print reply: %s", e)
-                self._note("the printer sent a garbled answer")
+                self._print_failed("the printer sent a garbled answer")
                 return
             if reply.ok:
                 self.stats["print.done"] += 1
                 log.info("printed query %d: %s", query_id, reply.detail)
-                self._note("your receipt is printing")
+                self.printer_problem = ""
+                self.session.on_print_done(now_ns, ok=True)
+                self._note("your receipt is printing — take it with you")
             else:
                 self.stats["print.failed"] += 1
                 log.warning("printing query %d failed: %s", query_id, reply.detail)
-                self._note("the printer could not print")
+                self._print_failed(reply.detail)
         elif now_ns > deadline_ns:
             self.stats["print.timeout"] += 1
-            log.warning("no print reply within %.0f s; reopening the print socket", PRINT_TIMEOUT_S)
-            self._reopen_req("printer not answering")
+            log.warning("no print reply within %.0f s (attempt %d); reopening the socket", PRINT_TIMEOUT_S, attempt)
+            self._reopen_req()
+            if attempt < PRINT_ATTEMPTS:
+                self._send_job(parts, query_id, attempt + 1)  # the same job: the printer won't print it twice
+            else:
+                self._print_failed("printer not answering")
 
-    def _reopen_req(self, note: str) -> None:
+    def _print_failed(self, problem: str) -> None:
+        self.pending = None
+        self.printer_problem = problem
+        self.session.on_print_done(time.monotonic_ns(), ok=False)
+        self._note("sorry, the printer could not print")
+
+    def _reopen_req(self) -> None:
         """Lazy Pirate: a REQ socket that lost its reply can't send again, so replace it."""
         self.req.close(linger=0)
         self.req = open_socket(self.ctx, self.cfg, "print", ROLE, receiving=False)
         self.pending = None
-        self._note(note)
 
     def _note(self, text: str) -> None:
         self.view.print_note = text
@@ -416,6 +547,7 @@ def configure_window(display: dict[str, Any]) -> None:
         KivyConfig.set("graphics", "fullscreen", "auto")
         KivyConfig.set("graphics", "borderless", "1")
         KivyConfig.set("graphics", "show_cursor", "0")
+        KivyConfig.set("graphics", "allow_screensaver", "0")
         KivyConfig.set("kivy", "exit_on_escape", "0")  # a visitor's Esc key must not close the kiosk
 
 

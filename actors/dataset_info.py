@@ -1,0 +1,138 @@
+"""The dataset behind the index, for the visitor: matched photos cropped around the face, and facts.
+
+Read-only: the manifest (``provenance.dataset_root``, counts) and ``meta.sqlite`` (each row's
+face box) through :mod:`index.store`. Dataset photos are not visitor data, so recent crops are
+cached in memory. A result whose photo can't be read (a synthetic gallery entry, a moved dataset,
+a corrupt file) gets ``None`` and the caller shows a placeholder; nothing here raises for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from index import store
+
+CROP_PX = 200
+CROP_MARGIN = 0.45  # the crop reaches this fraction of the face box beyond each side
+CACHE_SIZE = 64
+log = logging.getLogger("dataset")
+
+LFW_PHOTO = re.compile(r"^(?P<name>[^/]+)/(?P=name)_\d{4}\.\w+$")
+MEGAFACE_PHOTO = re.compile(r"(?:^|/)FlickrFinal2/\d{3}/(?P<account>[^/]+@N\d+)/[^/]+$")
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    name: str
+    photos: int
+    people: int
+    root: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.name}: {self.photos:,} face photos of {self.people:,} people. "
+            "They were collected from the web without asking the people in them. Datasets like "
+            "this train and test the face recognition used by companies, police and governments."
+        )
+
+
+def is_synthetic(result: dict[str, Any]) -> bool:
+    return bool(result.get("synthetic")) or str(result.get("identity", "")).lower().startswith("synthetic")
+
+
+def photo_source(photo: str) -> tuple[str, str]:
+    """Where a dataset photo comes from and under which terms, as far as its path tells."""
+    if m := MEGAFACE_PHOTO.search(photo):
+        return f"Flickr account {m['account']}, via MegaFace", "Creative Commons, as uploaded; no consent asked"
+    if LFW_PHOTO.match(photo):
+        return "Labeled Faces in the Wild (news photos)", "research use; no consent asked"
+    return "not recorded in the index", "unknown"
+
+
+def dataset_name(root: str) -> str:
+    lowered = root.lower()
+    if "megaface" in lowered or "flickrfinal" in lowered:
+        return "MegaFace"
+    if "lfw" in lowered:
+        return "Labeled Faces in the Wild"
+    if "demo/gallery" in lowered:
+        return "The demo gallery (a slice of Labeled Faces in the Wild)"
+    return f"The dataset at {Path(root).name}"
+
+
+def crop_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """A square around a [left, top, right, bottom] face box with a margin, clipped to the photo."""
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top) * (1 + 2 * CROP_MARGIN)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    half = min(side / 2, width / 2, height / 2)
+    x0 = round(min(max(cx - half, 0), width - 2 * half))
+    y0 = round(min(max(cy - half, 0), height - 2 * half))
+    return x0, y0, x0 + round(2 * half), y0 + round(2 * half)
+
+
+class DatasetPhotos:
+    """Crops of dataset photos by result; facts about the dataset. Never raises for a bad photo."""
+
+    def __init__(self, index_dir: Path):
+        self.index_dir = Path(index_dir)
+        self.facts: DatasetFacts | None = None
+        self.root: Path | None = None
+        self._meta: store.Metadata | None = None
+        self._cache: OrderedDict[tuple[int, str], np.ndarray | None] = OrderedDict()
+        try:
+            manifest = store.read_manifest(self.index_dir)
+            root = str(manifest.get("provenance", {}).get("dataset_root", ""))
+            self.root = Path(root) if root else None
+            self.facts = DatasetFacts(dataset_name(root), int(manifest["count"]), int(manifest["identities"]), root)
+            self._meta = store.Metadata(self.index_dir)
+        except (store.IndexStoreError, KeyError, ValueError, OSError) as e:
+            log.warning("no dataset photos or facts: %s", e)
+
+    def crop(self, result: dict[str, Any]) -> np.ndarray | None:
+        """The matched photo cropped around the face, CROP_PX square RGB; None when unavailable."""
+        key = (int(result.get("row", -1)), str(result.get("photo", "")))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        crop = None if is_synthetic(result) else self._load(*key)
+        self._cache[key] = crop
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return crop
+
+    def _load(self, row: int, photo: str) -> np.ndarray | None:
+        if self.root is None or self._meta is None or not photo:
+            return None
+        path = (self.root / photo).resolve()
+        if self.root.resolve() not in path.parents:
+            log.warning("photo %r lies outside the dataset root; not shown", photo)
+            return None
+        try:
+            entry = self._meta.lookup([row]).get(row)
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+            if entry is not None and entry.box is not None and entry.photo == photo:
+                rgb = rgb.crop(crop_box(tuple(entry.box), *rgb.size))
+            rgb = rgb.resize((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
+            return np.asarray(rgb)
+        except (OSError, UnidentifiedImageError, ValueError, store.IndexStoreError) as e:
+            log.warning("dataset photo %s unreadable: %s", photo, e)
+            return None
+        except Exception as e:  # sqlite errors and the like: a placeholder, never a crash
+            log.warning("dataset photo %s: %s", photo, e)
+            return None
+
+    def close(self) -> None:
+        if self._meta is not None:
+            self._meta.close()
+            self._meta = None
+        self._cache.clear()
