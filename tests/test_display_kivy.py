@@ -1,30 +1,28 @@
-"""The Kivy display in a real window: Xvfb, the real display actor, real frames, real pixels.
+"""The Kivy display in a real window (Xvfb), fed by a fake upstream so the tests control every message.
 
-The tests play the camera, the detector and the reducer (and the printer): they bind those
-actors' sockets (ipc, in a temporary folder) and publish frames of the bundled Obama clip, the
-detector's boxes for them and a result list, over and over because subscribers join late. They
-wait for the display's log lines or a print request (never a sleep), grab the X screen into
-test-artifacts/display_results.png, check that the frame, the face box and the result rows were
-drawn, click "Print my match" through XTEST, and check that SIGTERM stops the display fast.
+The tests play the camera, the detector and the reducer: they bind those actors' sockets (ipc, in
+a temporary folder) and, from a child process, publish frames of the bundled Obama clip, the detector's
+boxes for them and a result list, round after round (a visitor is a face in every round).
+They wait for the display's log lines (never a sleep), click the print button through XTEST and
+look at the screen. No index is configured here, so the result cards show their "no photo"
+placeholder: a result without a readable photo must never break the window.
+
+- the print job is resent on a fresh socket when the printer does not answer, and it is the same
+  job (the printer uses that to avoid printing twice); a garbled matches message is dropped;
+- with a real CUPS server (started by the test) and the real printer actor: the job arrives as a
+  PDF holding the match text; then the queue is stopped (cupsdisable) and the next visitor's
+  print attempt puts "printer offline" on the screen (test-artifacts/kiosk_printer_offline.png).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import importlib.util
-import os
-import queue
-import signal
+import multiprocessing
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, TypeVar
 
 import numpy as np
 import pytest
@@ -32,57 +30,54 @@ import zmq
 
 import config
 from actors.runtime import open_socket
-from config.loader import PROJECT_ROOT
-from messages import TOPICS, DecodeError, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
+from messages import TOPICS, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
+from tests import cups_server
+from tests import kiosk_screen as ks
 from tests.xvfb import running_xvfb, xvfb_binary
 
+from .conftest import DEMO_CLIP
+
 cv2 = pytest.importorskip("cv2")
-mss = pytest.importorskip("mss", reason="the screen grab needs the mss package (pip install mss)")
+pytest.importorskip("mss", reason="the screen grab needs the mss package (pip install mss)")
 if importlib.util.find_spec("kivy") is None:  # not imported here: Kivy would write ~/.kivy for this process
     pytest.skip("the display window needs Kivy", allow_module_level=True)
 
-CONFIG_PATH = PROJECT_ROOT / "config" / "test.toml"
-CLIP = PROJECT_ROOT / "demo" / "clips" / "obama_2s.mp4"
-ARTIFACT = PROJECT_ROOT / "test-artifacts" / "display_results.png"
-SCREEN_W, SCREEN_H = 1280, 800  # the Xvfb screen, and the window size config/test.toml keeps by default
 FRAME_W = 640
-N_FRAMES = 30
-PUBLISH_PERIOD_S = 0.1
+N_FRAMES = 20
+PERIOD_S = 0.1  # one round of frame, faces and matches
 QUERY_ID = 7
 RESULTS = [
     {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/0001.jpg", "row": 11},
     {"rank": 2, "identity": "Ari_Fleischer", "distance": 0.702, "photo": "Ari_Fleischer/0003.jpg", "row": 27},
     {"rank": 3, "identity": "Abdullah_Gul", "distance": 0.731, "photo": "Abdullah_Gul/0002.jpg", "row": 3},
-    {"rank": 4, "identity": "Alfonso_Soriano", "distance": 0.764, "photo": "Alfonso_Soriano/0001.jpg", "row": 8},
+    {"rank": 4, "identity": "synthetic_0042", "distance": 0.764, "photo": "", "row": 8},
     {"rank": 5, "identity": "Atom_Egoyan", "distance": 0.78, "photo": "Atom_Egoyan/0001.jpg", "row": 30},
 ]
-BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
-# Screen places (rows, columns / x, y) from the layout in ui_kivy/kiosk.kv at 1280x800: the live
-# view fills the left 58 % inside 24 px padding, the result list sits under the right column's
-# title and the print button at the bottom of the right column.
-LIVE_VIEW = (slice(120, 620), slice(40, 700))
-RESULT_LIST = (slice(82, 382), slice(770, 1256))
-PRINT_BUTTON_XY = (1002, 693)
-
-T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ClipFrame:
-    rgb: np.ndarray
-    boxes: list[list[int]]
-    visitor: int
-    chip: bytes
+def display_config(printer: str = 'backend = "spool"') -> str:
+    return f"""
+[display]
+stable_s = 0.2
+leave_s = 2.0
+results_hold_s = 300
+[index]
+path = "build/no-index-here"
+[printer]
+{printer}
+[log]
+level = "DEBUG"
+"""
 
 
 @cache
-def clip_frames() -> list[ClipFrame]:
-    """Frames of the clip scaled to FRAME_W wide, with what the detector finds in each (faces only)."""
+def clip_frames() -> list[tuple[np.ndarray, list[list[int]], int, bytes]]:
+    """Frames of the clip scaled to FRAME_W wide, with the detector's boxes, visitor and chip (faces only)."""
     from actors.detector import find_visitor  # dlib: imported only when a test runs
 
-    d = config.load(CONFIG_PATH, env={})["detector"]
-    cap = cv2.VideoCapture(str(CLIP))
-    frames: list[ClipFrame] = []
+    d = config.load(ks.PROJECT_ROOT / "config" / "test.toml", env={})["detector"]
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    frames = []
     try:
         while len(frames) < N_FRAMES:
             ok, bgr = cap.read()
@@ -93,55 +88,86 @@ def clip_frames() -> list[ClipFrame]:
             rgb = np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
             boxes, visitor, chip = find_visitor(rgb, d["scale"], d["upsample"], d["min_face_px"])
             if visitor >= 0:  # the clip fades in: keep the frames where a face shows
-                frames.append(ClipFrame(rgb, [list(b) for b in boxes], visitor, chip))
+                frames.append((rgb, [list(b) for b in boxes], visitor, chip))
     finally:
         cap.release()
-    assert frames, f"no face found in {CLIP}"
+    assert frames, f"no face found in {DEMO_CLIP}"
     return frames
 
 
 class FakeUpstream:
-    """Camera, detector and reducer: binds their PUB sockets and publishes one round at a time."""
+    """Camera, detector and reducer in a child process: binds their PUB sockets and publishes a round
+    every PERIOD_S (a process of its own, so screen grabs in the test process never hold it up).
+    The test steers it through shared values: ``visitor``, ``query_id``, ``send_garbage``."""
 
     def __init__(self, ipc_dir: Path):
-        self.cfg = config.load(CONFIG_PATH, env={"MEGAPIXELS_IPC_DIR": str(ipc_dir)})
-        self.ctx = zmq.Context()
-        self.pubs = {
-            t: open_socket(self.ctx, self.cfg, t, TOPICS[t].binder, receiving=False)
-            for t in ("frames", "faces", "matches")
+        self.cfg = config.validate({"network": {"transport": "ipc", "ipc_dir": str(ipc_dir)}})
+        self.frames = clip_frames()  # computed here, before the fork
+        ctx = multiprocessing.get_context("fork")
+        self._visitor = ctx.Value("b", 1)  # 0: frames without a face (the visitor stepped away)
+        self._garbage = ctx.Value("b", 1)  # 1: a malformed matches message each round, to be dropped
+        self._query_id = ctx.Value("i", QUERY_ID)
+        self._stop = ctx.Event()
+        self._proc = ctx.Process(target=self._run, daemon=True)
+
+    visitor = property(lambda self: bool(self._visitor.value), lambda self, v: setattr(self._visitor, "value", int(v)))
+    send_garbage = property(
+        lambda self: bool(self._garbage.value), lambda self, v: setattr(self._garbage, "value", int(v))
+    )
+    query_id = property(lambda self: self._query_id.value, lambda self, v: setattr(self._query_id, "value", v))
+
+    def start(self) -> None:
+        self._proc.start()
+
+    def _run(self) -> None:
+        zctx = zmq.Context()
+        pubs = {
+            t: open_socket(zctx, self.cfg, t, TOPICS[t].binder, receiving=False) for t in ("frames", "faces", "matches")
         }
-        self.frames = clip_frames()
-        self.send_garbage = True  # a malformed matches message each round, which must be dropped
-        self.n = 0
+        n = 0
+        try:
+            while not self._stop.wait(PERIOD_S):  # the camera's pace, not a wait for a socket
+                n += 1
+                self._publish(pubs, n)
+        finally:
+            for sock in pubs.values():
+                sock.close(linger=0)
+            zctx.term()
 
-    def publish(self) -> None:
-        self.n += 1
-        f = self.frames[self.n % len(self.frames)]
-        h, w = f.rgb.shape[:2]
+    def _publish(self, pubs: dict[str, zmq.Socket], n: int) -> None:
+        rgb, boxes, visitor, chip = self.frames[n % len(self.frames)]
+        h, w = rgb.shape[:2]
         now = time.monotonic_ns()
-        self._send(Frame(Header(self.n, now, "camera", self.n), w, h, "replay:obama_2s.mp4", f.rgb.tobytes()))
-        self._send(Faces(Header(self.n, now, "detector", self.n), w, h, now, f.boxes, f.visitor, f.chip))
-        self._send(Matches(Header(self.n, now, "reducer", self.n), QUERY_ID, RESULTS, False, [], 84.0))
+        msgs: list[Frame | Faces | Matches] = [
+            Frame(Header(n, now, "camera", n), w, h, "replay:obama_2s.mp4", rgb.tobytes())
+        ]
+        if not self.visitor:
+            msgs.append(Faces(Header(n, now, "detector", n), w, h, now, [], -1, b""))
+        else:
+            msgs.append(Faces(Header(n, now, "detector", n), w, h, now, boxes, visitor, chip))
+            # The result of the previous round's frame, 50 ms after it was captured.
+            msgs.append(Matches(Header(n, now, "reducer", n - 1), self.query_id, RESULTS, False, [], 50.0))
+        for msg in msgs:
+            pubs[type(msg).TOPIC].send_multipart(encode(msg))
         if self.send_garbage:
-            self.pubs["matches"].send_multipart([b"matches", b"\xc1 not msgpack"])
-
-    def _send(self, msg: Frame | Faces | Matches) -> None:
-        self.pubs[type(msg).TOPIC].send_multipart(encode(msg))
+            pubs["matches"].send_multipart([b"matches", b"\xc1 not msgpack"])
 
     def close(self) -> None:
-        for sock in self.pubs.values():
-            sock.close(linger=0)
-        self.ctx.term()
+        self._stop.set()
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
 
 
 class FakePrinter:
     """The printer's REP socket, answered by hand."""
 
     def __init__(self, upstream: FakeUpstream):
-        self.sock = open_socket(upstream.ctx, upstream.cfg, "print", TOPICS["print"].binder, receiving=True)
+        self.ctx = zmq.Context()
+        self.sock = open_socket(self.ctx, upstream.cfg, "print", TOPICS["print"].binder, receiving=True)
 
     def receive(self) -> PrintJob | None:
-        """The waiting print job, if any (never blocks)."""
         if not self.sock.poll(0, zmq.POLLIN):
             return None
         return decode(self.sock.recv_multipart(), expect="print")
@@ -152,249 +178,154 @@ class FakePrinter:
 
     def close(self) -> None:
         self.sock.close(linger=0)
-
-
-@dataclass
-class DisplayProcess:
-    proc: subprocess.Popen
-    home: Path
-    lines: queue.Queue = field(default_factory=queue.Queue)  # output lines; None at the end
-    output: list[str] = field(default_factory=list)
-
-    def start_reader(self) -> None:
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
-
-    def _read(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            self.output.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def transcript(self) -> str:
-        return "\n".join(self.output[-60:])
-
-
-def publish_until(
-    display: DisplayProcess,
-    upstream: FakeUpstream,
-    check: Callable[[list[str]], T | None],
-    what: str,
-    timeout_s: float = 20.0,
-) -> T:
-    """Publish a round every PUBLISH_PERIOD_S until ``check(lines logged meanwhile)`` gives a value."""
-    deadline = time.monotonic() + timeout_s
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        upstream.publish()
-        round_end = time.monotonic() + PUBLISH_PERIOD_S
-        while (left := round_end - time.monotonic()) > 0:
-            try:
-                line = display.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(
-                    f"the display exited (code {display.proc.wait()}) waiting for {what}:\n{display.transcript()}"
-                )
-            seen.append(line)
-        if (result := check(seen)) is not None:
-            return result
-    raise AssertionError(f"no {what} within {timeout_s:.0f} s; the display logged:\n{display.transcript()}")
-
-
-def line_with(needle: str) -> Callable[[list[str]], str | None]:
-    return lambda seen: next((line for line in seen if needle in line), None)
-
-
-def lines_with(*needles: str) -> Callable[[list[str]], list[str] | None]:
-    """All of ``needles`` logged, in any order: one line for each."""
-
-    def check(seen: list[str]) -> list[str] | None:
-        found = {n: line for line in seen for n in needles if n in line}
-        return [found[n] for n in needles] if len(found) == len(needles) else None
-
-    return check
-
-
-def one_round(_: list[str]) -> bool:
-    return True
-
-
-def screen_problems(rgb: np.ndarray) -> list[str]:
-    """What is wrong with a screen grab of the display showing RESULTS (empty list: all drawn)."""
-    problems = []
-    if rgb.std() < 30:
-        problems.append(f"the screen is nearly blank (pixel std dev {rgb.std():.1f})")
-    live = rgb[LIVE_VIEW]
-    colours = len(np.unique((live >> 3).reshape(-1, 3), axis=0))
-    if colours < 1000:
-        problems.append(f"the live view has only {colours} distinct colours; no camera frame drawn")
-    box_px = int((np.abs(live.astype(int) - BOX_RGB).max(axis=2) < 40).sum())
-    if box_px < 200:
-        problems.append(f"only {box_px} pixels of the face box's colour in the live view")
-    text_rows = (rgb[RESULT_LIST] > 200).all(axis=2).any(axis=1)  # pixel rows holding white text
-    lines = int(np.count_nonzero(np.diff(text_rows.astype(int)) == 1) + text_rows[0])
-    if lines < len(RESULTS):
-        problems.append(f"{lines} lines of text in the result list, expected {len(RESULTS)}")
-    return problems
-
-
-def grab(display_name: str) -> tuple[np.ndarray, Any]:
-    """The whole X screen: as an RGB array, and as mss's shot (for saving)."""
-    with mss.MSS(display=display_name) as sct:
-        shot = sct.grab(sct.monitors[0])
-    return np.asarray(shot)[:, :, 2::-1].copy(), shot  # BGRA -> RGB
-
-
-def click(display_name: str, x: int, y: int) -> None:
-    """A left click at (x, y), sent through the X server's XTEST extension as a real mouse's would be."""
-    x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
-    xtst = ctypes.CDLL(ctypes.util.find_library("Xtst") or "libXtst.so.6")
-    x11.XOpenDisplay.restype = ctypes.c_void_p
-    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
-    xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong]
-    xtst.XTestFakeButtonEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
-    dpy = x11.XOpenDisplay(display_name.encode())
-    assert dpy, f"cannot open X display {display_name}"
-    try:
-        xtst.XTestFakeMotionEvent(dpy, -1, x, y, 0)
-        xtst.XTestFakeButtonEvent(dpy, 1, True, 0)
-        xtst.XTestFakeButtonEvent(dpy, 1, False, 0)
-    finally:
-        x11.XCloseDisplay(dpy)  # flushes the events
-
-
-def stop_with_sigterm(display: DisplayProcess) -> None:
-    t0 = time.monotonic()
-    display.proc.send_signal(signal.SIGTERM)
-    try:
-        code = display.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"the display ignored SIGTERM for 5 s:\n{display.transcript()}") from None
-    assert code == 0, f"the display exited with {code} after SIGTERM:\n{display.transcript()}"
-    assert time.monotonic() - t0 < 5
-    # Mesa's cache of compiled GL shaders is the one thing allowed: it holds no pixels.
-    shader_cache = display.home / ".cache" / "mesa_shader_cache"
-    files = [p for p in display.home.rglob("*") if p.is_file() and shader_cache not in p.parents]
-    left_behind = sorted(str(p.relative_to(display.home)) for p in files)
-    assert not left_behind, f"the display wrote into its HOME: {left_behind}"
+        self.ctx.term()
 
 
 @pytest.fixture
 def x_display() -> Iterator[str]:
     if xvfb_binary() is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb xauth libgl1 libegl1 libmtdev1)")
-    with running_xvfb(f"{SCREEN_W}x{SCREEN_H}x24") as name:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb xauth libgl1 libegl1 libmtdev1 libxtst6)")
+    if not ks.has_xtest():
+        pytest.skip("libXtst is missing (apt-get install libxtst6): the test clicks through XTEST")
+    with running_xvfb(f"{ks.SCREEN_W}x{ks.SCREEN_H}x24") as name:
         yield name
 
 
 @pytest.fixture
 def upstream(ipc_dir: Path) -> Iterator[FakeUpstream]:
     up = FakeUpstream(ipc_dir)  # ipc_dir: conftest's short folder, as socket paths must stay short
+    up.start()
     yield up
     up.close()
 
 
-@pytest.fixture
-def display(x_display: str, upstream: FakeUpstream, tmp_path: Path) -> Iterator[DisplayProcess]:
-    """``python -m actors.display`` with a window on ``x_display``, up and showing RESULTS."""
-    home = tmp_path / "home"  # an empty HOME: the display must leave nothing in it
-    home.mkdir()
-    env = {
-        **os.environ,
-        "MEGAPIXELS_CONFIG": str(CONFIG_PATH),
-        "MEGAPIXELS_HEADLESS": "0",  # test.toml says headless = true; "0" must override it
-        "MEGAPIXELS_IPC_DIR": upstream.cfg["network"]["ipc_dir"],
-        "DISPLAY": x_display,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "HOME": str(home),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.display"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    d = DisplayProcess(proc, home)
-    d.start_reader()
-    try:
-        # Results may be logged before the first picture is on screen: wait for both at once.
-        _, shown = publish_until(d, upstream, lines_with("window ready", "results for query"), "window", 45)
-        assert f"showing {len(RESULTS)} results for query {QUERY_ID}, best barack_obama" in shown
-        yield d
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def start_display(actors: ks.Actors, upstream: FakeUpstream) -> None:
+    actors.start("display", "actors.display")
+    actors.wait_for(ks.logged("display", "window ready"), "the window", 60)
+    actors.wait_for(ks.logged("display", "view: mode=results"), "the results view", 20, since=0)
 
 
-def test_rows_boxes_and_notes() -> None:
+def test_cards_alerts_and_boxes() -> None:
     from ui_kivy import app  # Kivy without a window; ui_kivy keeps it from writing ~/.kivy
+    from ui_kivy.session import Phase
 
-    rows = app.result_rows(RESULTS, threshold=0.6)
-    assert rows[0] == {"rank": "1", "name": "barack obama", "distance": "0.350", "close": True}
+    rows = app.card_rows(RESULTS, threshold=0.6)
+    assert rows[0] == {
+        "rank": "1",
+        "name": "barack obama",
+        "confidence": "99 % · close match (provisional)",
+        "percent": 99,
+        "distance": "distance 0.350",
+        "close": True,
+    }
     assert [r["close"] for r in rows] == [True, False, False, False, False]
-    # A 640x360 frame shown 2x at (10, 20): its top-left box lands at the top-left, y going up.
+    calibrated = app.card_rows([{**RESULTS[1], "p_same": 0.12, "verdict": "look-alike"}], 0.6)
+    assert calibrated[0]["confidence"] == "12 % · look-alike"
+    # A 640x360 frame shown 2x at (10, 20): its top-left box lands at the top-left, y going up...
     assert app.box_rect([0, 0, 64, 36], 640, 360, (10, 20, 1280, 720)) == (10, 20 + 720 - 72, 128, 72)
+    # ...and at the top-right when the view is mirrored.
+    assert app.box_rect([0, 0, 64, 36], 640, 360, (10, 20, 1280, 720), mirror=True) == (1162, 668, 128, 72)
     assert app.fit_rect(640, 360, 0, 0, 700, 700) == (0, 153.125, 700, 393.75)
     partial = Matches(Header(1, 0, "reducer", 1), QUERY_ID, RESULTS, True, [1, 3], 80.0)
-    assert app.partial_note(partial) == "partial — missing shards 1, 3"
-    assert app.status_text(False, False, None, 0.6) == "waiting for camera…"
-    assert app.status_text(True, True, None, 0.6) == "searching…"
-    assert app.status_text(True, True, partial, 0.6) == "your closest match: barack obama"
+    assert app.partial_note(partial) == "partial results: shard 1, 3 did not answer, some faces were not searched"
+    assert app.alerts_text(False, False, "", "") == "waiting for the camera…"
+    assert app.alerts_text(True, False, "", "") == "camera lost: no picture for a while"
+    assert (
+        app.alerts_text(True, True, "", "printer offline: queue 'q' is stopped")
+        == "printer offline: queue 'q' is stopped"
+    )
+    assert app.alerts_text(True, True, "", "out of paper") == "printer: out of paper"
+    assert app.alerts_text(True, True, "", "") == ""
+    assert app.phase_text(Phase.RESULTS, False, partial, 0.6, 0) == "your closest match: barack obama"
+    assert app.phase_text(Phase.ATTRACT, True, None, 0.6, 0).startswith("thank you")
+    assert app.view_mode(Phase.PRINTING) == "results" and app.view_mode(Phase.PRESENT) == "attract"
 
 
 @pytest.mark.timeout(120)
-def test_display_draws_frame_box_and_results(display: DisplayProcess, upstream: FakeUpstream, x_display: str) -> None:
-    publish_until(display, upstream, line_with("dropped a malformed matches message"), "dropped garbage")
-    upstream.send_garbage = False
-    # The log line comes when the properties change; the pixels follow within a frame or two.
-    deadline = time.monotonic() + 15
-    while True:
-        rgb, shot = grab(x_display)
-        problems = screen_problems(rgb)
-        if not problems or time.monotonic() > deadline:
-            break
-        publish_until(display, upstream, one_round, "a round")
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    mss.tools.to_png(shot.rgb, shot.size, output=str(ARTIFACT))
-    assert rgb.shape[:2] == (SCREEN_H, SCREEN_W)
-    assert not problems, f"{problems} (the screen grab is in {ARTIFACT})"
-    stop_with_sigterm(display)
-
-
-@pytest.mark.timeout(120)
-def test_print_button_and_lazy_pirate(display: DisplayProcess, upstream: FakeUpstream, x_display: str) -> None:
-    if ctypes.util.find_library("Xtst") is None:
-        pytest.skip("libXtst is missing (apt-get install libxtst6): the test clicks through XTEST")
+def test_print_is_resent_on_a_fresh_socket_and_garbage_is_dropped(
+    x_display: str, upstream: FakeUpstream, ipc_dir: Path, tmp_path: Path
+) -> None:
+    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, display_config())
+    actors = ks.Actors(env)
     printer = FakePrinter(upstream)
     try:
-        click(x_display, *PRINT_BUTTON_XY)
-        job = publish_until(display, upstream, lambda _: printer.receive(), "print job after a click")
-        assert (job.query_id, job.results, job.header.src) == (QUERY_ID, RESULTS, "display")
-        printer.reply(job)
-        publish_until(display, upstream, line_with(f"printed query {QUERY_ID}"), "'printed' log line")
+        start_display(actors, upstream)
+        actors.wait_for(ks.logged("display", "dropped a malformed matches"), "garbage dropped", 10, since=0)
+        upstream.send_garbage = False
+        ks.grab_until(x_display, lambda rgb: [*ks.live_frame_with_box(rgb), *ks.button_lit(rgb)], "kiosk_fake.png")
 
-        # A printer that doesn't answer: the display gives up after ~3 s and reopens its socket...
-        click(x_display, *PRINT_BUTTON_XY)
-        late = publish_until(display, upstream, lambda _: printer.receive(), "second print job")
-        publish_until(display, upstream, line_with("no print reply"), "print timeout", timeout_s=10)
-        printer.reply(late)  # too late: the socket it was meant for is closed, so it is dropped
-
-        # ...and the reopened socket works.
-        click(x_display, *PRINT_BUTTON_XY)
-        job = publish_until(display, upstream, lambda _: printer.receive(), "print job after the timeout")
-        printer.reply(job)
-        publish_until(display, upstream, line_with(f"printed query {QUERY_ID}"), "'printed' after the timeout")
-    except DecodeError as e:
-        raise AssertionError(f"the display sent a malformed print job: {e}") from e
+        mark = actors.mark()
+        ks.click(x_display, *ks.PRINT_BUTTON_XY)
+        first = actors.wait_for(lambda _: printer.receive(), "a print job after the click", 10)
+        assert (first.query_id, first.results, first.header.src) == (QUERY_ID, RESULTS, "display")
+        assert first.visitor_face_jpeg == b"", "the visitor's face was sent although print_visitor_face is off"
+        # No answer: after ~3 s the display reopens its socket and sends the very same job again.
+        actors.wait_for(ks.logged("display", "(attempt 2 of 2)"), "the resend", 10)
+        printer.reply(first)  # too late: the socket it was meant for is closed, so it is dropped
+        again = actors.wait_for(lambda _: printer.receive(), "the resent job", 10)
+        assert again == first, "the resent job differs, so the printer could not tell it was printed already"
+        printer.reply(again)
+        actors.wait_for(ks.logged("display", f"printed query {QUERY_ID}"), "'printed'", 10)
+        view = actors.wait_for(ks.logged("display", "note='your receipt"), "the note", 5, since=mark)
+        assert "print_lit=False" in view  # one receipt per visitor
+        assert actors.stop("display") == 0
+        assert not ks.left_in_home(env), f"the display wrote into its HOME: {ks.left_in_home(env)}"
     finally:
         printer.close()
-    stop_with_sigterm(display)
+        actors.kill_all()
+
+
+@pytest.mark.timeout(150)
+def test_cups_job_arrives_and_a_stopped_queue_shows_on_screen(
+    x_display: str, upstream: FakeUpstream, ipc_dir: Path, tmp_path: Path
+) -> None:
+    if reason := cups_server.missing():
+        pytest.skip(reason)
+    with cups_server.running_cupsd() as cups_env:
+        printer_cfg = f'backend = "cups"\ncups_queue = "{cups_server.QUEUE}"'
+        env = {**ks.kiosk_env(tmp_path, x_display, ipc_dir, display_config(printer_cfg)), **cups_env}
+        actors = ks.Actors(env)
+        upstream.send_garbage = False
+        try:
+            actors.start("printer", "actors.printer")
+            start_display(actors, upstream)
+            before = cups_server.pdfs()
+            ks.click(x_display, *ks.PRINT_BUTTON_XY)
+            actors.wait_for(ks.logged("display", f"printed query {QUERY_ID}"), "'printed'", 15)
+            pdf = cups_server.wait_for_pdf(before)
+            try:
+                text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, check=True).stdout.decode()
+            finally:
+                pdf.unlink()
+            assert "Your closest match: barack obama" in text and "Distance 0.350" in text, text
+
+            # The queue stops; the visitor leaves, the next one arrives and presses the button.
+            subprocess.run(["cupsdisable", cups_server.QUEUE], env=cups_env, check=True, timeout=10)
+            upstream.visitor = False
+            mark = actors.mark()
+            actors.wait_for(ks.logged("display", "(the visitor left)"), "the reset", 10)
+            upstream.visitor, upstream.query_id = True, QUERY_ID + 1
+            actors.wait_for(
+                ks.logged("display", "print_lit=True"),
+                "the next visitor's results",
+                20,
+                since=mark,
+            )
+            ks.click(x_display, *ks.PRINT_BUTTON_XY)
+            failed = actors.wait_for(ks.logged("display", f"printing query {QUERY_ID + 1} failed"), "the failure", 15)
+            assert failed.endswith(f"printer offline: queue '{cups_server.QUEUE}' is stopped"), failed
+            view = actors.wait_for(
+                ks.logged("display", 'alerts="printer offline: queue'),
+                "the alert",
+                5,
+                since=mark,
+            )
+            assert "print_lit=True" in view  # the visitor may try again once the printer is back
+            ks.grab_until(
+                x_display,
+                lambda rgb: [*ks.orange_text(rgb, ks.ALERTS, "alert line"), *ks.button_lit(rgb)],
+                "kiosk_printer_offline.png",
+            )
+            assert actors.stop("printer") == 0 and actors.stop("display") == 0
+        finally:
+            actors.kill_all()

@@ -192,3 +192,13 @@ def test_confidence(result: dict, percent: int, verdict: str, provisional: bool)
     c = scores.confidence(result, 0.6)
     assert (c.percent, c.verdict, c.provisional) == (percent, verdict, provisional)
     assert scores.confidence_text(c).endswith("(provisional)") == provisional
+
+
+def test_stability_counts_capture_times_when_the_display_reads_frames_in_bursts() -> None:
+    session = Session(threshold=0.6, timing=T)
+    for burst in range(3):  # a display drawing at ~1.5 frames/s reads 7 frames per poll
+        now = 100.0 + 0.7 * (burst + 1)
+        for i in range(7):
+            session.on_face(s(now), captured=s(100.0 + 0.1 * (7 * burst + i)))
+        session.tick(s(now))
+    assert session.phase is Phase.SEARCHING

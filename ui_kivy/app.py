@@ -61,7 +61,8 @@ SUBSCRIBES = ("frames", "faces", "matches")
 POLL_S = 1 / 30
 MAX_MESSAGES_PER_POLL = 100  # a flood of messages must not starve the window of frames
 SHOWN_RESULTS = 5
-ALIVE_PERIODS = 10  # a stream is alive while a message came within this many periods of its rate
+ALIVE_PERIODS = 10  # a stream is alive while a message came within this many periods of its rate...
+MIN_ALIVE_S = 2.0  # ...and never less than this: a busy detector on two cores runs at a few frames/s
 PRINT_TIMEOUT_S = 3.0
 PRINT_ATTEMPTS = 2  # the first send and one resend on a fresh socket
 PRINT_NOTE_S = 10.0  # how long "your receipt is printing" and the like stay up
@@ -109,7 +110,7 @@ def alerts_text(camera_seen: bool, camera_alive: bool, partial: str, printer_pro
     if partial:
         notes.append(partial)
     if printer_problem:
-        notes.append(f"printer: {printer_problem}")
+        notes.append(printer_problem if printer_problem.startswith("printer") else f"printer: {printer_problem}")
     return "   ·   ".join(notes)
 
 
@@ -232,6 +233,13 @@ class LiveView(Widget):
         self.texture.blit_buffer(pixels, colorfmt="rgb", bufferfmt="ubyte")
         self.canvas.ask_update()
 
+    def clear(self) -> None:
+        """Forget the last frame and boxes (the camera is gone: its last picture may show a visitor)."""
+        self.texture = None
+        self.frame_size = [0, 0]
+        self.boxes = []
+        self.canvas.after.clear()
+
     def show_faces(self, msg: Faces | None) -> None:
         if msg is None:
             self.boxes = []
@@ -239,6 +247,7 @@ class LiveView(Widget):
         self.boxes_frame_size = [msg.width_px, msg.height_px]
         self.visitor = msg.visitor
         self.boxes = [list(b) for b in msg.boxes]
+        self._draw_boxes()  # also when the boxes equal the last ones, which Kivy would not report
 
     def _layout(self, *_: Any) -> None:
         x, y, w, h = fit_rect(*self.frame_size, *self.pos, *self.size)
@@ -306,6 +315,7 @@ class Kiosk:
         self.printer_problem = ""
         self.print_note_until_ns = 0
         self._seq = 0
+        self._last_shown: tuple = ()
         view.ids.live.mirror = d["mirror"]
         if self.photos.facts is not None:
             view.dataset_info = self.photos.facts.summary()
@@ -320,9 +330,13 @@ class Kiosk:
                     self.stats[f"{topic}.failed"] += 1
                     log.exception("showing a %s message failed; it is skipped", topic)
         self._poll_printer(now_ns)
+        live = self.view.ids.live
         if self.faces is not None and not self._alive("faces", now_ns):  # a stalled detector's boxes go
             self.faces = None
-            self.view.ids.live.show_faces(None)
+            live.show_faces(None)
+        if live.texture is not None and not self._alive("frames", now_ns):
+            live.clear()
+            log.warning("camera lost: no frame for %.1f s; the live view is cleared", MIN_ALIVE_S)
         self.session.tick(now_ns)
         self._render(now_ns)
 
@@ -410,6 +424,19 @@ class Kiosk:
         v.can_print = self.pending is None and s.can_print
         if self.pending is None and v.print_note and (now_ns > self.print_note_until_ns or s.phase is Phase.ATTRACT):
             v.print_note = ""
+        shown = (v.mode, v.status.rstrip("."), v.alerts, v.print_note, v.can_print, self.shown_query)
+        if shown != self._last_shown:  # what the visitor reads, for the log and the UI tests
+            self._last_shown = shown
+            names = [self.view.ids[f"card{i}"].name for i in range(SHOWN_RESULTS)]
+            log.debug(
+                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r",
+                v.mode,
+                v.status,
+                v.alerts,
+                v.print_note,
+                v.can_print,
+                [n for n in names if n],
+            )
 
     def _show_cards(self, results: Matches | None) -> None:
         rows = card_rows(results.results, self.threshold) if results is not None else []
@@ -488,7 +515,7 @@ class Kiosk:
 
     def _alive(self, topic: str, now_ns: int) -> bool:
         last = self.last_ns.get(topic)
-        return last is not None and now_ns - last < ALIVE_PERIODS * 1e9 / TOPICS[topic].rate_hz
+        return last is not None and now_ns - last < max(ALIVE_PERIODS / TOPICS[topic].rate_hz, MIN_ALIVE_S) * 1e9
 
     def _header(self, frame_id: int) -> Header:
         self._seq += 1

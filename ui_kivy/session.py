@@ -49,8 +49,8 @@ class Timing:
 class Visit:
     """Everything the kiosk holds about the current visitor; dropped as a whole at reset."""
 
-    first_face_ns: int  # when their face first appeared (monotonic)
-    stable_since_ns: int
+    first_face_ns: int  # when the frame with their first face was captured (monotonic)
+    stable_since_ns: int  # capture time of the first frame of the current unbroken run of faces
     search_started_ns: int = 0
     results_since_ns: int = 0
     results: Matches | None = None
@@ -70,7 +70,8 @@ class Session:
         self.phase = Phase.ATTRACT
         self.visit: Visit | None = None
         self.await_leave = False  # after a timeout: no new visit until nobody is seen for leave_s
-        self.last_face_ns: int | None = None
+        self.last_face_ns: int | None = None  # when the last face was seen (reading time)
+        self.last_captured_ns: int | None = None  # when its frame was captured
         self.visits = 0
         self.last_reset = ""  # why the last visit ended, for logs and tests
 
@@ -80,19 +81,21 @@ class Session:
         """The detector saw a visitor's face (in a frame captured at ``captured``, default now)."""
         captured = now_ns if captured is None else captured
         gap_ns = None if self.last_face_ns is None else now_ns - self.last_face_ns
-        self.last_face_ns = now_ns
+        # Stability is judged on capture times: a busy display may read several frames at once.
+        frame_gap_ns = None if self.last_captured_ns is None else captured - self.last_captured_ns
+        self.last_face_ns, self.last_captured_ns = now_ns, captured
         t = self.timing
         if self.phase is Phase.ATTRACT:
             if self.await_leave and gap_ns is not None and gap_ns < t.leave_s * NS:
                 return
             self.await_leave = False
-            self.visit = Visit(first_face_ns=captured, stable_since_ns=now_ns)
+            self.visit = Visit(first_face_ns=captured, stable_since_ns=captured)
             self.visits += 1
             self._go(Phase.PRESENT)
         elif self.phase is Phase.PRESENT and self.visit is not None:
-            if gap_ns is not None and gap_ns > t.gap_s * NS:
-                self.visit.stable_since_ns = now_ns
-            elif now_ns - self.visit.stable_since_ns >= t.stable_s * NS:
+            if frame_gap_ns is not None and frame_gap_ns > t.gap_s * NS:
+                self.visit.stable_since_ns = captured
+            elif captured - self.visit.stable_since_ns >= t.stable_s * NS:
                 self.visit.search_started_ns = now_ns
                 self._go(Phase.SEARCHING)
 

@@ -1,0 +1,288 @@
+"""Helpers for the kiosk window tests: actor processes with their output, screen grabs, clicks, pixels.
+
+The window is 1280x800 on an Xvfb screen of that size. The places below come from the layout
+in ui_kivy/kiosk.kv at that size (20 px padding, a 44 px title row, the live view on the left
+46 %, the right column holding the attract text / result cards, the print button and its note,
+and the dataset line at the bottom).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import numpy as np
+
+from config.loader import PROJECT_ROOT
+
+SCREEN_W, SCREEN_H = 1280, 800
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+# (rows, columns) of screen regions, y down
+LIVE_VIEW = (slice(80, 660), slice(24, 576))
+RIGHT_PANEL = (slice(80, 585), slice(605, 1255))
+PRINT_BUTTON = (slice(604, 672), slice(612, 1248))
+PRINT_BUTTON_XY = (930, 638)
+ALERTS = (slice(22, 64), slice(240, 1262))
+BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
+
+T = TypeVar("T")
+
+
+class Actors:
+    """Actor processes started with ``python -m``; their merged output, line by line, as (name, line)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.lines: queue.Queue = queue.Queue()
+        self.output: list[str] = []
+        self.history: list[tuple[str, str]] = []  # every line read so far, as (name, line)
+
+    def start(self, name: str, module: str, **extra_env: str) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=PROJECT_ROOT,
+            env={**self.env, "HONCHO_PROCESS_NAME": name, **extra_env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs[name] = proc
+        threading.Thread(target=self._read, args=(name, proc.stdout), daemon=True).start()
+
+    def _read(self, name: str, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            self.output.append(f"{name} | {line}")
+            self.lines.put((name, line))
+        self.lines.put((name, None))
+
+    def mark(self) -> int:
+        """A place in the history; ``wait_for(since=mark)`` also looks at the lines after it."""
+        return len(self.history)
+
+    def wait_for(
+        self,
+        check: Callable[[list[tuple[str, str]]], T | None],
+        what: str,
+        timeout_s: float = 30.0,
+        pump: Callable[[], None] | None = None,
+        period_s: float = 0.1,
+        since: int | None = None,
+    ) -> T:
+        """Read output until ``check(lines seen since)`` gives a value; ``pump`` runs every period.
+
+        ``since`` defaults to now: only lines not read yet count.
+        """
+        deadline = time.monotonic() + timeout_s
+        start = len(self.history) if since is None else since
+        while time.monotonic() < deadline:
+            if pump is not None:
+                pump()
+            round_end = time.monotonic() + period_s
+            while (left := round_end - time.monotonic()) > 0:
+                try:
+                    name, line = self.lines.get(timeout=left)
+                except queue.Empty:
+                    break
+                if line is None:
+                    code = self.procs[name].wait()
+                    if name == "display" or code not in (0, -signal.SIGTERM):
+                        raise AssertionError(f"{name} exited ({code}) waiting for {what}:\n{self.transcript()}")
+                    continue
+                self.history.append((name, line))
+            if (result := check(self.history[start:])) is not None:
+                return result
+        raise AssertionError(f"no {what} within {timeout_s:.0f} s; the actors logged:\n{self.transcript()}")
+
+    def stop(self, name: str, timeout_s: float = 5.0) -> int:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{name} ignored SIGTERM for {timeout_s:.0f} s:\n{self.transcript()}") from None
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def transcript(self, n: int = 80) -> str:
+        return "\n".join(self.output[-n:])
+
+
+def logged(actor: str, needle: str) -> Callable[[list[tuple[str, str]]], str | None]:
+    return lambda seen: next((line for name, line in seen if name == actor and needle in line), None)
+
+
+def kiosk_env(tmp_path: Path, x_display: str, ipc_dir: Path, toml: str) -> dict[str, str]:
+    """The environment of every actor: a private config file, ipc sockets, an empty HOME."""
+    config_path = tmp_path / "kiosk-test.toml"
+    config_path.write_text(toml)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "MEGAPIXELS_CONFIG": str(config_path),
+        "MEGAPIXELS_IPC_DIR": str(ipc_dir),
+        "MEGAPIXELS_HEADLESS": "0",
+        "DISPLAY": x_display,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+    }
+
+
+def left_in_home(env: dict[str, str]) -> list[str]:
+    """Files an actor wrote into its HOME (Mesa's shader cache, which holds no pixels, excepted)."""
+    home = Path(env["HOME"])
+    shader_cache = home / ".cache" / "mesa_shader_cache"
+    files = [p for p in home.rglob("*") if p.is_file() and shader_cache not in p.parents]
+    return sorted(str(p.relative_to(home)) for p in files)
+
+
+# --- the screen -----------------------------------------------------------------------------------
+
+
+def grab(display_name: str) -> tuple[np.ndarray, Any]:
+    """The whole X screen: as an RGB array, and as mss's shot (for saving)."""
+    import mss
+
+    with mss.MSS(display=display_name) as sct:
+        shot = sct.grab(sct.monitors[0])
+    return np.asarray(shot)[:, :, 2::-1].copy(), shot  # BGRA -> RGB
+
+
+def save(shot: Any, name: str) -> Path:
+    import mss.tools
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    mss.tools.to_png(shot.rgb, shot.size, output=str(path))
+    return path
+
+
+def grab_until(
+    display_name: str, problems_of: Callable[[np.ndarray], list[str]], name: str, timeout_s: float = 15.0
+) -> np.ndarray:
+    """Grab the screen until it shows no problems (the pixels follow the properties within frames)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rgb, shot = grab(display_name)
+        problems = problems_of(rgb)
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # the window redraws at its own pace; look again
+    path = save(shot, name)
+    assert rgb.shape[:2] == (SCREEN_H, SCREEN_W)
+    assert not problems, f"{problems} (the screen grab is in {path})"
+    return rgb
+
+
+def click(display_name: str, x: int, y: int) -> None:
+    """A left click at (x, y), sent through the X server's XTEST extension as a real mouse's would be."""
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+    xtst = ctypes.CDLL(ctypes.util.find_library("Xtst") or "libXtst.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong]
+    xtst.XTestFakeButtonEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
+    dpy = x11.XOpenDisplay(display_name.encode())
+    assert dpy, f"cannot open X display {display_name}"
+    try:
+        xtst.XTestFakeMotionEvent(dpy, -1, x, y, 0)
+        xtst.XTestFakeButtonEvent(dpy, 1, True, 0)
+        xtst.XTestFakeButtonEvent(dpy, 1, False, 0)
+    finally:
+        x11.XCloseDisplay(dpy)  # flushes the events
+
+
+def has_xtest() -> bool:
+    return ctypes.util.find_library("Xtst") is not None
+
+
+# --- pixel checks: each returns a list of problems (empty: fine) ----------------------------------
+
+
+def not_blank(rgb: np.ndarray) -> list[str]:
+    return [] if rgb.std() >= 20 else [f"the screen is nearly blank (pixel std dev {rgb.std():.1f})"]
+
+
+def button_lit(rgb: np.ndarray) -> list[str]:
+    r, g, b = rgb[PRINT_BUTTON].reshape(-1, 3).mean(axis=0)
+    return (
+        [] if r > 200 and g > 150 and b < 140 else [f"the print button is not lit (mean RGB {r:.0f},{g:.0f},{b:.0f})"]
+    )
+
+
+def button_unlit(rgb: np.ndarray) -> list[str]:
+    r, g, b = rgb[PRINT_BUTTON].reshape(-1, 3).mean(axis=0)
+    return [] if max(r, g, b) < 90 else [f"the print button looks lit (mean RGB {r:.0f},{g:.0f},{b:.0f})"]
+
+
+def text_lines(rgb: np.ndarray, region: tuple[slice, slice], at_least: int, what: str) -> list[str]:
+    """At least ``at_least`` separate rows of light text pixels in ``region``."""
+    rows = (rgb[region] > 190).all(axis=2).any(axis=1)
+    lines = int(np.count_nonzero(np.diff(rows.astype(int)) == 1) + rows[0])
+    return [] if lines >= at_least else [f"{lines} lines of text in the {what}, expected at least {at_least}"]
+
+
+def live_frame_with_box(rgb: np.ndarray) -> list[str]:
+    problems = []
+    live = rgb[LIVE_VIEW]
+    colours = len(np.unique((live >> 3).reshape(-1, 3), axis=0))
+    if colours < 1000:
+        problems.append(f"the live view has only {colours} distinct colours; no camera frame drawn")
+    box_px = int((np.abs(live.astype(int) - BOX_RGB).max(axis=2) < 40).sum())
+    if box_px < 200:
+        problems.append(f"only {box_px} pixels of the face box's colour in the live view")
+    return problems
+
+
+def text_width(rgb: np.ndarray, region: tuple[slice, slice], at_least_px: int, what: str) -> list[str]:
+    """Light text in ``region`` spanning at least ``at_least_px`` columns (tells short notes from long ones)."""
+    cols = np.flatnonzero((rgb[region] > 190).all(axis=2).any(axis=0))
+    width = int(cols[-1] - cols[0]) if cols.size else 0
+    return [] if width >= at_least_px else [f"the {what} is {width} px wide, expected at least {at_least_px}"]
+
+
+def few_colours(rgb: np.ndarray, region: tuple[slice, slice], what: str) -> list[str]:
+    colours = len(np.unique((rgb[region] >> 3).reshape(-1, 3), axis=0))
+    return [] if colours < 50 else [f"the {what} still shows a picture ({colours} colours)"]
+
+
+def orange_text(rgb: np.ndarray, region: tuple[slice, slice], what: str) -> list[str]:
+    px = rgb[region].astype(int)
+    orange = int(((px[..., 0] > 200) & (px[..., 1] > 110) & (px[..., 1] < 190) & (px[..., 2] < 90)).sum())
+    return [] if orange > 150 else [f"no alert text in the {what} ({orange} orange pixels)"]
+
+
+def card_photos(rgb: np.ndarray, expect_photos: int) -> list[str]:
+    """Count the result cards whose photo square holds a real picture (many colours)."""
+    panel = rgb[RIGHT_PANEL]
+    band_h = (panel.shape[0] - 40) // 5
+    found = 0
+    for i in range(5):
+        top = 40 + i * band_h
+        square = panel[top + 10 : top + band_h - 10, 40:120]
+        if len(np.unique((square >> 3).reshape(-1, 3), axis=0)) > 300:
+            found += 1
+    return [] if found >= expect_photos else [f"{found} result cards show a photo, expected {expect_photos}"]
