@@ -54,7 +54,7 @@ path = "{index}"
 shard_deadline_ms = 2000
 [display]
 stable_s = 0.3
-leave_s = 1.5
+leave_s = 4.0  # generous: on a loaded 2-core machine the detector can stall for seconds
 results_hold_s = 300
 [printer]
 backend = "spool"
@@ -118,7 +118,8 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
             "kiosk_results.png",
             timeout_s=40,
         )
-        assert (results[ks.PRINT_BUTTON].mean() - attract[ks.PRINT_BUTTON].mean()) > 100
+        lit_red, dark_red = results[ks.PRINT_BUTTON][..., 0].mean(), attract[ks.PRINT_BUTTON][..., 0].mean()
+        assert lit_red - dark_red > 120, f"print button red {lit_red:.0f} lit vs {dark_red:.0f} dark"
 
         # Print.
         mark = actors.mark()
@@ -129,7 +130,7 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
         actors.wait_for(ks.logged("display", "note='your receipt is printing"), "the printing note", 5, since=mark)
         ks.grab_until(
             x_display,
-            lambda rgb: [*ks.button_unlit(rgb), *ks.text_width(rgb, NOTE, 380, "'your receipt is printing' note")],
+            lambda rgb: [*ks.button_unlit(rgb), *ks.text_width(rgb, NOTE, 250, "'your receipt is printing' note")],
             "kiosk_print.png",
         )
 
