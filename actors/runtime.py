@@ -90,7 +90,7 @@ def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, rec
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM if receiving else zmq.SNDHWM, t.hwm)
     if receiving:
-        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        sock.setsockopt(zmq.MAXMSGSIZE, t.max_bytes)
     if sock.type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     address = endpoint(topic, cfg["network"]["transport"], cfg["network"]["ipc_dir"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from messages.schemas import MAX_FRAME_BYTES
+
 
 @dataclass(frozen=True)
 class Topic:
@@ -21,12 +23,13 @@ class Topic:
     schema: str  # the message class name in messages.schemas
     rate_hz: float  # expected rate while a visitor is present (0 = on demand)
     hwm: int  # high-water mark on both ends
+    max_bytes: int = 1 << 20  # a bigger message makes the receiving socket drop the connection
 
 
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
-        Topic("frames", 5601, "PUB/SUB", "camera", "Frame", 30.0, 2),
+        Topic("frames", 5601, "PUB/SUB", "camera", "Frame", 30.0, 2, MAX_FRAME_BYTES + 65536),
         Topic("faces", 5602, "PUB/SUB", "detector", "Faces", 30.0, 2),
         Topic("queries", 5603, "PUB/SUB", "encoder", "Query", 15.0, 10),
         Topic("candidates", 5604, "PUSH/PULL", "reducer", "Candidates", 30.0, 100),
