@@ -39,11 +39,17 @@ TOPICS: dict[str, Topic] = {
 }
 
 
-def endpoint(topic: str, transport: str = "tcp", ipc_dir: str | Path = "") -> str:
-    """The ZeroMQ address of ``topic``: loopback TCP on its registered port, or an ipc socket."""
+# The only topics that may cross to another host: the query side's link to remote shards.
+SHARD_TOPICS = ("queries", "candidates")
+
+
+def endpoint(
+    topic: str, transport: str = "tcp", ipc_dir: str | Path = "", host: str = "127.0.0.1", port_offset: int = 0
+) -> str:
+    """The ZeroMQ address of ``topic``: TCP on its registered port (loopback unless told), or ipc."""
     t = TOPICS[topic]
     if transport == "tcp":
-        return f"tcp://127.0.0.1:{t.port}"
+        return f"tcp://{host}:{t.port + port_offset}"
     if transport == "ipc":
         if not ipc_dir:
             raise ValueError("transport 'ipc' needs an ipc_dir")
