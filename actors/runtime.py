@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import zmq
 
 import config
-from actors import security
+from actors import privacy, security
 from messages import TOPICS, DecodeError, Header, decode, encode, endpoint
 from messages.topics import SHARD_TOPICS
 
@@ -212,6 +212,9 @@ def main(actor_cls: type[Actor], *args: Any) -> int:
         print(f"{actor_cls.ROLE}: configuration error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg["log"]["level"], stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    if cfg["mode"]["kiosk"]:
+        scrubbed = privacy.scrub_freed_memory()
+        log.info("kiosk mode: freed memory is %s", "overwritten" if scrubbed else "NOT overwritten (no glibc mallopt)")
     try:
         actor = actor_cls(cfg, *args)
         run(actor)

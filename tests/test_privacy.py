@@ -176,3 +176,79 @@ def test_kiosk_mode_writes_nothing_and_stays_on_loopback(demo_index: Path, tmp_p
     assert "127.0.0.1" in addresses, "the trace missed the loopback sockets"
     outside = sorted({a for a in addresses if not _is_loopback(a)})
     assert not outside, f"kiosk mode used addresses beyond this machine: {outside}"
+
+
+def _memory_hits(pid: int, needles: list[bytes]) -> int:
+    """How many times any needle occurs in the writable memory of process ``pid`` (needs root)."""
+    hits = 0
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("rw"):
+                continue
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except (OSError, ValueError):
+                continue
+            hits += sum(data.count(n) for n in needles)
+    return hits
+
+
+@pytest.mark.timeout(300)
+def test_after_the_visitor_leaves_no_actor_holds_their_frames(demo_index: Path, ipc_dir: Path, tmp_path: Path):
+    """A visitor in 20 frames, then an empty scene: no actor's memory still holds the visitor's pixels."""
+    import cv2
+    import numpy as np
+
+    from .graph import Graph
+
+    if os.geteuid() != 0:
+        pytest.skip("reading another process's memory needs root")
+    frames_dir = tmp_path / "visit"
+    frames_dir.mkdir()
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    visitor = []
+    for i in range(40):
+        ok, bgr = cap.read()
+        assert ok
+        if i >= 20:
+            small = cv2.resize(bgr, (640, 360), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(frames_dir / f"{i:03d}.png"), small)
+            visitor.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+    cap.release()
+    for i in range(40, 60):  # the visitor has left: an empty, textured scene
+        empty = np.random.default_rng(i).integers(0, 255, (360, 640, 3), dtype=np.uint8)
+        cv2.imwrite(str(frames_dir / f"{i:03d}.png"), empty)
+    # 256-byte runs from the face region (rows 100..250) of every visitor frame.
+    needles = [rgb[row, 250 : 250 + 85].tobytes()[:256] for rgb in visitor for row in (120, 180, 240)]
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text(
+        (PROJECT / "config" / "kiosk.toml").read_text() + "\n[camera]\nfolder_fps = 10.0\n"
+        if "[camera]" not in (PROJECT / "config" / "kiosk.toml").read_text()
+        else (PROJECT / "config" / "kiosk.toml").read_text().replace("[camera]", "[camera]\nfolder_fps = 10.0")
+    )
+    graph = Graph(
+        {
+            "MEGAPIXELS_CONFIG": str(cfg),
+            "MEGAPIXELS_IPC_DIR": str(ipc_dir),
+            "MEGAPIXELS_INDEX": str(demo_index),
+            "MEGAPIXELS_SOURCE": str(frames_dir),
+            "MEGAPIXELS_HEADLESS": "1",
+        }
+    )
+    graph.start_all()
+    try:
+        graph.results(lambda r: r[-1]["results"][0]["identity"] == "barack_obama", 150)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # the replay ends after the empty scene; the camera logs it
+            name, line = graph.lines.get(timeout=60)
+            if name.startswith("camera") and "end of" in line:
+                break
+        else:
+            pytest.fail("the replay did not end")
+        held = {name: _memory_hits(p.pid, needles) for name, p in graph.procs.items()}
+    finally:
+        graph.stop_all()
+    assert not any(held.values()), f"visitor pixels still in memory after they left: {held}"
