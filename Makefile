@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SHARDS ?= 2
 DEMO_INDEX := build/demo-index-$(SHARDS)shards
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean systemd
 
 install: $(STAMP)
 
@@ -33,6 +33,17 @@ demo: $(STAMP) $(DEMO_INDEX)/manifest.json
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Production supervision: systemd units (restart on failure) for the kiosk config, one per actor.
+# Install with: sudo cp build/systemd/* /etc/systemd/system/ && sudo systemctl enable --now megapixels.target
+SYSTEMD_DIR ?= build/systemd
+systemd: $(STAMP)
+	mkdir -p $(dir $(SYSTEMD_DIR))
+	printf 'PATH=%s\nMEGAPIXELS_CONFIG=%s\nPYTHONUNBUFFERED=1\nDISPLAY=%s\n' \
+	  "$(abspath $(BIN)):/usr/local/bin:/usr/bin:/bin" "$${MEGAPIXELS_CONFIG:-$(abspath config/kiosk.toml)}" "$${DISPLAY:-:0}" \
+	  > $(SYSTEMD_DIR).env
+	$(BIN)/honcho export systemd $(SYSTEMD_DIR) -a megapixels -t deploy/systemd -e $(SYSTEMD_DIR).env \
+	  -c matcher=$(SHARDS) -u $${KIOSK_USER:-$$(id -un)}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -47,7 +47,11 @@ def main() -> int:
         return 2
     if cfg["display"]["headless"]:
         return runtime.main(HeadlessDisplay)
+    from actors import privacy
     from ui_kivy.app import main as kivy_main
+
+    if cfg["mode"]["kiosk"]:
+        privacy.scrub_freed_memory()
 
     return kivy_main(cfg)
 

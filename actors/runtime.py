@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 import zmq
 
 import config
+from actors import privacy, security
 from messages import TOPICS, DecodeError, Header, decode, encode, endpoint
+from messages.topics import SHARD_TOPICS
 
 POLL_MS = 100
 STATS_EVERY_S = 30.0
@@ -90,11 +92,17 @@ def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, rec
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM if receiving else zmq.SNDHWM, t.hwm)
     if receiving:
-        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        sock.setsockopt(zmq.MAXMSGSIZE, t.max_bytes)
     if sock.type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    address = endpoint(topic, cfg["network"]["transport"], cfg["network"]["ipc_dir"])
-    if t.binder == role:
+    binding = t.binder == role
+    net = cfg["network"]
+    host = "127.0.0.1"
+    if topic in SHARD_TOPICS:  # the only topics that may reach matchers on other hosts
+        host = net["bind_host"] if binding else net["query_host"]
+    security.secure(sock, ctx, cfg, topic, binding)
+    address = endpoint(topic, net["transport"], net["ipc_dir"], host, net["port_offset"])
+    if binding:
         sock.bind(address)
     else:
         sock.connect(address)
@@ -145,6 +153,7 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         actor.on_stop()
         for sock in [*inputs, *outputs.values()]:
             sock.close(linger=0)
+        security.stop(ctx)
         actor.log.info("stopped; counters: %s", dict(actor.stats))
     return actor.stats
 
@@ -203,10 +212,13 @@ def main(actor_cls: type[Actor], *args: Any) -> int:
         print(f"{actor_cls.ROLE}: configuration error: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg["log"]["level"], stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    if cfg["mode"]["kiosk"]:
+        scrubbed = privacy.scrub_freed_memory()
+        log.info("kiosk mode: freed memory is %s", "overwritten" if scrubbed else "NOT overwritten (no glibc mallopt)")
     try:
         actor = actor_cls(cfg, *args)
         run(actor)
-    except StartupError as e:
+    except (StartupError, config.ConfigError) as e:
         log.error("%s cannot start: %s", actor_cls.ROLE, e)
         return 2
     return 0

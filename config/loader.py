@@ -12,6 +12,7 @@ Environment overrides (applied after the file):
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass
@@ -83,6 +84,15 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     "network": {
         "transport": Setting("tcp", "tcp on 127.0.0.1, or ipc sockets in ipc_dir", choices=("tcp", "ipc")),
         "ipc_dir": Setting("", "folder for ipc sockets when transport = ipc"),
+        "port_offset": Setting(0, "added to every registered port (two kiosks on one machine)", low=0, high=50000),
+        "bind_host": Setting("127.0.0.1", "address the query side binds queries/candidates on for remote shards"),
+        "query_host": Setting("127.0.0.1", "address matchers connect to for queries/candidates"),
+    },
+    "curve": {
+        "enabled": Setting(False, "CURVE authentication + encryption on queries/candidates (remote shards)"),
+        "secret_key_file": Setting("", "this process's certificate with its secret key (zmq.auth format)"),
+        "server_key_file": Setting("", "matchers: the query side's public certificate"),
+        "authorized_keys_dir": Setting("", "query side: folder of the public certificates of matchers let in"),
     },
     "log": {
         "level": Setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -143,7 +153,28 @@ def validate(raw: dict[str, Any], origin: str = "config") -> Config:
         cfg[section] = {key: _checked(f"{section}.{key}", given.get(key, s.default), s) for key, s in settings.items()}
     if cfg["network"]["transport"] == "ipc" and not cfg["network"]["ipc_dir"]:
         raise ConfigError(f'{origin}: network.ipc_dir must name a folder when network.transport = "ipc"')
+    _check_exposure(cfg, origin)
     return cfg
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(cfg: Config, origin: str) -> None:
+    """Only the shard topics may leave the machine, and only authenticated and encrypted."""
+    curve = cfg["curve"]
+    bind_host = cfg["network"]["bind_host"]
+    if not _is_loopback(bind_host) and not curve["enabled"]:
+        raise ConfigError(
+            f"{origin}: network.bind_host = {bind_host!r} would expose the kiosk beyond this machine; "
+            "allowed without [curve] enabled = true: 127.0.0.1, ::1, localhost"
+        )
+    if curve["enabled"] and not curve["secret_key_file"]:
+        raise ConfigError(f"{origin}: curve.secret_key_file must be set when curve.enabled = true")
 
 
 def _checked(key: str, value: Any, s: Setting) -> Any:

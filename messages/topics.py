@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from messages.schemas import MAX_FRAME_BYTES
+
 
 @dataclass(frozen=True)
 class Topic:
@@ -21,12 +23,13 @@ class Topic:
     schema: str  # the message class name in messages.schemas
     rate_hz: float  # expected rate while a visitor is present (0 = on demand)
     hwm: int  # high-water mark on both ends
+    max_bytes: int = 1 << 20  # a bigger message makes the receiving socket drop the connection
 
 
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in (
-        Topic("frames", 5601, "PUB/SUB", "camera", "Frame", 30.0, 2),
+        Topic("frames", 5601, "PUB/SUB", "camera", "Frame", 30.0, 2, MAX_FRAME_BYTES + 65536),
         Topic("faces", 5602, "PUB/SUB", "detector", "Faces", 30.0, 2),
         Topic("queries", 5603, "PUB/SUB", "encoder", "Query", 15.0, 10),
         Topic("candidates", 5604, "PUSH/PULL", "reducer", "Candidates", 30.0, 100),
@@ -36,11 +39,17 @@ TOPICS: dict[str, Topic] = {
 }
 
 
-def endpoint(topic: str, transport: str = "tcp", ipc_dir: str | Path = "") -> str:
-    """The ZeroMQ address of ``topic``: loopback TCP on its registered port, or an ipc socket."""
+# The only topics that may cross to another host: the query side's link to remote shards.
+SHARD_TOPICS = ("queries", "candidates")
+
+
+def endpoint(
+    topic: str, transport: str = "tcp", ipc_dir: str | Path = "", host: str = "127.0.0.1", port_offset: int = 0
+) -> str:
+    """The ZeroMQ address of ``topic``: TCP on its registered port (loopback unless told), or ipc."""
     t = TOPICS[topic]
     if transport == "tcp":
-        return f"tcp://127.0.0.1:{t.port}"
+        return f"tcp://{host}:{t.port + port_offset}"
     if transport == "ipc":
         if not ipc_dir:
             raise ValueError("transport 'ipc' needs an ipc_dir")

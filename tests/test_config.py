@@ -53,7 +53,7 @@ def test_environment_overrides(tmp_path):
     assert cfg["camera"]["source"] == str(clip)
     assert cfg.path("index", "path") == tmp_path / "idx"
     assert cfg["display"]["headless"] is True
-    assert cfg["network"] == {"transport": "ipc", "ipc_dir": str(tmp_path)}
+    assert (cfg["network"]["transport"], cfg["network"]["ipc_dir"]) == ("ipc", str(tmp_path))
     assert config.load(CONFIG_DIR / "test.toml", env={"MEGAPIXELS_HEADLESS": "0"})["display"]["headless"] is False
 
 
