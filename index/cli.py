@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from actors.reducer import result_entry
 from index import build, search, store
 
 
@@ -25,15 +26,17 @@ def search_image(image: Path, index_dir: Path, k: int = 5) -> list[dict]:
     manifest = store.read_manifest(index_dir)
     answers = []
     for k_shard in range(len(manifest["shards"])):
-        gallery, first = store.open_shard(index_dir, k_shard)
-        rows, dists = search.topk(gallery, search.squared_norms(gallery), descriptor, k)
-        answers.append(((rows + first).tolist(), dists.tolist()))
+        stored, first = store.open_shard(index_dir, k_shard)
+        rows, dists = search.ShardIndex(stored, manifest).search(descriptor, k)
+        answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
     merged = search.merge(answers, k)
     meta = store.Metadata(index_dir)
     entries = meta.lookup([r for r, _ in merged])
     meta.close()
     return [
-        {"rank": i + 1, "identity": entries[r].identity, "distance": round(d, 4), "photo": entries[r].photo, "row": r}
+        result_entry(i + 1, r, d, entries[r]) | {"synthetic": True}
+        if entries[r].synthetic
+        else result_entry(i + 1, r, d, entries[r])
         for i, (r, d) in enumerate(merged)
     ]
 
