@@ -99,9 +99,7 @@ class Reducer(runtime.Actor):
         merged = search.merge(list(p.answers.values()), p.k)
         meta = self.meta.lookup([r for r, _ in merged])
         results = [
-            result_entry(i + 1, r, d, meta[r])
-            for i, (r, d) in enumerate(merged)
-            if r in meta and not meta[r].synthetic
+            result_entry(i + 1, r, d, meta[r]) for i, (r, d) in enumerate(merged) if r in meta and not meta[r].synthetic
         ]
         self.stats["matches.synthetic_hidden"] += sum(1 for r, _ in merged if r in meta and meta[r].synthetic)
         missing = sorted(set(range(self.n_shards)) - set(p.answers))

@@ -41,9 +41,7 @@ def topk(gallery: np.ndarray, norms_sq: np.ndarray, query: np.ndarray, k: int) -
     return rows[0], dists[0]
 
 
-def topk_batch(
-    gallery: np.ndarray, norms_sq: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def topk_batch(gallery: np.ndarray, norms_sq: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) local rows and distances for m queries, in ONE pass over the gallery.
 
     |g - q|^2 = |g|^2 - 2 g.q + |q|^2, block by block: each block is read once for the whole
@@ -60,7 +58,9 @@ def topk_batch(
         block = gallery[start : start + BLOCK_ROWS]
         d2 = norms_sq[start : start + len(block)][None, :] - 2.0 * (q @ block.T) + q_sq
         kk = min(k, len(block))
-        part = np.argpartition(d2, kk - 1, axis=1)[:, :kk] if kk < len(block) else np.tile(np.arange(len(block)), (m, 1))
+        part = (
+            np.argpartition(d2, kk - 1, axis=1)[:, :kk] if kk < len(block) else np.tile(np.arange(len(block)), (m, 1))
+        )
         best_rows.append(part + start)
         best_d2.append(np.take_along_axis(d2, part, axis=1))
     rows, d2 = np.concatenate(best_rows, axis=1), np.concatenate(best_d2, axis=1)

@@ -149,7 +149,9 @@ def write(
     if dtype == "int8":
         sample = np.asarray(descriptors, np.float32)
         if n_synth:
-            sample = np.concatenate([sample, synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])])
+            sample = np.concatenate(
+                [sample, synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])]
+            )
         scale, offset = int8_codec(sample)
         manifest["int8_scale"], manifest["int8_offset"] = scale.tolist(), offset.tolist()
     shards = []
