@@ -225,10 +225,17 @@ def compare(
         "real-real impostor": summary(np.linalg.norm(real[i[impostor]] - real[j[impostor]], axis=1)),
         "real-real genuine": summary(np.linalg.norm(real[ga] - real[gb], axis=1)),
         "real-synthetic": summary(np.linalg.norm(real[i] - synthetic[s], axis=1)),
+        "synthetic same identity": summary(_same_identity_pairs(synthetic, rng)),
         "synthetic-synthetic": summary(np.linalg.norm(synthetic[s] - synthetic[np.roll(s, 1)], axis=1)),
         f"real query: nearest of {pool} real impostors": summary(nearest_impostor(picked, real[:pool], ids[:pool])),
         f"real query: nearest of {pool} synthetic": summary(nearest_impostor(picked, synthetic[:pool], None)),
     }
+
+
+def _same_identity_pairs(synthetic: np.ndarray, rng: np.random.Generator, photos_per_identity: int = 6) -> np.ndarray:
+    groups = len(synthetic) // photos_per_identity
+    g = rng.integers(0, groups, 5000) * photos_per_identity
+    return np.linalg.norm(synthetic[g] - synthetic[g + 1], axis=1)
 
 
 def main() -> None:

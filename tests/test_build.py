@@ -42,8 +42,9 @@ def test_megaface_layout_with_sidecars_and_every_rejection_reason(shared_data, t
     assert len(boxes) >= 2
     smaller = next(b for i, b in enumerate(boxes) if i != vision.largest(boxes))
     shutil.copy(pair, two / "1_0.jpg")  # sidecar names the smaller face
-    l, t, r, b = smaller
-    (two / "1_0.jpg.json").write_text(json.dumps({"bounding_box": {"x": l, "y": t, "width": r - l, "height": b - t}}))
+    left, t, r, b = smaller
+    sidecar = {"bounding_box": {"x": left, "y": t, "width": r - left, "height": b - t}}
+    (two / "1_0.jpg.json").write_text(json.dumps(sidecar))
     shutil.copy(pair, two / "2_0.jpg")  # same bytes: a duplicate photo
     shutil.copy(pair, two / "3_0.png")  # no sidecar: the largest face is kept and recorded
     cv2.imwrite(str(two / "3_0.png"), cv2.imread(str(pair))[:, ::-1])  # mirrored, so not a duplicate
