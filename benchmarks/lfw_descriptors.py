@@ -26,8 +26,8 @@ CACHE = Path(os.environ.get("MEGAPIXELS_CACHE", Path.home() / ".cache" / "megapi
 CHUNK = 500
 
 
-def photo_order(root: Path = LFW) -> list[tuple[str, str]]:
-    found = build.scan(root)
+def photo_order(root: Path = LFW) -> list[build.Photo]:
+    _, found = build.scan(root)
     order = np.random.default_rng(0).permutation(len(found))
     return [found[i] for i in order]
 
@@ -60,8 +60,8 @@ def main() -> None:
             if out.exists():
                 continue
             part = todo[c : c + CHUNK]
-            outcomes = list(pool.map(build.describe_photo, [str(LFW)] * len(part), *zip(*part, strict=True)))
-            kept = [o for o in outcomes if not o.reason]
+            outcomes = list(pool.map(build.describe_photo, [str(LFW)] * len(part), part))
+            kept = [o for o in outcomes if o.ok]
             tmp = out.with_suffix(".tmp.npz")
             np.savez(
                 tmp,
