@@ -210,6 +210,18 @@ def _yaw(shape) -> float:
     return float(np.dot(p[4] - (eye_a + eye_b) / 2, axis) / span)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: exit when the build process is gone (kill -9 leaves workers waiting forever)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def read_journal(path: Path) -> dict[str, Outcome]:
     """Finished photos of an interrupted build; a torn last line (kill -9 mid-write) is cut off."""
     done: dict[str, Outcome] = {}
@@ -261,7 +273,9 @@ def build(
     started = time.monotonic()
     with open(journal_path, "a", encoding="utf-8") as journal:
         if remaining:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, initializer=_exit_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 jobs = pool.map(
                     describe_photo, [str(root)] * len(remaining), remaining, [quality] * len(remaining), chunksize=4
                 )

@@ -111,6 +111,27 @@ def test_csv_without_the_needed_columns_is_refused(tmp_path):
         build.scan(tmp_path / "bad.csv")
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                with open(f"/proc/{stat}/stat") as f:
+                    if int(f.read().rsplit(") ", 1)[1].split()[1]) == pid:
+                        found.append(int(stat))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.timeout(900)
 def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tmp_path):
     dataset = tmp_path / "ds"
@@ -128,8 +149,14 @@ def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tm
             break
         time.sleep(0.05)  # polling a file another process writes; no socket involved
     assert proc.poll() is None, "the build finished before it could be killed"
+    workers = _children(proc.pid)
+    assert workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    gone_by = time.monotonic() + 10
+    while any(_exists(w) for w in workers) and time.monotonic() < gone_by:
+        time.sleep(0.05)
+    assert not [w for w in workers if _exists(w)], "worker processes outlived the killed build"
     with open(journal, "ab") as f:
         f.write(b'{"photo": "torn line of a write cut by the kill')
     done_before = len(build.read_journal(journal))
