@@ -1,7 +1,9 @@
 """matcher.k — subscribes to ``queries``, pushes ``candidates`` to the reducer.
 
-Holds shard k of the gallery (loaded from the memory-mapped shard file, with precomputed row
-norms) and answers every query with its exact local top-k as global row numbers. The shard
+Holds shard k of the gallery resident in memory (read from the memory-mapped shard file, its
+checksum verified) and answers every query with its exact local top-k as global row numbers,
+with the kernel ``search.kernel`` names (index/search.py), on one thread: the shards are the
+parallelism, one process per core. The shard
 is ``k = N - 1`` for honcho's process name ``matcher.N`` (``honcho start -c matcher=2``), or
 ``MEGAPIXELS_SHARD``.
 """
@@ -33,18 +35,30 @@ class Matcher(runtime.Actor):
     def on_start(self) -> None:
         index_dir = self.cfg.path("index", "path")
         self.shard = shard_number(self.name, dict(os.environ))
+        if search.faiss is not None:
+            search.faiss.omp_set_num_threads(1)  # threads hurt single queries; shards use the cores
         try:
-            self.n_shards = len(store.read_manifest(index_dir)["shards"])
+            manifest = store.read_manifest(index_dir)
+            self.n_shards = len(manifest["shards"])
             mapped, self.first_row = store.open_shard(index_dir, self.shard)
-        except store.IndexStoreError as e:
+            self.index = search.ShardIndex(mapped, manifest, self.cfg["search"]["kernel"])
+        except (store.IndexStoreError, RuntimeError) as e:
             raise runtime.StartupError(str(e)) from e
-        self.gallery = np.ascontiguousarray(mapped)  # resident: a query must not wait on the disk
-        self.norms_sq = search.squared_norms(self.gallery)
-        self.log.info("shard %d/%d: %d rows from %s", self.shard, self.n_shards, len(self.gallery), index_dir)
+        self.log.info(
+            "shard %d/%d: %d rows (%s, %s kernel, %.0f MiB resident) from %s",
+            self.shard,
+            self.n_shards,
+            self.index.rows,
+            manifest["dtype"],
+            self.index.kernel,
+            self.index.resident_bytes / 2**20,
+            index_dir,
+        )
 
     def handle(self, msg: Query) -> list[Any]:
         query = np.frombuffer(msg.descriptor, "<f4")
-        rows, distances = search.topk(self.gallery, self.norms_sq, query, msg.k)
+        found_rows, found_distances = self.index.search(query, msg.k)
+        rows, distances = found_rows[0], found_distances[0]
         return [
             Candidates(
                 self.header(msg.header.frame_id),

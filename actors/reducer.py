@@ -4,6 +4,11 @@ Scatter-gather: a query opens a pending entry; each shard's candidates are added
 every shard has answered (or ``search.shard_deadline_ms`` has passed since the query, when
 the result is marked partial and names the missing shards) the global top-k is merged,
 given identities and source photos from the index metadata, and published.
+
+Synthetic distractors (rows an index grown to MegaFace scale holds, index/synthetic.py) take
+part in the exact merge like any row, but are never shown as a person: they are left out of
+``results`` (counted in ``matches.synthetic_hidden``). The real entries that remain keep their
+global rank, so a gap in the ranks shows that a distractor came closer.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ class Pending:
     frame_id: int
     k: int
     answers: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+
+
+def result_entry(rank: int, row: int, distance: float, entry: store.Entry) -> dict[str, Any]:
+    """One result as the display and the printer receive it."""
+    return {
+        "rank": rank,
+        "identity": entry.identity,
+        "distance": round(float(distance), 4),
+        "photo": entry.photo,
+        "row": row,
+    }
 
 
 class Reducer(runtime.Actor):
@@ -83,16 +99,9 @@ class Reducer(runtime.Actor):
         merged = search.merge(list(p.answers.values()), p.k)
         meta = self.meta.lookup([r for r, _ in merged])
         results = [
-            {
-                "rank": i + 1,
-                "identity": meta[r].identity,
-                "distance": round(float(d), 4),
-                "photo": meta[r].photo,
-                "row": r,
-            }
-            for i, (r, d) in enumerate(merged)
-            if r in meta
+            result_entry(i + 1, r, d, meta[r]) for i, (r, d) in enumerate(merged) if r in meta and not meta[r].synthetic
         ]
+        self.stats["matches.synthetic_hidden"] += sum(1 for r, _ in merged if r in meta and meta[r].synthetic)
         missing = sorted(set(range(self.n_shards)) - set(p.answers))
         self.stats["matches.partial" if missing else "matches.complete"] += 1
         latency_ms = (now - p.captured_ns) / 1e6

@@ -61,6 +61,9 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     "search": {
         "top_k": Setting(5, "results shown to the visitor", low=1, high=100),
         "shard_deadline_ms": Setting(500, "wait this long for every shard, then answer partial", low=1, high=60000),
+        "kernel": Setting(
+            "auto", "shard search kernel (auto: faiss for float16/int8)", choices=("auto", "faiss", "numpy")
+        ),
     },
     "display": {
         "headless": Setting(False, "print each result as a JSON line instead of opening a window"),

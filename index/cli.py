@@ -1,6 +1,7 @@
 """``megapixels``: the operator's command line.
 
-megapixels index build DATASET_DIR --out INDEX_DIR [--shards N] [--workers N]
+megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
+                       [--synthetic N [--synthetic-seed S]]
 megapixels search IMAGE --index INDEX_DIR [--top-k K]
 """
 
@@ -11,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from actors.reducer import result_entry
 from index import build, search, store
 
 
@@ -25,15 +27,17 @@ def search_image(image: Path, index_dir: Path, k: int = 5) -> list[dict]:
     manifest = store.read_manifest(index_dir)
     answers = []
     for k_shard in range(len(manifest["shards"])):
-        gallery, first = store.open_shard(index_dir, k_shard)
-        rows, dists = search.topk(gallery, search.squared_norms(gallery), descriptor, k)
-        answers.append(((rows + first).tolist(), dists.tolist()))
+        stored, first = store.open_shard(index_dir, k_shard)
+        rows, dists = search.ShardIndex(stored, manifest).search(descriptor, k)
+        answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
     merged = search.merge(answers, k)
     meta = store.Metadata(index_dir)
     entries = meta.lookup([r for r, _ in merged])
     meta.close()
     return [
-        {"rank": i + 1, "identity": entries[r].identity, "distance": round(d, 4), "photo": entries[r].photo, "row": r}
+        result_entry(i + 1, r, d, entries[r]) | {"synthetic": True}
+        if entries[r].synthetic
+        else result_entry(i + 1, r, d, entries[r])
         for i, (r, d) in enumerate(merged)
     ]
 
@@ -44,11 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     idx = sub.add_parser("index", help="gallery index commands").add_subparsers(dest="action", required=True)
-    b = idx.add_parser("build", help="build an index from <DATASET_DIR>/<identity>/<photo>")
-    b.add_argument("dataset", type=Path)
+    b = idx.add_parser("build", help="build an index from <DATASET_DIR>/<identity>/<photo> or a CSV manifest")
+    b.add_argument(
+        "dataset", type=Path, help="a folder per identity (LFW, MegaFace) or a CSV: path,identity,url,licence"
+    )
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--shards", type=int, default=2)
     b.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    b.add_argument("--dtype", choices=store.DTYPES, default="float32", help="stored descriptor type")
+    b.add_argument("--min-face-px", type=int, default=build.Quality.min_face_px)
+    b.add_argument("--min-sharpness", type=float, default=build.Quality.min_sharpness)
+    b.add_argument("--max-yaw", type=float, default=build.Quality.max_yaw)
+    b.add_argument("--synthetic", type=int, default=0, help="add this many synthetic distractors (no photo)")
+    b.add_argument("--synthetic-seed", type=int, default=1)
     s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
     s.add_argument("image", type=Path)
     s.add_argument("--index", type=Path, required=True)
@@ -58,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "index":
             if args.shards < 1:
                 parser.error("--shards must be at least 1")
-            report = build.build(args.dataset, args.out, args.shards, args.workers)
+            quality = build.Quality(args.min_face_px, args.min_sharpness, args.max_yaw)
+            grow = {"count": args.synthetic, "seed": args.synthetic_seed} if args.synthetic else None
+            report = build.build(args.dataset, args.out, args.shards, args.workers, True, args.dtype, quality, grow)
             summary = {k: v for k, v in report.items() if k != "rejected_files"}
             print(json.dumps(summary, indent=2))
             print(
@@ -71,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"megapixels: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("megapixels: interrupted; nothing was written", file=sys.stderr)
+        print(
+            "megapixels: interrupted; finished photos are kept in the build journal, run again to continue",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

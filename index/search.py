@@ -1,10 +1,33 @@
-"""Exact top-k search kernels and the merge of per-shard answers (pure numpy)."""
+"""Exact top-k search kernels over one shard, and the merge of per-shard answers.
+
+Kernels (chosen by measurement, see docs/SEARCH.md):
+
+- ``faiss``: faiss's scalar-quantizer scan over the shard's own bytes (float16 codes are IEEE
+  halves, int8 codes are shifted by 127 with the manifest's per-dimension range), or
+  ``IndexFlatL2`` for float32. One thread per shard process. The float16 scan runs at the
+  memory-bandwidth floor; numpy's float16 path is ~20x slower because of the conversion.
+- ``numpy``: float32 rows resident with precomputed squared norms; a batch of queries is one
+  blocked matrix product over the shard (one scan for the whole batch). Used when faiss is not
+  installed, and for batches of float32 shards.
+
+Distances are Euclidean, over the stored values (float16 / int8 rows decoded): the merge of the
+shards' answers equals one exact search over the whole stored gallery.
+"""
 
 from __future__ import annotations
 
 import heapq
 
 import numpy as np
+
+from index import store
+
+BLOCK_ROWS = 65_536  # rows per block of the numpy batch scan (8 MiB of float32: stays in cache)
+
+try:
+    import faiss
+except ImportError:  # faiss-cpu is optional: the numpy kernel is exact too, only slower on float16
+    faiss = None
 
 
 def squared_norms(gallery: np.ndarray) -> np.ndarray:
@@ -13,19 +36,100 @@ def squared_norms(gallery: np.ndarray) -> np.ndarray:
 
 
 def topk(gallery: np.ndarray, norms_sq: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Local row numbers and Euclidean distances of the k nearest rows, nearest first.
+    """Local row numbers and Euclidean distances of the k nearest rows of one query, nearest first."""
+    rows, dists = topk_batch(gallery, norms_sq, np.asarray(query, np.float32)[None, :], k)
+    return rows[0], dists[0]
 
-    |g - q|^2 = |g|^2 - 2 g.q + |q|^2: one pass over the gallery, no n x 128 temporary.
+
+def topk_batch(gallery: np.ndarray, norms_sq: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k) local rows and distances for m queries, in ONE pass over the gallery.
+
+    |g - q|^2 = |g|^2 - 2 g.q + |q|^2, block by block: each block is read once for the whole
+    batch, and only k candidates per query and block are kept.
     """
-    n = gallery.shape[0]
-    if n == 0:
-        return np.empty(0, np.int64), np.empty(0, np.float32)
-    q = np.asarray(query, dtype=np.float32)
-    d2 = norms_sq - 2.0 * (gallery @ q) + float(q @ q)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    m, n = len(q), gallery.shape[0]
     k = min(k, n)
-    part = np.argpartition(d2, k - 1)[:k] if k < n else np.arange(n)
-    order = part[np.argsort(d2[part], kind="stable")]
-    return order, np.sqrt(np.maximum(d2[order], 0.0)).astype(np.float32)
+    if n == 0 or k == 0:
+        return np.empty((m, 0), np.int64), np.empty((m, 0), np.float32)
+    q_sq = np.einsum("ij,ij->i", q, q)[:, None]
+    best_rows, best_d2 = [], []
+    for start in range(0, n, BLOCK_ROWS):
+        block = gallery[start : start + BLOCK_ROWS]
+        d2 = norms_sq[start : start + len(block)][None, :] - 2.0 * (q @ block.T) + q_sq
+        kk = min(k, len(block))
+        part = (
+            np.argpartition(d2, kk - 1, axis=1)[:, :kk] if kk < len(block) else np.tile(np.arange(len(block)), (m, 1))
+        )
+        best_rows.append(part + start)
+        best_d2.append(np.take_along_axis(d2, part, axis=1))
+    rows, d2 = np.concatenate(best_rows, axis=1), np.concatenate(best_d2, axis=1)
+    order = np.lexsort((rows, d2), axis=1)[:, :k]  # nearest first; ties by row, as a stable argsort would
+    rows, d2 = np.take_along_axis(rows, order, axis=1), np.take_along_axis(d2, order, axis=1)
+    return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
+
+
+class ShardIndex:
+    """One shard, resident in memory, searchable with the chosen kernel."""
+
+    def __init__(self, stored: np.ndarray, manifest: dict, kernel: str = "auto"):
+        dtype = manifest["dtype"]
+        if kernel == "auto":
+            kernel = "faiss" if faiss is not None and (dtype != "float32") else "numpy"
+        if kernel == "faiss" and faiss is None:
+            raise RuntimeError("kernel 'faiss' needs the faiss-cpu package (pip install faiss-cpu)")
+        if kernel not in ("faiss", "numpy"):
+            raise ValueError(f"kernel {kernel!r}: allowed 'auto', 'faiss', 'numpy'")
+        self.kernel = kernel
+        self.dtype = dtype
+        self.rows = len(stored)
+        if kernel == "numpy":
+            self.gallery = np.ascontiguousarray(store.decode_rows(stored, manifest))
+            self.norms_sq = squared_norms(self.gallery)
+            self.index = None
+        else:
+            self.index = _faiss_index(np.ascontiguousarray(stored), manifest)
+
+    @property
+    def resident_bytes(self) -> int:
+        if self.index is None:
+            return self.gallery.nbytes + self.norms_sq.nbytes
+        return int(self.index.sa_code_size()) * self.rows if self.dtype != "float32" else self.rows * 512
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(m, k) local rows and Euclidean distances, nearest first, for an (m, 128) batch."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, self.rows)
+        if k == 0:
+            return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
+        if self.index is None:
+            return topk_batch(self.gallery, self.norms_sq, q, k)
+        d2, rows = self.index.search(q, k)
+        return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
+
+
+def _faiss_index(stored: np.ndarray, manifest: dict):
+    """A faiss index that scans the shard's own bytes (no re-encoding, no float32 copy)."""
+    dtype = manifest["dtype"]
+    if dtype == "float32":
+        index = faiss.IndexFlatL2(store.DIM)
+        index.add(stored)
+        return index
+    if dtype == "float16":
+        index = faiss.IndexScalarQuantizer(store.DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
+        codes = stored.view(np.uint8)
+    else:
+        # faiss 8-bit: x = vmin + (c + 0.5) / 255 * vdiff with c in 0..255; ours: x = code * scale + offset
+        index = faiss.IndexScalarQuantizer(store.DIM, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+        scale = np.asarray(manifest["int8_scale"], np.float32)
+        offset = np.asarray(manifest["int8_offset"], np.float32)
+        trained = np.concatenate([offset - 127.5 * scale, 255.0 * scale]).astype(np.float32)
+        faiss.copy_array_to_vector(trained, index.sq.trained)
+        codes = (stored.astype(np.int16) + 127).astype(np.uint8)
+    index.is_trained = True
+    faiss.copy_array_to_vector(np.ascontiguousarray(codes).ravel(), index.codes)
+    index.ntotal = len(stored)
+    return index
 
 
 def merge(answers: list[tuple[list[int], list[float]]], k: int) -> list[tuple[int, float]]:

@@ -13,6 +13,7 @@ from actors.matcher import Matcher, shard_number
 from actors.printer import Printer
 from actors.receipt import WRAP_CHARS, compose
 from actors.reducer import Reducer
+from index import store
 from messages import Candidates, Header, PrintJob, Query
 
 from .conftest import PROJECT
@@ -78,7 +79,8 @@ def test_matcher_answers_with_global_rows(demo_index, monkeypatch):
     m = Matcher(_cfg(index={"path": str(demo_index)}), name="matcher.2")
     m.on_start()
     first_row_of_shard_1 = m.first_row
-    (out,) = m.handle(_query(9, m.gallery[0]))
+    stored, _ = store.open_shard(demo_index, 1)
+    (out,) = m.handle(_query(9, np.asarray(stored[0], np.float32)))
     assert out.shard == 1 and out.n_shards == 2
     assert out.rows[0] == first_row_of_shard_1 and out.distances[0] < 1e-3
     assert len(out.rows) == 5

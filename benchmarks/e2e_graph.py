@@ -1,0 +1,178 @@
+"""End to end through the real graph at 600k and 4.2M entries, with a per-stage timeline.
+
+The whole Procfile runs under honcho (ipc sockets in a private folder, 2 matcher shards) on an
+index of the cached real LFW descriptors (benchmarks.lfw_descriptors) grown with synthetic
+distractors to N entries, float16. The camera replays 640x480 frames (the bundled Obama clip,
+letterboxed to 640x480) and a sniffer subscribes to ``frames``, ``faces``, ``queries`` and
+``matches``: for every frame that became a result it prints when each stage's message was made
+(header t_ns, monotonic clock, same machine).
+
+    .venv/bin/python -m benchmarks.e2e_graph [--sizes 600000,4200000] [--seconds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zmq
+
+import config
+from benchmarks import lfw_descriptors
+from index import store, synthetic
+from messages import decode, endpoint
+
+PROJECT = Path(__file__).resolve().parent.parent
+CLIP = PROJECT / "demo" / "clips" / "obama_2s.mp4"
+
+
+def index_of(n: int) -> Path:
+    real, identities, photos = lfw_descriptors.load()
+    out = lfw_descriptors.CACHE.parent / f"e2e-index-{len(real)}real-{n}"
+    if (out / "manifest.json").exists():
+        return out
+    model = synthetic.fit(real, identities, source="LFW (benchmarks.lfw_descriptors)")
+    entries = [store.Entry(i, p, None) for i, p in zip(identities, photos, strict=True)]
+    grow = {"count": n - len(real), "seed": 1, "model": model}
+    store.write(out, real, entries, 2, {"dataset": "LFW + synthetic distractors"}, "float16", grow)
+    return out
+
+
+def frames_640x480(folder: Path) -> Path:
+    cap = cv2.VideoCapture(str(CLIP))
+    i = 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        h, w = bgr.shape[:2]
+        scaled = cv2.resize(bgr, (640, round(h * 640 / w)), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((480, 640, 3), np.uint8)
+        top = (480 - scaled.shape[0]) // 2
+        canvas[top : top + scaled.shape[0]] = scaled
+        cv2.imwrite(str(folder / f"{i:04d}.png"), canvas)
+        i += 1
+    return folder
+
+
+def time_open(index: Path) -> float:
+    """Seconds to open every shard (size, shape and sha256 checked) and make it resident, as matchers do."""
+    from index import search
+
+    t = time.perf_counter()
+    manifest = store.read_manifest(index)
+    for k in range(len(manifest["shards"])):
+        stored, _ = store.open_shard(index, k)
+        search.ShardIndex(stored, manifest)
+    store.Metadata(index).close()
+    return time.perf_counter() - t
+
+
+def run(n: int, seconds: float, frames: Path) -> dict:
+    index = index_of(n)
+    print(f"  opening the {n:,}-entry index (checksums verified, made resident): {time_open(index):.1f} s")
+    ipc = Path(tempfile.mkdtemp(prefix="mp-e2e-", dir="/tmp"))
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        PYTHONUNBUFFERED="1",
+        MEGAPIXELS_CONFIG=str(PROJECT / "config" / "test.toml"),
+        MEGAPIXELS_IPC_DIR=str(ipc),
+        MEGAPIXELS_INDEX=str(index),
+        MEGAPIXELS_SOURCE=str(frames),
+        MEGAPIXELS_HEADLESS="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+    )
+    cfg = config.load(PROJECT / "config" / "test.toml", env={"MEGAPIXELS_IPC_DIR": str(ipc)})
+    ctx = zmq.Context()
+    subs = {}
+    for topic in ("frames", "faces", "queries", "matches"):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        s.setsockopt(zmq.RCVHWM, 1000)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(endpoint(topic, "ipc", cfg["network"]["ipc_dir"]))
+        subs[s] = topic
+    poller = zmq.Poller()
+    for s in subs:
+        poller.register(s, zmq.POLLIN)
+    honcho = subprocess.Popen(
+        [sys.executable, "-m", "honcho", "start", "-c", "matcher=2"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: dict[str, dict[int, int]] = {t: {} for t in subs.values()}
+    latency: list[float] = []
+    first_match = None
+    try:
+        end = time.monotonic() + 600
+        while time.monotonic() < end:
+            for s, _ in poller.poll(200):
+                msg = decode(s.recv_multipart(), expect=subs[s])
+                seen[subs[s]].setdefault(msg.header.frame_id, msg.header.t_ns)
+                if subs[s] == "matches":
+                    latency.append(msg.latency_ms)
+                    if first_match is None:
+                        first_match = time.monotonic()
+                        end = first_match + seconds
+    finally:
+        honcho.send_signal(signal.SIGTERM)
+        honcho.wait(timeout=15)
+        for s in subs:
+            s.close(0)
+        ctx.term()
+        shutil.rmtree(ipc, ignore_errors=True)
+    stages = []
+    for fid, t_match in seen["matches"].items():
+        t0 = seen["frames"].get(fid)
+        if t0 is None or fid not in seen["faces"] or fid not in seen["queries"]:
+            continue
+        stages.append(
+            (
+                (seen["faces"][fid] - t0) / 1e6,
+                (seen["queries"][fid] - seen["faces"][fid]) / 1e6,
+                (t_match - seen["queries"][fid]) / 1e6,
+                (t_match - t0) / 1e6,
+            )
+        )
+    return {"n": n, "latency_ms": latency, "stages": stages}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="600000,4200000")
+    p.add_argument("--seconds", type=float, default=40)
+    args = p.parse_args()
+    from actors import vision
+
+    print(f"{vision.dlib_description()}; load {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = frames_640x480(Path(tmp))
+        for n in (int(s) for s in args.sizes.split(",")):
+            r = run(n, args.seconds, frames)
+            lat = np.array(r["latency_ms"])
+            st = np.array(r["stages"]) if r["stages"] else np.zeros((1, 4))
+            print(f"\n{n:,} entries: {len(lat)} results in {args.seconds:.0f} s (load {os.getloadavg()[0]:.1f})")
+            p50, p90 = np.percentile(lat, 50), np.percentile(lat, 90)
+            print(f"  camera frame -> matches latency_ms: p50 {p50:.0f}  p90 {p90:.0f}")
+            det, enc, search_merge, total = np.percentile(st, 50, axis=0)
+            print(
+                f"  timeline p50 (ms): frame -> faces {det:.0f} | faces -> query {enc:.0f}"
+                f" | query -> matches {search_merge:.0f} | total {total:.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

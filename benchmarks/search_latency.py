@@ -1,0 +1,251 @@
+"""Search latency at 100k / 600k / 4.2M entries, next to the naive way and the bandwidth floor, in one run.
+
+The gallery is the real LFW descriptors cached by ``benchmarks.lfw_descriptors`` grown with
+synthetic distractors (index/synthetic.py fitted on those LFW descriptors): real faces plus
+random vectors for scale, as the issue allows. Queries are real LFW descriptors with a little
+noise (a visitor is never exactly a gallery photo).
+
+    .venv/bin/python -m benchmarks.search_latency [--sizes 100000,600000,4200000] [--repeats 30]
+
+Per size, single queries and batches of 16:
+
+- ``face_distance+argsort``: face_recognition.face_distance over float32, then np.argsort
+- ``numpy f32``: index/search.py's numpy kernel, 1 thread, whole gallery in one process
+- ``faiss fp16``: the faiss float16 kernel, 1 thread, whole gallery in one process
+- ``2 shards fp16``: the matcher layout: 2 worker processes (one thread each) with half the
+  gallery each, queries scattered over pipes and merged (index/search.merge)
+- ``floor fp16 1 core / 2 cores``: the bytes of the float16 gallery / measured read bandwidth
+
+Also: resident memory of the shard processes (VmRSS) and `uptime` (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from benchmarks import lfw_descriptors
+from index import search, synthetic
+
+CACHE = lfw_descriptors.CACHE.parent
+MANIFEST16 = {"dtype": "float16"}
+
+
+def gallery(n_total: int) -> tuple[np.ndarray, int, str]:
+    """float16 gallery of n_total rows: real LFW first, synthetic after (cached as .npy)."""
+    real, identities, _ = lfw_descriptors.load()
+    path = CACHE / f"bench-gallery-{len(real)}real-{n_total}.f16.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r"), len(real), str(path)
+    model = synthetic.fit(real, identities, source="LFW (benchmarks.lfw_descriptors)")
+    out = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), mode="w+", dtype="<f2", shape=(n_total, 128))
+    out[: len(real)] = real.astype("<f2")
+    for at in range(len(real), n_total, 262_144):
+        m = min(262_144, n_total - at)
+        out[at : at + m] = synthetic.generate(model, m, seed=1, start=at - len(real)).astype("<f2")
+    out.flush()
+    del out
+    path.with_suffix(".tmp.npy").rename(path)
+    return np.load(path, mmap_mode="r"), len(real), str(path)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def bandwidth_gb_s(buf: np.ndarray, repeats: int = 5) -> float:
+    """Read bandwidth of one core: a sum over a 1 GiB-ish array (min time of several)."""
+    view = buf.view(np.float32).ravel()
+    summed = buf.nbytes / (min(timed(lambda: np.add.reduce(view), repeats)) / 1e3) / 1e9
+    part = view[: len(view) // 4]
+    dst = np.empty_like(part)
+    copied = 2 * part.nbytes / (min(timed(lambda: np.copyto(dst, part), repeats)) / 1e3) / 1e9
+    return max(summed, copied)
+
+
+def _shard_worker(conn, path: str, start: int, stop: int) -> None:
+    """A matcher's work in a fresh (spawned) process: map its rows, make them resident, answer."""
+    mapped = np.load(path, mmap_mode="r")
+    index = search.ShardIndex(mapped[start:stop], MANIFEST16, "faiss")
+    del mapped  # unmapped: what stays resident is the index itself
+    search.faiss.omp_set_num_threads(1)
+    conn.send(_rss_mib())
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        q, k = msg
+        r, d = index.search(q, k)
+        conn.send((r, d))
+
+
+def _bandwidth_worker(conn, nbytes: int) -> None:
+    buf = np.ones(nbytes // 4, np.float32)
+    conn.send(None)
+    conn.recv()
+    part = buf[: len(buf) // 4]
+    dst = np.empty_like(part)
+    t = time.perf_counter()
+    for _ in range(3):
+        np.copyto(dst, part)
+    conn.send(3 * 2 * part.nbytes / (time.perf_counter() - t) / 1e9)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def two_core_bandwidth(nbytes: int) -> float:
+    pipes = [mp.Pipe() for _ in range(2)]
+    procs = [mp.Process(target=_bandwidth_worker, args=(child, nbytes)) for _, child in pipes]
+    for p in procs:
+        p.start()
+    for parent, _ in pipes:
+        parent.recv()
+    for parent, _ in pipes:
+        parent.send(None)
+    total = sum(parent.recv() for parent, _ in pipes)
+    for p in procs:
+        p.join()
+    return total
+
+
+def pct(values: list[float]) -> str:
+    return f"{np.percentile(values, 50):8.1f} {np.percentile(values, 99):8.1f}"
+
+
+def _float32_kernels(sub16: np.ndarray, one, batch, repeats: int, naive_repeats: int) -> dict:
+    import face_recognition
+
+    f32 = sub16.astype(np.float32)
+    norms = search.squared_norms(f32)
+    return {
+        "face_distance+argsort": {
+            "1": timed(lambda: np.argsort(face_recognition.face_distance(f32, one()))[:5], naive_repeats),
+            "16": timed(lambda: [np.argsort(face_recognition.face_distance(f32, q))[:5] for q in batch()], 2),
+        },
+        "numpy f32, 1 thread": {
+            "1": timed(lambda: search.topk_batch(f32, norms, one()[None], 5), repeats),
+            "16": timed(lambda: search.topk_batch(f32, norms, batch(), 5), max(3, repeats // 3)),
+        },
+    }
+
+
+def _faiss_whole(sub16: np.ndarray, one, batch, repeats: int) -> dict:
+    whole = search.ShardIndex(sub16, MANIFEST16, "faiss")
+    search.faiss.omp_set_num_threads(1)
+    return {
+        "faiss fp16, 1 thread": {
+            "1": timed(lambda: whole.search(one(), 5), repeats),
+            "16": timed(lambda: whole.search(batch(), 5), max(3, repeats // 3)),
+        }
+    }
+
+
+def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1: float, bw2: float) -> dict:
+    rng = np.random.default_rng(0)
+    real = np.asarray(g16[:n_real], np.float32)
+    queries = real[rng.choice(n_real, 64, replace=False)] + rng.normal(0, 0.02, (64, 128)).astype(np.float32)
+    sub16 = np.ascontiguousarray(g16[:n])
+    it = iter(range(10**9))
+
+    def one() -> np.ndarray:
+        return queries[next(it) % 64]
+
+    def batch() -> np.ndarray:
+        i = next(it) % 4
+        return queries[16 * i : 16 * i + 16]
+
+    rows: dict[str, dict[str, list[float]]] = {}
+    rows.update(
+        _float32_kernels(sub16, one, batch, repeats, naive_repeats=max(3, repeats // 5) if n > 1_000_000 else repeats)
+    )
+    rows.update(_faiss_whole(sub16, one, batch, repeats))
+    half = n // 2
+    spawn = mp.get_context("spawn")
+    pipes = [spawn.Pipe() for _ in range(2)]
+    procs = [
+        spawn.Process(target=_shard_worker, args=(child, path, a, b))
+        for (_, child), (a, b) in zip(pipes, ((0, half), (half, n)), strict=True)
+    ]
+    for p in procs:
+        p.start()
+    rss = [parent.recv() for parent, _ in pipes]
+
+    def scatter(q: np.ndarray) -> list:
+        for parent, _ in pipes:
+            parent.send((q, 5))
+        answers = [parent.recv() for parent, _ in pipes]
+        out = []
+        for j in range(len(q)):
+            per = [((answers[s][0][j] + s * half).tolist(), answers[s][1][j].tolist()) for s in range(2)]
+            out.append(search.merge(per, 5))
+        return out
+
+    rows["2 shards fp16 (2 processes)"] = {
+        "1": timed(lambda: scatter(one()[None]), repeats),
+        "16": timed(lambda: scatter(batch()), max(3, repeats // 3)),
+    }
+    for parent, _ in pipes:
+        parent.send(None)
+    for p in procs:
+        p.join()
+    bytes16 = n * 128 * 2
+    return {
+        "n": n,
+        "rows": rows,
+        "floor_fp16_1core_ms": bytes16 / (bw1 * 1e9) * 1e3,
+        "floor_fp16_2cores_ms": bytes16 / (bw2 * 1e9) * 1e3,
+        "shard_rss_mib": rss,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,600000,4200000")
+    p.add_argument("--repeats", type=int, default=30)
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    g16, n_real, path = gallery(max(sizes))
+    print(f"gallery: {n_real} real LFW descriptors + synthetic distractors up to {max(sizes)} rows (float16)")
+    print(f"load: {os.getloadavg()}")
+    probe = np.ones(256 * 2**20, np.float32)  # 1 GiB
+    bw1 = bandwidth_gb_s(probe)
+    del probe
+    bw2 = two_core_bandwidth(2**30)
+    print(f"read bandwidth: {bw1:.1f} GB/s on 1 core, {bw2:.1f} GB/s on 2 cores")
+    results = []
+    for n in sizes:
+        r = run_size(n, g16, path, n_real, args.repeats, bw1, bw2)
+        results.append(r)
+        print(f"\n{n:,} entries  (load {os.getloadavg()[0]:.1f})      p50 ms  p99 ms | batch of 16: p50 ms  p99 ms")
+        for name, t in r["rows"].items():
+            print(f"  {name:32s} {pct(t['1'])} | {pct(t['16'])}   ({np.percentile(t['16'], 50) / 16:.2f} ms/query)")
+        print(f"  {'floor fp16, 1 core':32s} {r['floor_fp16_1core_ms']:8.1f}")
+        print(f"  {'floor fp16, 2 cores':32s} {r['floor_fp16_2cores_ms']:8.1f}")
+        print(f"  shard processes resident: {', '.join(f'{m:.0f} MiB' for m in r['shard_rss_mib'])}")
+    out = CACHE / "search_latency.json"
+    out.write_text(json.dumps({"load": os.getloadavg(), "bw": [bw1, bw2], "results": results}, indent=1))
+    print(f"\nraw timings: {out}")
+
+
+if __name__ == "__main__":
+    main()
