@@ -36,6 +36,16 @@ def find_faces(rgb: np.ndarray, d: dict[str, Any]) -> list[vision.Box]:
     )
 
 
+def find_visitor(
+    rgb: np.ndarray, scale: float, upsample: int, min_face_px: int, policy: str = "largest"
+) -> tuple[list[vision.Box], int, bytes]:
+    """All HOG face boxes, the index of the visitor's (-1: none) and the visitor's chip bytes."""
+    boxes = vision.detect(rgb, scale=scale, upsample=upsample, min_face_px=min_face_px)
+    visitor = tracking.choose(boxes, policy, rgb.shape[1], rgb.shape[0])
+    chip = vision.face_chip(rgb, boxes[visitor]).tobytes() if visitor >= 0 else b""
+    return boxes, visitor, chip
+
+
 def targets(boxes: list[vision.Box], policy: str, width_px: int, height_px: int) -> list[int]:
     """Indexes of the faces to search for, the visitor first."""
     visitor = tracking.choose(boxes, "central" if policy == "central" else "largest", width_px, height_px)
@@ -92,10 +102,10 @@ class Detector(runtime.Actor):
             )
         ]
         for i in wanted:
-            if not self.gate.allow(tracks[i], now_ns):
-                continue
             if self.reorder.in_flight >= MAX_IN_FLIGHT:
                 self.stats["chips.encoders_busy"] += 1
+                continue
+            if not self.gate.allow(tracks[i], now_ns):
                 continue
             chip = chips.get(i) or vision.face_chip(rgb, boxes[i]).tobytes()
             self.job_id += 1
