@@ -40,7 +40,7 @@ kiosk-dlib: $(STAMP)
 
 kiosk: kiosk-dlib
 	@test -f "$${MEGAPIXELS_INDEX:-build/kiosk-index}/manifest.json" || { echo "no index at $${MEGAPIXELS_INDEX:-build/kiosk-index}: build one with 'megapixels index build <dataset> --out build/kiosk-index'"; exit 2; }
-	PATH="$(abspath $(BIN)):$$PATH" PYTHONUNBUFFERED=1 MEGAPIXELS_CONFIG=config/kiosk.toml \
+	PATH="$(abspath $(BIN)):$$PATH" PYTHONUNBUFFERED=1 MEGAPIXELS_CONFIG=config/kiosk.toml OPENBLAS_NUM_THREADS=1 \
 	$(BIN)/honcho start -c matcher=$(SHARDS)
 
 test: $(STAMP)
