@@ -70,7 +70,8 @@ def bundled_faces(n: int = 12) -> list[str]:
     return [str(p) for p in paths[:n]]
 
 
-def cached_wheel(cache: Path = CACHE) -> Path | None:
+def cached_wheel(cache: Path | None = None) -> Path | None:
+    cache = cache or CACHE
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     found = sorted(glob.glob(str(cache / f"dlib-{DLIB_VERSION}-{tag}-{tag}-*.whl")))
     return Path(found[-1]) if found else None
@@ -91,8 +92,9 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def build(cache: Path = CACHE) -> Path:
+def build(cache: Path | None = None) -> Path:
     """Compile dlib against the system BLAS into the cache (~5 minutes); returns the wheel."""
+    cache = cache or CACHE
     cache.mkdir(parents=True, exist_ok=True)
     print(f"building dlib {DLIB_VERSION} against OpenBLAS into {cache} (about 5 minutes, once per machine)...")
     with tempfile.TemporaryDirectory(prefix="dlib-build-") as tmp:
