@@ -9,7 +9,7 @@ frame of any other shape is counted (``frames.bad_shape``) and skipped.
 Webcam: if it disappears (or isn't there at start) the actor keeps running, publishes the state
 ``lost`` with the reason on ``camera_status`` and reopens it every ``reconnect_s`` until it returns.
 
-Replay keeps the source's relative timing (video clock, folder rate, recorded arrival times)
+Replay keeps the source's relative timing (video clock, folder rate, recorded send times)
 scaled by ``rate`` (0.5 = half speed; 0 = as fast as possible), starts ``start_s`` seconds in,
 loops back to ``start_s`` when ``loop`` is set, and obeys ReplayControl requests: ``pause``,
 ``resume``, ``step`` (one frame while paused), ``rate``, ``seek``, ``status``; every answer is a
@@ -127,9 +127,10 @@ class Camera(runtime.Actor):
     def _frame(self, now_ns: int) -> list[Any]:
         assert self.source is not None
         if self.pending is None:
+            # Decoding takes time, so ``now_ns`` is stale once it's done: schedule and publish the
+            # frame on the next pass of the loop (immediately after, if it is already due).
             self.pending = self._read(now_ns)
-            if self.pending is None:
-                return []
+            return []
         rgb, t_s = self.pending
         due = self._due_ns(t_s, now_ns)
         if now_ns < due:

@@ -1,6 +1,6 @@
 """recorder (development only) — subscribes to the topics in ``recorder.topics``; publishes nothing.
 
-Writes every message it receives, with its arrival time, to ``recorder.path`` in the recording
+Writes every message it receives, with the time its sender made it, to ``recorder.path`` in the recording
 format of actors/recording.py; the camera replays such a file with the same frames, order and
 relative timing (``MEGAPIXELS_SOURCE=build/recording.mprec``). Only PUB/SUB topics can be
 recorded: listening on a PUSH/PULL topic would steal the messages from their real receiver.
@@ -11,7 +11,6 @@ Run it beside the graph: ``python -m actors.recorder`` (Ctrl-C ends the file cle
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import config
@@ -55,7 +54,9 @@ class Recorder(runtime.Actor):
 
     def handle(self, msg: Any) -> list[Any]:
         assert self.writer is not None
-        self.writer.write(time.monotonic_ns(), encode(msg))
+        # The sender's timestamp (same machine, same monotonic clock), not the arrival time: replay
+        # then reproduces the camera's timing, not how late this process happened to read it.
+        self.writer.write(msg.header.t_ns, encode(msg))
         self.stats[f"recorded.{type(msg).TOPIC}"] += 1
         return []
 

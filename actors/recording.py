@@ -2,7 +2,7 @@
 
 A file starts with the 8-byte magic ``MPREC01\\n``; then one record per message, each a 4-byte
 little-endian length followed by that many bytes of msgpack ``[t_ns, [part, part, ...]]``:
-the monotonic time the recorder received the message and its multipart frames exactly as they
+the monotonic time the message was made (its header's ``t_ns``) and its multipart frames exactly as they
 travelled (``[topic, header, payload]``). Replay decodes the parts through the same validating
 codec as the live wire, so a damaged record is reported, never trusted.
 """

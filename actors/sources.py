@@ -1,7 +1,7 @@
 """Where frames come from: a webcam, a video file, a folder of images or a recording of ``frames``.
 
 Every source gives ``(rgb, t_s)``: an RGB uint8 frame and its time in seconds from the start of
-the source (the video's clock, the folder's configured rate, or the recorded arrival times), so
+the source (the video's clock, the folder's configured rate, or the recorded send times), so
 the camera can replay at any speed with the original relative timing. ``read`` returns None at
 the end (or when a webcam stops delivering). Opening a source that can't work raises
 SourceError with a message for the operator; a corrupt image in a folder is skipped and listed
