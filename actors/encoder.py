@@ -1,42 +1,45 @@
-"""encoder — subscribes to ``faces``, publishes ``queries``.
+"""encoder — pulls ``chips`` (FaceJob), pushes ``descriptors`` (Encoded).
 
-Turns the visitor's aligned chip into a 128-D dlib descriptor and publishes it as a query for
-the matchers. Works on the newest face message only; frames without a visitor are ignored.
+Turns one aligned 150x150 chip into the 128-D dlib descriptor (``encoder.jitter`` network
+passes). The detector pushes each job to exactly one encoder, so several encoder processes
+(``honcho start -c encoder=2``) share the load; the detector puts their answers back in order
+and publishes the queries. A chip of the wrong size is counted and dropped.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from actors import runtime, vision
-from messages import CHIP_PX, Faces, Query
+from messages import CHIP_PX
+from messages.schemas import Encoded, FaceJob
 
 
 class Encoder(runtime.Actor):
     ROLE = "encoder"
-    RECEIVES = ("faces",)
-    SENDS = ("queries",)
-    DRAIN = ("faces",)
+    RECEIVES = ("chips",)
+    SENDS = ("descriptors",)
 
     def on_start(self) -> None:
         vision.load_models()
         self.log.info("using %s", vision.dlib_description())
 
-    def handle(self, msg: Faces) -> list[Any]:
-        if msg.visitor < 0:
+    def handle(self, msg: FaceJob) -> list[Any]:
+        if len(msg.chip) != CHIP_PX * CHIP_PX * 3:
+            self.stats["chips.malformed"] += 1
+            self.log.warning("dropped job %d: chip of %d bytes, expected %d", msg.job_id, len(msg.chip), CHIP_PX**2 * 3)
             return []
         chip = np.frombuffer(msg.chip, np.uint8).reshape(CHIP_PX, CHIP_PX, 3)
         descriptor = vision.describe(chip, self.cfg["encoder"]["jitter"])
         return [
-            Query(
+            Encoded(
                 self.header(msg.header.frame_id),
-                query_id=time.monotonic_ns(),  # unique on this machine, across encoder processes
-                captured_ns=msg.captured_ns,
-                k=self.cfg["search"]["top_k"],
-                descriptor=descriptor.astype("<f4").tobytes(),
+                msg.job_id,
+                msg.captured_ns,
+                msg.track_id,
+                descriptor.astype("<f4").tobytes(),
             )
         ]
 

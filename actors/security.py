@@ -1,7 +1,7 @@
 """CURVE authentication and encryption for the shard topics (queries, candidates).
 
 Only needed when matchers run on other hosts (galleries that outgrow one machine). The query
-side (encoder, reducer) binds as CURVE server and lets in only matchers whose public
+side (detector, reducer) binds as CURVE server and lets in only matchers whose public
 certificate lies in ``curve.authorized_keys_dir``; a matcher connects as CURVE client with its
 own certificate and the query side's public one. Certificates are ZeroMQ's own format
 (``zmq.auth.create_certificates``). A peer without an authorised key is refused by the ZAP

@@ -1,59 +1,88 @@
-"""Where frames come from: a webcam, a video file or a folder of images.
+"""Where frames come from: a webcam, a video file, a folder of images or a recording of ``frames``.
 
-Each source yields RGB uint8 arrays and knows its native rate. Opening a source that can't
-work (missing file, no such webcam) raises SourceError with a message for the operator.
+Every source gives ``(rgb, t_s)``: an RGB uint8 frame and its time in seconds from the start of
+the source (the video's clock, the folder's configured rate, or the recorded send times), so
+the camera can replay at any speed with the original relative timing. ``read`` returns None at
+the end (or when a webcam stops delivering). Opening a source that can't work raises
+SourceError with a message for the operator; a corrupt image in a folder is skipped and listed
+in ``skipped``; a frame of a shape we can't use raises vision.ImageError (the camera counts it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from actors import vision
+from actors import recording, vision
 from index.build import IMAGE_SUFFIXES
+from messages import DecodeError, Frame, decode
 
 
 class SourceError(RuntimeError):
     pass
 
 
-class VideoSource:
-    """A video file (or a webcam when ``spec`` is an index): RGB frames at the file's rate."""
+def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
+    """A frame as OpenCV delivers it (BGR, BGRA, gray, gray with one channel) as contiguous RGB."""
+    if image is None or image.size == 0:
+        raise vision.ImageError("empty frame")
+    if image.dtype != np.uint8:
+        raise vision.ImageError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return vision.as_rgb(image)  # gray; anything else is refused there with its shape
 
-    def __init__(self, spec: str):
+
+class VideoSource:
+    """A video file, or a webcam when ``spec`` is an index or a stream URL."""
+
+    def __init__(self, spec: str, width_px: int = 0, height_px: int = 0):
         self.spec = spec
-        self.is_webcam = spec.isdigit()
+        self.is_webcam = spec.isdigit() or "://" in spec
+        self.skipped: list[str] = []
         if not self.is_webcam and not Path(spec).is_file():
             raise SourceError(f"video file {spec} does not exist")
-        self._cap = cv2.VideoCapture(int(spec) if self.is_webcam else spec)
+        self._cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
         if not self._cap.isOpened():
             what = (
-                f"webcam {spec} could not be opened (is a camera connected?)"
+                f"webcam {spec} could not be opened (is a camera connected? `ls /dev/video*` lists them)"
                 if self.is_webcam
                 else f"{spec} is not a readable video"
             )
             raise SourceError(what)
+        if self.is_webcam and width_px and height_px:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width_px)
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height_px)
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 1 <= fps <= 240 else 30.0
         self.label = f"webcam:{spec}" if self.is_webcam else f"replay:{Path(spec).name}"
+        self._index = 0
 
-    def read(self) -> np.ndarray | None:
-        ok, bgr = self._cap.read()
+    def read(self) -> tuple[np.ndarray, float] | None:
+        ok, image = self._cap.read()
         if not ok:
             return None
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 and bgr.shape[2] == 3 else vision.as_rgb(bgr)
+        t_s = self._index / self.fps
+        self._index += 1
+        return bgr_to_rgb(image), t_s
 
-    def rewind(self) -> None:
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    def seek(self, t_s: float) -> None:
+        self._index = max(0, round(t_s * self.fps))
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, self._index)
 
     def close(self) -> None:
         self._cap.release()
 
 
 class FolderSource:
-    """Every image in a folder, in name order; unreadable files are skipped and reported."""
+    """Every image in a folder, in name order, at ``fps``; unreadable files are skipped and reported."""
+
+    is_webcam = False
 
     def __init__(self, folder: str, fps: float):
         self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -64,27 +93,78 @@ class FolderSource:
         self.skipped: list[str] = []
         self._next = 0
 
-    def read(self) -> np.ndarray | None:
+    def read(self) -> tuple[np.ndarray, float] | None:
         while self._next < len(self.paths):
             path = self.paths[self._next]
             self._next += 1
             try:
-                return vision.read_image(path)
+                return vision.read_image(path), (self._next - 1) / self.fps
             except vision.ImageError as e:
                 self.skipped.append(f"{path.name}: {e}")
         return None
 
-    def rewind(self) -> None:
-        self._next = 0
+    def seek(self, t_s: float) -> None:
+        self._next = min(len(self.paths), max(0, round(t_s * self.fps)))
 
     def close(self) -> None:
         pass
 
 
-def open_source(spec: str, folder_fps: float) -> VideoSource | FolderSource:
+class RecordingSource:
+    """The ``frames`` messages of a recording (see actors/recording.py) at their recorded times."""
+
+    is_webcam = False
+
+    def __init__(self, path: str):
+        self.path = path
+        self.label = f"replay:{Path(path).name}"
+        self.skipped: list[str] = []
+        frames = [t for t, parts in recording.read(path) if parts[:1] == [b"frames"]]
+        if not frames:
+            raise SourceError(f"recording {path} holds no frames")
+        self._t0 = frames[0]
+        self.fps = (len(frames) - 1) / max(1e-9, (frames[-1] - frames[0]) / 1e9) if len(frames) > 1 else 10.0
+        self._records: Iterator[tuple[int, list[bytes]]] = iter(())
+        self.seek(0.0)
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        try:
+            for t_ns, parts in self._records:
+                if parts[:1] != [b"frames"]:
+                    continue
+                try:
+                    msg: Frame = decode(parts, expect="frames")
+                except DecodeError as e:
+                    self.skipped.append(f"record at {(t_ns - self._t0) / 1e9:.3f} s: {e}")
+                    continue
+                rgb = np.frombuffer(msg.pixels, np.uint8).reshape(msg.height_px, msg.width_px, 3)
+                return rgb, (t_ns - self._t0) / 1e9
+        except recording.RecordingError as e:  # a damaged tail ends the replay, reported
+            self.skipped.append(str(e))
+            self._records = iter(())
+        return None
+
+    def seek(self, t_s: float) -> None:
+        start_ns = self._t0 + int(t_s * 1e9)
+        self._records = ((t, p) for t, p in recording.read(self.path) if t >= start_ns)
+
+    def close(self) -> None:
+        self._records = iter(())
+
+
+Source = VideoSource | FolderSource | RecordingSource
+
+
+def open_source(spec: str, folder_fps: float, width_px: int = 0, height_px: int = 0) -> Source:
+    """The source ``spec`` names: a webcam index or URL, an image folder, a recording or a video file."""
     if Path(spec).is_dir():
         return FolderSource(spec, folder_fps)
-    return VideoSource(spec)
+    if recording.is_recording(spec):
+        try:
+            return RecordingSource(spec)
+        except recording.RecordingError as e:
+            raise SourceError(str(e)) from e
+    return VideoSource(spec, width_px, height_px)
 
 
 def fit_width(rgb: np.ndarray, width_px: int) -> np.ndarray:

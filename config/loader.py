@@ -46,14 +46,34 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "fps": Setting(0.0, "replay rate in frames/s; 0 = the source's native rate", low=0, high=240),
         "folder_fps": Setting(10.0, "rate of an image folder replay when fps = 0", low=0.1, high=240),
         "width_px": Setting(640, "frames wider than this are scaled down (0 = keep)", low=0, high=3840),
+        "height_px": Setting(480, "webcam capture height asked of the driver (replays keep theirs)", low=0, high=2160),
+        "rate": Setting(1.0, "replay speed: 0.5 = half, 4 = four times; 0 = as fast as possible", low=0, high=64),
+        "start_s": Setting(0.0, "replays start this many seconds in", low=0, high=86400),
+        "paused": Setting(False, "replays start paused (resume / step through replay_control)"),
+        "reconnect_s": Setting(1.0, "a lost webcam is reopened this often", low=0.05, high=60),
+    },
+    "recorder": {
+        "topics": Setting("frames", "comma-separated topics to record (development only)"),
+        "path": Setting("build/recording.mprec", "the recording file (length-prefixed msgpack)"),
     },
     "detector": {
         "scale": Setting(0.5, "HOG runs on a copy scaled by this factor", low=0.1, high=2.0),
         "upsample": Setting(0, "HOG upsampling steps (each 4x slower)", low=0, high=3),
         "min_face_px": Setting(40, "faces narrower than this (frame pixels) are ignored", low=0, high=4000),
+        "method": Setting("hog", "face detector", choices=("hog", "cnn", "haar")),
+        "policy": Setting(
+            "largest", "which face is the visitor; 'all' queries every face", choices=("largest", "central", "all")
+        ),
+        "stable_frames": Setting(2, "query only once the visitor's face held still this many frames", low=1, high=100),
+        "max_queries_per_s": Setting(4.0, "at most this many queries per second (per face track)", low=0.1, high=100),
+        "track_iou": Setting(0.3, "box overlap that counts as the same face in the next frame", low=0.01, high=1.0),
     },
     "encoder": {
         "jitter": Setting(1, "descriptor jitters (each costs one more network pass)", low=1, high=100),
+        "average_track": Setting(
+            4, "average the descriptors of the last n queries of a face track (1 = off)", low=1, high=50
+        ),
+        "reorder_timeout_ms": Setting(1000, "a job no encoder answered by then is given up", low=10, high=60000),
     },
     "index": {
         "path": Setting("build/demo-index-2shards", "index folder made by `megapixels index build`"),

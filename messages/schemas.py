@@ -130,8 +130,82 @@ class PrintReply:
     detail: str  # the receipt's path, or what went wrong
 
 
+@dataclass(frozen=True)
+class FaceJob:
+    """One visitor chip to encode, pushed to exactly one of the encoder processes.
+
+    ``job_id`` increases by one per job, so the detector can put the encoders' answers back in
+    order; ``track_id`` names the visitor's face track (the same person in consecutive frames).
+    """
+
+    TOPIC: ClassVar[str] = "chips"
+    PAYLOAD: ClassVar[bool] = True
+    header: Header
+    job_id: int
+    captured_ns: int
+    track_id: int
+    chip: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoder's answer to one FaceJob: 128 little-endian float32."""
+
+    TOPIC: ClassVar[str] = "descriptors"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    job_id: int
+    captured_ns: int
+    track_id: int
+    descriptor: bytes
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """What the camera is doing, for the display: published on every change and once a second.
+
+    ``state`` is one of ``live`` (webcam delivering), ``lost`` (webcam gone, reconnecting),
+    ``replay``, ``paused``, ``finished`` (replay ended, not looping).
+    """
+
+    TOPIC: ClassVar[str] = "camera_status"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    state: str
+    source: str
+    detail: str
+    frames: int  # frames published so far
+    rate: float  # replay speed (1.0 = real time, 0 = as fast as possible)
+
+
+@dataclass(frozen=True)
+class ReplayControl:
+    """A request to the camera: ``pause``, ``resume``, ``step`` (one frame while paused),
+    ``rate`` (``value`` = speed), ``seek`` (``value`` = seconds from the start) or ``status``.
+    The camera answers with a CameraStatus."""
+
+    TOPIC: ClassVar[str] = "replay_control"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    command: str
+    value: float = 0.0
+
+
 MESSAGE_TYPES: dict[str, type] = {
-    cls.TOPIC: cls for cls in (Frame, Faces, Query, Candidates, Matches, PrintJob, PrintReply)
+    cls.TOPIC: cls
+    for cls in (
+        Frame,
+        Faces,
+        Query,
+        Candidates,
+        Matches,
+        PrintJob,
+        PrintReply,
+        FaceJob,
+        Encoded,
+        CameraStatus,
+        ReplayControl,
+    )
 }
 
 # Upper bounds per field (list length, string length or byte count).
@@ -149,4 +223,6 @@ LIMITS: dict[str, int] = {
     "src": 64,
     "detail": 1024,
     "visitor_face_jpeg": 256 * 1024,
+    "state": 16,
+    "command": 16,
 }

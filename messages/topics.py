@@ -31,10 +31,16 @@ TOPICS: dict[str, Topic] = {
     for t in (
         Topic("frames", 5601, "PUB/SUB", "camera", "Frame", 30.0, 2, MAX_FRAME_BYTES + 65536),
         Topic("faces", 5602, "PUB/SUB", "detector", "Faces", 30.0, 2),
-        Topic("queries", 5603, "PUB/SUB", "encoder", "Query", 15.0, 10),
+        Topic("queries", 5603, "PUB/SUB", "detector", "Query", 15.0, 10),
         Topic("candidates", 5604, "PUSH/PULL", "reducer", "Candidates", 30.0, 100),
         Topic("matches", 5605, "PUB/SUB", "reducer", "Matches", 15.0, 10),
         Topic("print", 5606, "REQ/REP", "printer", "PrintJob", 0.0, 10),
+        # Work sharing between several encoder processes (PUSH gives each job to exactly one),
+        # and their answers back to the detector, which restores the order. See docs/PIPELINE.md.
+        Topic("chips", 5610, "PUSH/PULL", "detector", "FaceJob", 5.0, 2),
+        Topic("descriptors", 5611, "PUSH/PULL", "detector", "Encoded", 5.0, 100),
+        Topic("camera_status", 5612, "PUB/SUB", "camera", "CameraStatus", 1.0, 10),
+        Topic("replay_control", 5613, "REQ/REP", "camera", "ReplayControl", 0.0, 10),
     )
 }
 

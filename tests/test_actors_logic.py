@@ -16,8 +16,6 @@ from actors.reducer import Reducer
 from index import store
 from messages import Candidates, Header, PrintJob, Query
 
-from .conftest import PROJECT
-
 
 def _cfg(**sections):
     raw = {"search": {"shard_deadline_ms": 50}}
@@ -127,30 +125,4 @@ def test_printer_reports_an_unwritable_spool(tmp_path):
     assert not reply.ok and "spool folder" in reply.detail
 
 
-def test_camera_replays_the_demo_clip_at_its_native_rate():
-    from actors.camera import Camera
-
-    cam = Camera(config.validate({"camera": {"source": str(PROJECT / "demo/clips/obama_2s.mp4"), "loop": False}}))
-    cam.on_start()
-    assert abs(cam.period_ns - 1e9 / 29.97) < 1e5
-    now = time.monotonic_ns()
-    frames = []
-    for i in range(200):
-        out = cam.tick(now + i * cam.period_ns)
-        frames += out
-        if cam.finished:
-            break
-    cam.on_stop()
-    assert len(frames) == 60
-    assert frames[0].width_px == 640 and frames[0].height_px == 360
-    assert [f.header.frame_id for f in frames] == list(range(1, 61))
-    assert cam.tick(now + 10**12) == []  # not looping: it stays finished
-
-
-def test_camera_reports_a_missing_file():
-    from actors.camera import Camera
-    from actors.runtime import StartupError
-
-    cam = Camera(config.validate({"camera": {"source": "/nonexistent/clip.mp4"}}))
-    with pytest.raises(StartupError, match="does not exist"):
-        cam.on_start()
+# The camera's tests are in tests/test_camera.py.

@@ -1,6 +1,6 @@
 """Shards on other hosts: CURVE keys on the shard topics, tested on loopback TCP with two key pairs.
 
-The query side (encoder's queries PUB, reducer's candidates PULL) binds as CURVE server and
+The query side (detector's queries PUB, reducer's candidates PULL) binds as CURVE server and
 lets in only authorised matcher certificates; an unknown key pair, or no CURVE at all, gets
 nothing through in either direction while the authorised matcher works.
 """
@@ -74,7 +74,7 @@ def test_only_the_authorised_matcher_gets_through(keys):
     offset = _free_port_offset()
     server_ctx, ctxs = zmq.Context(), {name: zmq.Context() for name in ("a", "b", "plain")}
     server_cfg = _cfg(keys, offset, "server")
-    pub = runtime.open_socket(server_ctx, server_cfg, "queries", "encoder", receiving=False)
+    pub = runtime.open_socket(server_ctx, server_cfg, "queries", "detector", receiving=False)
     pull = runtime.open_socket(server_ctx, server_cfg, "candidates", "reducer", receiving=True)
     subs, pushes = {}, {}
     for name, ctx in ctxs.items():
@@ -128,7 +128,7 @@ def test_other_topics_stay_on_loopback_whatever_bind_host_says(keys):
     ctx = zmq.Context()
     try:
         frames = runtime.open_socket(ctx, cfg, "frames", "camera", receiving=False)
-        queries = runtime.open_socket(ctx, cfg, "queries", "encoder", receiving=False)
+        queries = runtime.open_socket(ctx, cfg, "queries", "detector", receiving=False)
         assert frames.getsockopt(zmq.LAST_ENDPOINT).decode().startswith("tcp://127.0.0.1:")
         assert queries.getsockopt(zmq.LAST_ENDPOINT).decode().startswith("tcp://0.0.0.0:")
         assert queries.getsockopt(zmq.CURVE_SERVER) == 1 and frames.getsockopt(zmq.CURVE_SERVER) == 0

@@ -149,7 +149,7 @@ def test_a_live_actor_survives_fuzzed_input(ipc_config):
     stop = runtime.StopFlag()
     thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
     thread.start()
-    pub = runtime.open_socket(ctx, ipc_config, "queries", "encoder", receiving=False)
+    pub = runtime.open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
     pub.setsockopt(zmq.SNDHWM, 10_000)  # the test's own queue must not drop the good query
     pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
     qids = iter(range(1, 10**6))

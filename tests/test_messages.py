@@ -24,7 +24,7 @@ from messages import (
     encode,
     endpoint,
 )
-from messages.schemas import MESSAGE_TYPES
+from messages.schemas import MESSAGE_TYPES, CameraStatus, Encoded, FaceJob, ReplayControl
 
 H = Header(seq=7, t_ns=time.monotonic_ns(), src="test", frame_id=42)
 RESULT = {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/obama.jpg", "row": 3}
@@ -37,6 +37,10 @@ SAMPLES = [
     Matches(H, 99, [RESULT], True, [1], 12.5),
     PrintJob(H, 99, [RESULT]),
     PrintReply(H, 99, True, "/tmp/receipt.png"),
+    FaceJob(H, 3, 123, 7, bytes(CHIP_PX * CHIP_PX * 3)),
+    Encoded(H, 3, 123, 7, np.arange(128, dtype="<f4").tobytes()),
+    CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
+    ReplayControl(H, "rate", 0.5),
 ]
 
 

@@ -35,7 +35,7 @@ def running(ipc_config):
     stop = runtime.StopFlag()
     thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
     thread.start()
-    pub = runtime.open_socket(ctx, ipc_config, "queries", "encoder", receiving=False)
+    pub = runtime.open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
     pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
     yield actor, stop, thread, pub, pull
     stop.set()
