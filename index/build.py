@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from index import store
+from index import calibration, store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -101,4 +101,5 @@ def build(root: Path, out: Path, n_shards: int = 2, workers: int | None = None, 
         provenance,
     )
     (out / "build_report.json").write_text(json.dumps(report, indent=2))
+    calibration.install(out)  # distance -> P(same person), fitted on LFW (see ACCURACY.md)
     return report

@@ -15,6 +15,9 @@ Two models, both fitted offline on LFW (``python -m benchmarks.accuracy.calibrat
   (f density, S survival, s genuine, i impostor; a common factor S_i(d)^(N-2) cancels): the same
   distance means less when more look-alikes had a chance to come that close. The curve is made
   non-increasing in d on a fine grid, so a closer match never gets a lower probability.
+  ``gallery_scale`` shrinks N to an effective number of independent look-alikes: real look-alikes
+  cluster on a minority of faces, so the pooled impostor tail overstates the risk for a typical
+  face; the scale is fitted on an LFW identification run (benchmarks/accuracy/identify.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 FILENAME = "calibration.json"
+DEFAULT = Path(__file__).with_name("lfw_calibration.json")  # fitted on LFW by benchmarks/accuracy/calibrate.py
 FORMAT_VERSION = 1
 LIKELY_YOU = "likely you"
 LOOK_ALIKE = "look-alike"
@@ -48,11 +52,14 @@ class Calibration:
     impostor_mean: float
     impostor_std: float
     prior_in_gallery: float = 0.5  # chance that the visitor is enrolled at all
+    gallery_scale: float = 1.0  # effective number of independent look-alikes per identity (fitted, see ACCURACY.md)
     source: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and scores
 
     def __post_init__(self) -> None:
         if not (self.genuine_std > 0 and self.impostor_std > 0):
             raise CalibrationError("standard deviations must be positive")
+        if not 0 < self.gallery_scale <= 1:
+            raise CalibrationError(f"gallery_scale must be in (0, 1], got {self.gallery_scale}")
         if not 0 < self.prior_in_gallery <= 1:
             raise CalibrationError(f"prior_in_gallery must be in (0, 1], got {self.prior_in_gallery}")
         if not self.pair_b < 0:
@@ -103,7 +110,7 @@ def match_probability(cal: Calibration, distance: float, n_identities: int) -> f
     if not math.isfinite(distance) or distance < 0:
         raise ValueError(f"distance must be a finite number >= 0, got {distance}")
     params = (cal.genuine_mean, cal.genuine_std, cal.impostor_mean, cal.impostor_std, cal.prior_in_gallery)
-    curve = _gallery_curve(*params, int(n_identities))
+    curve = _gallery_curve(*params, max(1, round(n_identities * cal.gallery_scale)))
     return float(np.interp(distance, _GRID, curve))
 
 
@@ -171,10 +178,13 @@ def save(cal: Calibration, index_dir: Path) -> Path:
 def load(index_dir: Path) -> Calibration | None:
     """The index's calibration, None when it has none; CalibrationError when the file is unusable."""
     path = Path(index_dir) / FILENAME
-    if not path.exists():
-        return None
+    return read(path) if path.exists() else None
+
+
+def read(path: Path) -> Calibration:
+    """A calibration file anywhere (e.g. the LFW default); CalibrationError when unusable."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(Path(path).read_text())
         if raw.pop("format_version", None) != FORMAT_VERSION:
             raise CalibrationError(f"{path}: format_version must be {FORMAT_VERSION}")
         return Calibration(**raw)
@@ -182,3 +192,10 @@ def load(index_dir: Path) -> Calibration | None:
         raise CalibrationError(f"{path}: not a calibration file ({e})") from e
     except CalibrationError as e:
         raise CalibrationError(f"{path}: {e}") from e
+
+
+def install(index_dir: Path, source: Path = DEFAULT) -> Path | None:
+    """Store the calibration ``source`` (default: the LFW fit) with an index; None when there is none."""
+    if not Path(source).exists():
+        return None
+    return save(read(source), index_dir)

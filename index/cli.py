@@ -1,6 +1,7 @@
 """``megapixels``: the operator's command line.
 
 megapixels index build DATASET_DIR --out INDEX_DIR [--shards N] [--workers N]
+megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
 megapixels search IMAGE --index INDEX_DIR [--top-k K]
 """
 
@@ -11,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from index import build, search, store
+from index import build, calibration, search, store
 
 
 def search_image(image: Path, index_dir: Path, k: int = 5) -> list[dict]:
@@ -49,13 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--shards", type=int, default=2)
     b.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    c = idx.add_parser("calibrate", help="store a distance -> P(same person) calibration with an index")
+    c.add_argument("index_dir", type=Path)
+    c.add_argument("--from", dest="source", type=Path, default=calibration.DEFAULT, help="default: the LFW fit")
     s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
     s.add_argument("image", type=Path)
     s.add_argument("--index", type=Path, required=True)
     s.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
     try:
-        if args.command == "index":
+        if args.command == "index" and args.action == "calibrate":
+            store.read_manifest(args.index_dir)
+            if calibration.install(args.index_dir, args.source) is None:
+                raise FileNotFoundError(f"{args.source} does not exist")
+            print(f"calibration from {args.source} stored in {args.index_dir / calibration.FILENAME}", file=sys.stderr)
+        elif args.command == "index":
             if args.shards < 1:
                 parser.error("--shards must be at least 1")
             report = build.build(args.dataset, args.out, args.shards, args.workers)
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print(json.dumps(search_image(args.image, args.index, args.top_k), indent=2))
-    except (OSError, ValueError, LookupError, store.IndexStoreError) as e:
+    except (OSError, ValueError, LookupError, store.IndexStoreError, calibration.CalibrationError) as e:
         print(f"megapixels: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

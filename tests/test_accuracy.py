@@ -193,3 +193,26 @@ def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index
     n = r.n_identities
     assert close["p_same"] == pytest.approx(calibration.match_probability(cal, 0.3, n), abs=1e-4)
     codec.decode(codec.encode(out))  # the wire contract accepts the new keys
+
+
+def test_cli_stores_a_calibration_with_an_index_and_refuses_bad_ones(demo_index, cal, tmp_path, capsys):
+    import shutil
+
+    from index import cli
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(demo_index, index_dir)
+    (index_dir / calibration.FILENAME).unlink(missing_ok=True)
+    calibration.save(cal, tmp_path)
+    assert cli.main(["index", "calibrate", str(index_dir), "--from", str(tmp_path / calibration.FILENAME)]) == 0
+    assert calibration.load(index_dir) == cal
+    (tmp_path / "bad.json").write_text('{"format_version": 1, "pair_b": 3}')
+    assert cli.main(["index", "calibrate", str(index_dir), "--from", str(tmp_path / "bad.json")]) == 1
+    assert "bad.json" in capsys.readouterr().err
+    assert calibration.load(index_dir) == cal  # the good one is kept
+    assert cli.main(["index", "calibrate", str(tmp_path / "nowhere")]) == 1
+
+
+def test_an_index_build_stores_the_lfw_calibration(demo_index):
+    assert calibration.DEFAULT.exists()
+    assert calibration.load(demo_index) == calibration.read(calibration.DEFAULT)

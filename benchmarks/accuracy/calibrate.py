@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = lfw.read_pairs(a.root)
     recs = describe_lfw.load(describe_lfw.CACHE / a.setting)
     desc = verify.variant_descriptors(recs, a.variant)
+    folds_used = verify.complete_folds(pairs, recs)
+    pairs = [p for p in pairs if p.fold in folds_used]
     d = lfw.pair_distances(pairs, desc)
     same = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:8s} cross-fitted Brier score {scores[name]['brier']:.4f}", flush=True)
     scores["base_rate_brier"] = 0.25  # always saying 0.5 on LFW's 50/50 pairs
 
-    imp = impostor_distances(desc)
+    imp = impostor_distances({p: v for p, v in desc.items() if recs[p]["box"][0] >= 0 and not recs[p]["fallback"]})
     qs = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.5]
     tail = calibration.tail_normal(imp, low_q=1e-5, high_q=1e-3)
     from statistics import NormalDist
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  quantile {row['q']:g}: empirical {row['empirical']:.3f}, normal {row['normal']:.3f}", flush=True)
 
     source = {
-        "fitted_on": f"LFW pairs.txt, 6,000 pairs, 10 folds; descriptors {a.setting}/{a.variant} (benchmarks/accuracy)",
+        "fitted_on": f"LFW pairs.txt, {len(pairs):,} pairs of folds {[f + 1 for f in folds_used]}; "
+        f"descriptors {a.setting}/{a.variant} (benchmarks/accuracy)",
         "impostor_tail": f"{len(imp):,} different-person distances between {len(desc):,} LFW photos, "
         "normal matched at quantiles 1e-5 and 1e-3",
         "cross_fitted_brier": {k: round(v["brier"], 4) for k, v in scores.items() if isinstance(v, dict)},

@@ -116,10 +116,17 @@ def run(
             n = start + len(recs)
             rate = n / (time.monotonic() - started)
             print(f"  {n}/{len(todo)} photos, {rate:.2f}/s, eta {(len(todo) - n) / rate / 60:.1f} min", flush=True)
+    return describe_fallbacks(root, photos, upsample, jitter, mirror, folder)
+
+
+def describe_fallbacks(
+    root: Path, photos: list[str], upsample: int, jitter: int, mirror: bool, folder: Path
+) -> dict[str, dict]:
+    """Describe the cached photos without a face with a fixed centre box; every record."""
     done = load(folder)
     # Photos where HOG found nothing: describe a fixed centre box, the median of the boxes found.
     found = np.array([r["box"] for r in done.values() if not r["fallback"] and r["box"][0] >= 0])
-    missing = [p for p in photos if done[p]["box"][0] < 0]
+    missing = [p for p in photos if p in done and done[p]["box"][0] < 0]
     if missing and len(found):
         median_box = tuple(int(v) for v in np.median(found, axis=0))
         print(f"  {len(missing)} photos without a face: centre box {median_box}", flush=True)
@@ -137,8 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jitter", type=int, default=1)
     ap.add_argument("--no-mirror", action="store_true", help="skip the mirrored-chip descriptor")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--fallbacks-only", action="store_true", help="only describe cached no-face photos (centre box)")
     a = ap.parse_args(argv)
     photos = lfw.subset_photos(a.root, a.subset)
+    if a.fallbacks_only:
+        describe_fallbacks(a.root, photos, a.upsample, a.jitter, not a.no_mirror, setting_dir(a.upsample, a.jitter))
+        return
     run(a.root, photos, a.upsample, a.jitter, not a.no_mirror, a.workers)
 
 

@@ -58,7 +58,8 @@ def all_photos(root: Path = DEFAULT_ROOT) -> list[str]:
 
 
 def subset_photos(root: Path, subset: str) -> list[str]:
-    """Photo paths for ``pairs`` (every photo pairs.txt names), ``foldN`` (those of fold N, 1-based) or ``all``."""
+    """Photo paths for ``pairs`` (every photo pairs.txt names, fold by fold: a partial run covers whole
+    folds first), ``foldN`` (those of fold N, 1-based) or ``all``."""
     if subset == "all":
         return all_photos(root)
     pairs = read_pairs(root)
@@ -67,7 +68,11 @@ def subset_photos(root: Path, subset: str) -> list[str]:
         pairs = [p for p in pairs if p.fold == k]
     elif subset != "pairs":
         raise ValueError(f"subset must be pairs, all or foldN, got {subset!r}")
-    return sorted({p.a for p in pairs} | {p.b for p in pairs})
+    first_fold: dict[str, int] = {}
+    for p in pairs:
+        first_fold.setdefault(p.a, p.fold)
+        first_fold.setdefault(p.b, p.fold)
+    return sorted(first_fold, key=lambda photo: (first_fold[photo], photo))
 
 
 def best_threshold(distances: np.ndarray, same: np.ndarray) -> float:

@@ -46,6 +46,8 @@ def evaluate(pairs: list[lfw.Pair], desc: dict[str, np.ndarray]) -> dict:
 
 
 def failures(pairs: list[lfw.Pair], recs: dict[str, dict]) -> dict:
+    used = {p.a for p in pairs} | {p.b for p in pairs}
+    recs = {p: r for p, r in recs.items() if p in used}
     photos = sorted(p for p, r in recs.items() if r["fallback"])
     bad = set(photos)
     touched = [p for p in pairs if p.a in bad or p.b in bad]
@@ -60,6 +62,12 @@ def failures(pairs: list[lfw.Pair], recs: dict[str, dict]) -> dict:
     }
 
 
+def complete_folds(pairs: list[lfw.Pair], recs: dict[str, dict]) -> list[int]:
+    """Folds (0-based) whose every photo is described: a partial cache is evaluated on whole folds only."""
+    folds = sorted({p.fold for p in pairs})
+    return [k for k in folds if all(p.a in recs and p.b in recs for p in pairs if p.fold == k)]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=lfw.DEFAULT_ROOT)
@@ -69,19 +77,20 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {}
     for folder in sorted(describe_lfw.CACHE.glob("up*_j*")):
         recs = describe_lfw.load(folder)
-        covered = [p for p in pairs if p.a in recs and p.b in recs]
-        if len(covered) == len(pairs):
-            for variant in ("centre", "largest", "mirror"):
-                if variant == "mirror" and np.isnan(next(iter(recs.values()))["desc_mirror"]).any():
-                    continue
-                r = evaluate(pairs, variant_descriptors(recs, variant))
-                results[f"{folder.name}/{variant}"] = r
-                print(f"{folder.name:8s} {variant:8s} {100 * r['mean']:.2f} % +- {100 * r['std']:.2f}", flush=True)
-            results[f"{folder.name}/failures"] = failures(pairs, recs)
-            f = results[f"{folder.name}/failures"]
-            print(f"  no face: {len(f['no_face_photos'])} photos, {f['pairs_touching_a_fallback']} pairs", flush=True)
-        elif covered:
-            results[f"{folder.name}/partial"] = {"pairs": len(covered), "folds": sorted({p.fold + 1 for p in covered})}
+        folds = complete_folds(pairs, recs)
+        if len(folds) < 2:
+            continue
+        use = [p for p in pairs if p.fold in folds]
+        name = folder.name if len(folds) == 10 else f"{folder.name} (folds {','.join(str(f + 1) for f in folds)})"
+        for variant in ("centre", "largest", "mirror"):
+            if variant == "mirror" and any(np.isnan(recs[p.a]["desc_mirror"]).any() for p in use):
+                continue
+            r = evaluate(use, variant_descriptors(recs, variant))
+            r["folds_used"] = [f + 1 for f in folds]
+            results[f"{folder.name}/{variant}"] = r
+            print(f"{name:8s} {variant:8s} {100 * r['mean']:.2f} % +- {100 * r['std']:.2f}", flush=True)
+        results[f"{folder.name}/failures"] = f = failures(use, recs)
+        print(f"  no face: {len(f['no_face_photos'])} photos, {f['pairs_touching_a_fallback']} pairs", flush=True)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(results, indent=1) + "\n")
