@@ -149,6 +149,16 @@ def test_calibration_file_round_trip_and_bad_files(cal, tmp_path):
         calibration.load(tmp_path)
     with pytest.raises(calibration.CalibrationError, match="pair_b"):
         calibration.Calibration(1.0, 2.0, 0.4, 0.1, 0.8, 0.1)
+    with pytest.raises(calibration.CalibrationError, match="gallery_scale"):
+        calibration.Calibration(1.0, -2.0, 0.4, 0.1, 0.8, 0.1, gallery_scale=0.0)
+
+
+def test_gallery_scale_shrinks_the_correction(cal):
+    from dataclasses import replace
+
+    scaled = replace(cal, gallery_scale=0.01)
+    assert calibration.match_probability(scaled, 0.45, 600_000) > calibration.match_probability(cal, 0.45, 600_000)
+    assert calibration.match_probability(scaled, 0.45, 600_000) == calibration.match_probability(cal, 0.45, 6_000)
 
 
 def _result(**extra):
