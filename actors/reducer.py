@@ -9,17 +9,21 @@ Synthetic distractors (rows an index grown to MegaFace scale holds, index/synthe
 part in the exact merge like any row, but are never shown as a person: they are left out of
 ``results`` (counted in ``matches.synthetic_hidden``). The real entries that remain keep their
 global rank, so a gap in the ranks shows that a distractor came closer.
+given identities and source photos from the index metadata, and published. When the index has a
+``calibration.json``, each result also carries ``p_same`` (probability that it is the visitor rather
+than a look-alike, for this index's number of identities) and ``verdict``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors import runtime
-from index import search, store
+from index import calibration, search, store
 from messages import Candidates, Matches, Query
 
 MAX_PENDING = 256  # queries in flight; the oldest is answered (partial) beyond this
@@ -53,9 +57,12 @@ class Reducer(runtime.Actor):
     def on_start(self) -> None:
         index_dir = self.cfg.path("index", "path")
         try:
-            self.n_shards = len(store.read_manifest(index_dir)["shards"])
+            manifest = store.read_manifest(index_dir)
+            self.n_shards = len(manifest["shards"])
             self.meta = store.Metadata(index_dir)
-        except store.IndexStoreError as e:
+            self.calibration = calibration.load(index_dir)  # fitted offline; None: no p_same/verdict
+            self.n_identities = max(1, int(manifest.get("identities", manifest.get("count", 1))))
+        except (store.IndexStoreError, calibration.CalibrationError) as e:
             raise runtime.StartupError(str(e)) from e
         self.deadline_ns = self.cfg["search"]["shard_deadline_ms"] * 1_000_000
         self.pending: dict[int, Pending] = {}
@@ -102,6 +109,11 @@ class Reducer(runtime.Actor):
             result_entry(i + 1, r, d, meta[r]) for i, (r, d) in enumerate(merged) if r in meta and not meta[r].synthetic
         ]
         self.stats["matches.synthetic_hidden"] += sum(1 for r, _ in merged if r in meta and meta[r].synthetic)
+        if self.calibration is not None:
+            for r in results:
+                if math.isfinite(r["distance"]) and r["distance"] >= 0:
+                    p_same = calibration.match_probability(self.calibration, r["distance"], self.n_identities)
+                    r["p_same"], r["verdict"] = round(p_same, 4), calibration.verdict(p_same)
         missing = sorted(set(range(self.n_shards)) - set(p.answers))
         self.stats["matches.partial" if missing else "matches.complete"] += 1
         latency_ms = (now - p.captured_ns) / 1e6

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from index import store
+from index import calibration, store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 JOURNAL = "build_journal.jsonl"
@@ -343,4 +343,5 @@ def build(
     }
     store.write(out, descriptors, entries, n_shards, provenance, dtype, synthetic, parameters)
     (out / "build_report.json").write_text(json.dumps(report, indent=2))
+    calibration.install(out)  # distance -> P(same person), fitted on LFW (see ACCURACY.md)
     return report

@@ -2,6 +2,7 @@
 
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
                        [--synthetic N [--synthetic-seed S]]
+megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
 megapixels search IMAGE --index INDEX_DIR [--top-k K]
 """
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from actors.reducer import result_entry
-from index import build, search, store
+from index import build, calibration, search, store
 
 
 def search_image(image: Path, index_dir: Path, k: int = 5) -> list[dict]:
@@ -61,13 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--max-yaw", type=float, default=build.Quality.max_yaw)
     b.add_argument("--synthetic", type=int, default=0, help="add this many synthetic distractors (no photo)")
     b.add_argument("--synthetic-seed", type=int, default=1)
+    c = idx.add_parser("calibrate", help="store a distance -> P(same person) calibration with an index")
+    c.add_argument("index_dir", type=Path)
+    c.add_argument("--from", dest="source", type=Path, default=calibration.DEFAULT, help="default: the LFW fit")
     s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
     s.add_argument("image", type=Path)
     s.add_argument("--index", type=Path, required=True)
     s.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
     try:
-        if args.command == "index":
+        if args.command == "index" and args.action == "calibrate":
+            store.read_manifest(args.index_dir)
+            if calibration.install(args.index_dir, args.source) is None:
+                raise FileNotFoundError(f"{args.source} does not exist")
+            print(f"calibration from {args.source} stored in {args.index_dir / calibration.FILENAME}", file=sys.stderr)
+        elif args.command == "index":
             if args.shards < 1:
                 parser.error("--shards must be at least 1")
             quality = build.Quality(args.min_face_px, args.min_sharpness, args.max_yaw)
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print(json.dumps(search_image(args.image, args.index, args.top_k), indent=2))
-    except (OSError, ValueError, LookupError, store.IndexStoreError) as e:
+    except (OSError, ValueError, LookupError, store.IndexStoreError, calibration.CalibrationError) as e:
         print(f"megapixels: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -36,6 +36,8 @@ RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "photo": str,
     "row": int,
 }
+# Optional result keys: checked when present (the calibrated confidence, see index/calibration.py).
+VERDICTS = ("likely you", "look-alike")
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -185,6 +187,12 @@ def _result(value: dict, where: str) -> dict:
             raise DecodeError(f"{where}.{key}: wrong type {type(item).__name__}")
     if len(value) > 32:
         raise DecodeError(f"{where}: result has {len(value)} keys, the limit is 32")
+    if "p_same" in value:
+        p = value["p_same"]
+        if not isinstance(p, (float, int)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+            raise DecodeError(f"{where}.p_same: expected a probability in 0..1, got {p!r}")
+    if "verdict" in value and value["verdict"] not in VERDICTS:
+        raise DecodeError(f"{where}.verdict: expected one of {', '.join(VERDICTS)}, got {value['verdict']!r}")
     return value
 
 

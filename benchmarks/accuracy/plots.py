@@ -1,0 +1,76 @@
+"""The accuracy plots (matplotlib, Agg backend): small PNGs committed under docs/accuracy/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def reliability_diagram(scores: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+    for name in ("logistic", "normal"):
+        rows = scores[name]["reliability"]
+        ax.plot(
+            [r["predicted"] for r in rows],
+            [r["observed"] for r in rows],
+            marker="o",
+            label=f"{name} (Brier {scores[name]['brier']:.4f})",
+        )
+    ax.set(
+        xlabel="predicted P(same person)",
+        ylabel="observed fraction same person",
+        title="LFW pairs, cross-fitted over 10 folds",
+    )
+    ax.legend(loc="upper left")
+    _save(fig, path)
+
+
+def p_same_curves(xs: np.ndarray, curves: dict[int, list[float]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n, ys in curves.items():
+        ax.plot(xs, ys, label=f"N = {n:,} identities")
+    ax.axhline(0.5, color="grey", lw=1, ls=":")
+    ax.set(
+        xlabel="distance of the best match",
+        ylabel="P(best match is the same person)",
+        title="Gallery-size correction (prior 0.5 that the visitor is enrolled)",
+    )
+    ax.legend()
+    _save(fig, path)
+
+
+def distance_histograms(genuine: np.ndarray, impostor_pairs: np.ndarray, impostor_all: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1.3, 131)
+    ax.hist(genuine, bins, density=True, alpha=0.6, label="same person (pairs.txt)")
+    ax.hist(impostor_pairs, bins, density=True, alpha=0.6, label="different (pairs.txt)")
+    ax.hist(impostor_all, bins, density=True, histtype="step", color="k", label="different (all photo pairs)")
+    ax.set_yscale("log")
+    ax.set(xlabel="descriptor distance", ylabel="density (log)", title="LFW distances")
+    ax.legend()
+    _save(fig, path)
+
+
+def identification(sizes: list[int], rank1: list[float], rank5: list[float], synthetic_from: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sizes, [100 * v for v in rank1], marker="o", label="rank-1")
+    ax.plot(sizes, [100 * v for v in rank5], marker="s", label="rank-5")
+    ax.set_xscale("log")
+    if synthetic_from:
+        ax.axvspan(synthetic_from, max(sizes) * 1.5, color="orange", alpha=0.12, label="synthetic distractors")
+    ax.set(xlabel="gallery size (identities)", ylabel="% of probes", title="LFW identification vs gallery size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    _save(fig, path)

@@ -1,0 +1,100 @@
+"""LFW verification, official 10-fold protocol, on cached descriptors (see describe_lfw).
+
+Prints one row per variant: mean +- std of the ten test-fold accuracies, the thresholds chosen,
+and the photos where HOG found no face (a centre box stood in). Subset settings (jitter 10, one
+fold) are compared on that fold only, with the threshold chosen on the other nine folds of the
+jitter-1 run and with the fold's own best threshold, both stated.
+
+    python -m benchmarks.accuracy.verify --out benchmarks/results/verify.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.accuracy import describe_lfw, lfw
+
+
+def variant_descriptors(recs: dict[str, dict], variant: str) -> dict[str, np.ndarray]:
+    """centre: centre-most face; largest: largest face; mirror: centre-most, averaged with its mirror image."""
+    if variant == "centre":
+        return {p: r["desc"] for p, r in recs.items()}
+    if variant == "largest":
+        return {p: r["desc_largest"] for p, r in recs.items()}
+    if variant == "mirror":
+        return {p: (r["desc"] + r["desc_mirror"]) / 2 for p, r in recs.items()}
+    raise ValueError(variant)
+
+
+def evaluate(pairs: list[lfw.Pair], desc: dict[str, np.ndarray]) -> dict:
+    d = lfw.pair_distances(pairs, desc)
+    same = np.array([p.same for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+    tf = lfw.ten_fold(d, same, folds)
+    return {
+        "mean": tf.mean,
+        "std": tf.std,
+        "folds": tf.accuracies,
+        "thresholds": tf.thresholds,
+        "same_mean_distance": float(d[same].mean()),
+        "different_mean_distance": float(d[~same].mean()),
+    }
+
+
+def failures(pairs: list[lfw.Pair], recs: dict[str, dict]) -> dict:
+    used = {p.a for p in pairs} | {p.b for p in pairs}
+    recs = {p: r for p, r in recs.items() if p in used}
+    photos = sorted(p for p, r in recs.items() if r["fallback"])
+    bad = set(photos)
+    touched = [p for p in pairs if p.a in bad or p.b in bad]
+    several = sorted(p for p, r in recs.items() if r["faces"] > 1)
+    differs = sorted(p for p, r in recs.items() if tuple(r["box"]) != tuple(r["box_largest"]))
+    return {
+        "no_face_photos": photos,
+        "fallback_box": [int(v) for v in recs[photos[0]]["box"]] if photos else None,
+        "pairs_touching_a_fallback": len(touched),
+        "several_faces_photos": len(several),
+        "centre_most_is_not_largest": differs,
+    }
+
+
+def complete_folds(pairs: list[lfw.Pair], recs: dict[str, dict]) -> list[int]:
+    """Folds (0-based) whose every photo is described: a partial cache is evaluated on whole folds only."""
+    folds = sorted({p.fold for p in pairs})
+    return [k for k in folds if all(p.a in recs and p.b in recs for p in pairs if p.fold == k)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=lfw.DEFAULT_ROOT)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args(argv)
+    pairs = lfw.read_pairs(a.root)
+    results: dict = {}
+    for folder in sorted(describe_lfw.CACHE.glob("up*_j*")):
+        recs = describe_lfw.load(folder)
+        folds = complete_folds(pairs, recs)
+        if len(folds) < 2:
+            continue
+        use = [p for p in pairs if p.fold in folds]
+        name = folder.name if len(folds) == 10 else f"{folder.name} (folds {','.join(str(f + 1) for f in folds)})"
+        for variant in ("centre", "largest", "mirror"):
+            if variant == "mirror" and any(np.isnan(recs[p.a]["desc_mirror"]).any() for p in use):
+                continue
+            r = evaluate(use, variant_descriptors(recs, variant))
+            r["folds_used"] = [f + 1 for f in folds]
+            results[f"{folder.name}/{variant}"] = r
+            print(f"{name:8s} {variant:8s} {100 * r['mean']:.2f} % +- {100 * r['std']:.2f}", flush=True)
+        results[f"{folder.name}/failures"] = f = failures(use, recs)
+        print(f"  no face: {len(f['no_face_photos'])} photos, {f['pairs_touching_a_fallback']} pairs", flush=True)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Distance -> probability that a match is the same person, corrected for how many people were searched.
+
+Two models, both fitted offline on LFW (``python -m benchmarks.accuracy.calibrate``) and stored as
+``calibration.json`` next to an index's ``manifest.json``; nothing is refitted at run time.
+
+* Pair model: P(same person | distance d) for one pair at even odds, a logistic curve
+  ``1 / (1 + exp(-(a + b d)))`` fitted on the LFW pairs. Answers "are these two photos one person?".
+* Gallery model: the best of N identities at distance d. Genuine and impostor distances are modelled
+  as normal distributions (genuine: LFW same-person pairs; impostor: the lower tail of all LFW
+  different-person distances, where the nearest look-alike of a big gallery lives). With the visitor
+  enrolled with prior ``prior_in_gallery``, the best match at d is the visitor with probability
+
+      pi f_s(d) S_i(d) / (pi f_s(d) S_i(d) + pi (N-1) f_i(d) S_s(d) + (1-pi) N f_i(d) S_i(d))
+
+  (f density, S survival, s genuine, i impostor; a common factor S_i(d)^(N-2) cancels): the same
+  distance means less when more look-alikes had a chance to come that close. The curve is made
+  non-increasing in d on a fine grid, so a closer match never gets a lower probability.
+  ``gallery_scale`` shrinks N to an effective number of independent look-alikes: real look-alikes
+  cluster on a minority of faces, so the pooled impostor tail overstates the risk for a typical
+  face; the scale is fitted on an LFW identification run (benchmarks/accuracy/identify.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FILENAME = "calibration.json"
+DEFAULT = Path(__file__).with_name("lfw_calibration.json")  # fitted on LFW by benchmarks/accuracy/calibrate.py
+FORMAT_VERSION = 1
+LIKELY_YOU = "likely you"
+LOOK_ALIKE = "look-alike"
+_GRID = np.linspace(0.0, 2.0, 2001)  # descriptor distances live in 0..~1.5
+
+
+class CalibrationError(ValueError):
+    """A calibration file that can't be used; the text says why."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    pair_a: float  # logistic intercept
+    pair_b: float  # logistic slope (negative: farther = less likely the same person)
+    genuine_mean: float
+    genuine_std: float
+    impostor_mean: float
+    impostor_std: float
+    prior_in_gallery: float = 0.5  # chance that the visitor is enrolled at all
+    gallery_scale: float = 1.0  # effective number of independent look-alikes per identity (fitted, see ACCURACY.md)
+    source: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and scores
+
+    def __post_init__(self) -> None:
+        if not (self.genuine_std > 0 and self.impostor_std > 0):
+            raise CalibrationError("standard deviations must be positive")
+        if not 0 < self.gallery_scale <= 1:
+            raise CalibrationError(f"gallery_scale must be in (0, 1], got {self.gallery_scale}")
+        if not 0 < self.prior_in_gallery <= 1:
+            raise CalibrationError(f"prior_in_gallery must be in (0, 1], got {self.prior_in_gallery}")
+        if not self.pair_b < 0:
+            raise CalibrationError(f"pair_b must be negative (farther = less alike), got {self.pair_b}")
+
+
+def pair_probability(cal: Calibration, distance: float | np.ndarray) -> float | np.ndarray:
+    """P(same person) for one pair at ``distance``, at even prior odds (the LFW pairs setting)."""
+    z = cal.pair_a + cal.pair_b * np.asarray(distance, dtype=float)
+    p = 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+    return float(p) if np.ndim(p) == 0 else p
+
+
+def _norm_logpdf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))
+
+
+def _norm_logsf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    z = (x - mean) / std
+    # erfc underflows past z ~ 26; the asymptotic form takes over there.
+    from math import erfc
+
+    out = np.empty_like(z)
+    for i, v in enumerate(z.flat):
+        s = 0.5 * erfc(v / math.sqrt(2))
+        out.flat[i] = math.log(s) if s > 1e-300 else -0.5 * v * v - math.log(v * math.sqrt(2 * math.pi))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _gallery_curve(gm: float, gs: float, im: float, isd: float, pi: float, n_identities: int) -> np.ndarray:
+    d, n = _GRID, float(n_identities)
+    lf_s, ls_s = _norm_logpdf(d, gm, gs), _norm_logsf(d, gm, gs)
+    lf_i, ls_i = _norm_logpdf(d, im, isd), _norm_logsf(d, im, isd)
+    log_true = math.log(pi) + lf_s + ls_i
+    terms = [log_true, lf_i + ls_i + math.log(n * (1 - pi)) if pi < 1 else np.full_like(d, -np.inf)]
+    if n > 1:
+        terms.append(math.log(pi) + math.log(n - 1) + lf_i + ls_s)
+    log_all = np.logaddexp.reduce(np.stack(terms), axis=0)
+    p = np.exp(log_true - log_all)
+    return np.minimum.accumulate(np.clip(p, 0.0, 1.0))  # closer never means less likely
+
+
+def match_probability(cal: Calibration, distance: float, n_identities: int) -> float:
+    """P(the best match at ``distance`` among ``n_identities`` is the visitor, not a look-alike)."""
+    if n_identities < 1:
+        raise ValueError(f"n_identities must be >= 1, got {n_identities}")
+    if not math.isfinite(distance) or distance < 0:
+        raise ValueError(f"distance must be a finite number >= 0, got {distance}")
+    params = (cal.genuine_mean, cal.genuine_std, cal.impostor_mean, cal.impostor_std, cal.prior_in_gallery)
+    curve = _gallery_curve(*params, max(1, round(n_identities * cal.gallery_scale)))
+    return float(np.interp(distance, _GRID, curve))
+
+
+def verdict(p_same: float) -> str:
+    return LIKELY_YOU if p_same >= 0.5 else LOOK_ALIKE
+
+
+def fit_logistic(distances: np.ndarray, same: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Maximum-likelihood (a, b) of P(same) = 1 / (1 + exp(-(a + b d))), by Newton's method."""
+    x = np.column_stack([np.ones(len(distances)), np.asarray(distances, float)])
+    y = np.asarray(same, float)
+    w = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -500, 500)))
+        grad = x.T @ (y - p)
+        hess = (x * (p * (1 - p) + 1e-9)[:, None]).T @ x + 1e-6 * np.eye(2)  # tiny ridge: separable data
+        step = np.linalg.solve(hess, grad)
+        w += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def fit(
+    pair_distances: np.ndarray,
+    pair_same: np.ndarray,
+    impostor_tail: tuple[float, float] | None = None,
+    prior_in_gallery: float = 0.5,
+    source: dict[str, Any] | None = None,
+) -> Calibration:
+    """Fit both models on labelled pair distances; ``impostor_tail`` (mean, std) overrides the impostor normal."""
+    d, s = np.asarray(pair_distances, float), np.asarray(pair_same, bool)
+    if s.all() or not s.any():
+        raise ValueError("calibration needs both same-person and different-person pairs")
+    a, b = fit_logistic(d, s)
+    im, isd = impostor_tail or (float(np.mean(d[~s])), float(np.std(d[~s])))
+    return Calibration(
+        pair_a=a,
+        pair_b=b,
+        genuine_mean=float(np.mean(d[s])),
+        genuine_std=float(np.std(d[s])),
+        impostor_mean=im,
+        impostor_std=isd,
+        prior_in_gallery=prior_in_gallery,
+        source=source or {},
+    )
+
+
+def tail_normal(distances: np.ndarray, low_q: float = 1e-4, high_q: float = 1e-2) -> tuple[float, float]:
+    """(mean, std) of the normal whose ``low_q`` and ``high_q`` quantiles match the sample's lower tail."""
+    from statistics import NormalDist
+
+    lo, hi = np.quantile(np.asarray(distances, float), [low_q, high_q])
+    z_lo, z_hi = NormalDist().inv_cdf(low_q), NormalDist().inv_cdf(high_q)
+    std = (hi - lo) / (z_hi - z_lo)
+    return float(lo - z_lo * std), float(std)
+
+
+def save(cal: Calibration, index_dir: Path) -> Path:
+    path = Path(index_dir) / FILENAME
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(cal)}, indent=2) + "\n")
+    return path
+
+
+def load(index_dir: Path) -> Calibration | None:
+    """The index's calibration, None when it has none; CalibrationError when the file is unusable."""
+    path = Path(index_dir) / FILENAME
+    return read(path) if path.exists() else None
+
+
+def read(path: Path) -> Calibration:
+    """A calibration file anywhere (e.g. the LFW default); CalibrationError when unusable."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        if raw.pop("format_version", None) != FORMAT_VERSION:
+            raise CalibrationError(f"{path}: format_version must be {FORMAT_VERSION}")
+        return Calibration(**raw)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CalibrationError(f"{path}: not a calibration file ({e})") from e
+    except CalibrationError as e:
+        raise CalibrationError(f"{path}: {e}") from e
+
+
+def install(index_dir: Path, source: Path = DEFAULT) -> Path | None:
+    """Store the calibration ``source`` (default: the LFW fit) with an index; None when there is none."""
+    if not Path(source).exists():
+        return None
+    return save(read(source), index_dir)

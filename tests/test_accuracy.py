@@ -1,0 +1,228 @@
+"""The accuracy harness and the calibrated confidence: fold logic, calibration shape, reducer hook."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy import describe_lfw, lfw
+from index import calibration
+from messages import codec
+
+# Two folds of two same-person and two different-person pairs, written by hand.
+HAND_PAIRS = """2\t2
+Ann\t1\t2
+Bob\t1\t3
+Ann\t1\tCid\t1
+Bob\t2\tDee\t4
+Cid\t1\t2
+Dee\t2\t3
+Ann\t2\tBob\t1
+Cid\t2\tDee\t1
+"""
+
+
+def test_pairs_file_gives_folds_labels_and_paths():
+    pairs = lfw.parse_pairs(HAND_PAIRS)
+    assert [p.fold for p in pairs] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [p.same for p in pairs] == [True, True, False, False] * 2
+    assert pairs[0].a == "Ann/Ann_0001.jpg" and pairs[0].b == "Ann/Ann_0002.jpg"
+    assert pairs[3].a == "Bob/Bob_0002.jpg" and pairs[3].b == "Dee/Dee_0004.jpg"
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("2\t2\nAnn\t1\t2\n", "expected 8 pair lines"),
+        (HAND_PAIRS.replace("Ann\t1\tCid\t1", "Ann\t1\t3"), "different-person"),
+        ("", "first line"),
+    ],
+)
+def test_a_malformed_pairs_file_is_refused_with_the_reason(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        lfw.parse_pairs(text)
+
+
+def test_ten_fold_takes_each_threshold_from_the_other_folds():
+    # fold 0: separable anywhere in 0.4..0.7; fold 1: best threshold 0.55 (3 of 4 right).
+    d = np.array([0.3, 0.4, 0.7, 0.8, 0.5, 0.9, 0.6, 1.0])
+    same = np.array([True, True, False, False, True, True, False, False])
+    folds = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    tf = lfw.ten_fold(d, same, folds)
+    # Fold 0 is tested with fold 1's threshold (0.55): all right. Fold 1 with fold 0's (0.55): 0.9 is missed.
+    assert tf.thresholds == pytest.approx([0.55, 0.55])
+    assert tf.accuracies == [1.0, 0.75]
+    assert tf.mean == pytest.approx(0.875) and tf.std == pytest.approx(0.125)
+
+
+def test_best_threshold_maximises_accuracy():
+    d = np.array([0.1, 0.2, 0.35, 0.5, 0.65, 0.9])
+    same = np.array([True, True, True, False, False, False])
+    t = lfw.best_threshold(d, same)
+    assert 0.35 < t < 0.5
+    assert np.mean((d < t) == same) == 1.0
+
+
+@pytest.mark.timeout(300)
+def test_ten_fold_harness_on_real_lfw_pairs(shared_data, tmp_path):
+    """Two folds x (3 same + 3 different) real LFW pairs, described the kiosk's way, through the harness."""
+    root = shared_data / "lfw"
+    every = lfw.read_pairs(root)
+    pairs = [p for p in every if p.fold < 2 and (every.index(p) % 300) < 3]
+    assert len(pairs) == 12
+    photos = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    recs = describe_lfw.run(root, photos, upsample=1, jitter=1, mirror=False, workers=1, folder=tmp_path)
+    assert set(recs) == set(photos)
+    again = describe_lfw.run(root, photos, upsample=1, jitter=1, mirror=False, workers=1, folder=tmp_path)
+    assert all(np.array_equal(recs[p]["desc"], again[p]["desc"]) for p in photos)  # cached, not recomputed
+    desc = {p: r["desc"] for p, r in recs.items()}
+    d = lfw.pair_distances(pairs, desc)
+    same = np.array([p.same for p in pairs])
+    tf = lfw.ten_fold(d, same, np.array([p.fold for p in pairs]))
+    assert len(tf.accuracies) == 2
+    assert tf.mean >= 5 / 6
+    assert d[same].mean() < 0.6 < d[~same].mean()
+
+
+def test_centre_most_picks_the_box_nearest_the_middle():
+    boxes = [(0, 0, 50, 50), (90, 90, 160, 160), (200, 0, 250, 80)]
+    assert describe_lfw.centre_most(boxes, 250, 250) == 1
+    assert describe_lfw.centre_most([], 250, 250) == -1
+
+
+@pytest.fixture
+def cal():
+    # A calibration of the shape LFW gives (values rounded from a fit); the curve's shape is under test.
+    return calibration.Calibration(
+        pair_a=14.0, pair_b=-24.0, genuine_mean=0.42, genuine_std=0.08, impostor_mean=0.86, impostor_std=0.07
+    )
+
+
+def test_pair_probability_is_bounded_and_falls_with_distance(cal):
+    d = np.linspace(0, 1.5, 301)
+    p = calibration.pair_probability(cal, d)
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.all(np.diff(p) < 0)
+    assert calibration.pair_probability(cal, 0.3) > 0.9 > 0.1 > calibration.pair_probability(cal, 0.8)
+
+
+@pytest.mark.parametrize("n", [1, 5_749, 600_000, 4_200_000])
+def test_match_probability_is_bounded_and_never_rises_with_distance(cal, n):
+    p = np.array([calibration.match_probability(cal, d, n) for d in np.linspace(0, 1.5, 301)])
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.all(np.diff(p) <= 0)
+    assert p[0] > 0.99 and p[-1] < 0.01
+
+
+def test_a_bigger_gallery_lowers_the_same_person_probability(cal):
+    for d in (0.45, 0.5, 0.55):
+        ps = [calibration.match_probability(cal, d, n) for n in (1, 100, 5_749, 600_000, 4_200_000)]
+        assert all(a > b for a, b in itertools.pairwise(ps)), (d, ps)
+    # At 600k identities a typical same-person distance of 0.5 is no longer convincing.
+    assert calibration.match_probability(cal, 0.5, 1) > 0.9 > 0.5 > calibration.match_probability(cal, 0.5, 600_000)
+    assert calibration.verdict(calibration.match_probability(cal, 0.3, 600_000)) == calibration.LIKELY_YOU
+    assert calibration.verdict(calibration.match_probability(cal, 0.55, 600_000)) == calibration.LOOK_ALIKE
+
+
+def test_logistic_fit_recovers_a_known_curve():
+    # Synthetic labels drawn from a known logistic curve (random numbers: the fitter is under test).
+    rng = np.random.default_rng(6)
+    d = rng.uniform(0.2, 1.0, 20_000)
+    y = rng.random(20_000) < 1 / (1 + np.exp(-(12.0 - 20.0 * d)))
+    a, b = calibration.fit_logistic(d, y)
+    assert a == pytest.approx(12.0, rel=0.1) and b == pytest.approx(-20.0, rel=0.1)
+
+
+def test_calibration_file_round_trip_and_bad_files(cal, tmp_path):
+    assert calibration.load(tmp_path) is None
+    calibration.save(cal, tmp_path)
+    assert calibration.load(tmp_path) == cal
+    (tmp_path / calibration.FILENAME).write_text("{not json")
+    with pytest.raises(calibration.CalibrationError, match=r"calibration\.json"):
+        calibration.load(tmp_path)
+    raw = json.loads(json.dumps({"format_version": 1, "pair_a": 1.0}))
+    (tmp_path / calibration.FILENAME).write_text(json.dumps(raw))
+    with pytest.raises(calibration.CalibrationError):
+        calibration.load(tmp_path)
+    with pytest.raises(calibration.CalibrationError, match="pair_b"):
+        calibration.Calibration(1.0, 2.0, 0.4, 0.1, 0.8, 0.1)
+    with pytest.raises(calibration.CalibrationError, match="gallery_scale"):
+        calibration.Calibration(1.0, -2.0, 0.4, 0.1, 0.8, 0.1, gallery_scale=0.0)
+
+
+def test_gallery_scale_shrinks_the_correction(cal):
+    from dataclasses import replace
+
+    scaled = replace(cal, gallery_scale=0.01)
+    assert calibration.match_probability(scaled, 0.45, 600_000) > calibration.match_probability(cal, 0.45, 600_000)
+    assert calibration.match_probability(scaled, 0.45, 600_000) == calibration.match_probability(cal, 0.45, 6_000)
+
+
+def _result(**extra):
+    return {"rank": 1, "identity": "A", "distance": 0.4, "photo": "A/1.jpg", "row": 0, **extra}
+
+
+def test_codec_checks_the_optional_confidence_keys():
+    assert codec._result(_result(), "r") == _result()
+    assert codec._result(_result(p_same=0.7, verdict="likely you"), "r")["p_same"] == 0.7
+    with pytest.raises(codec.DecodeError, match="p_same"):
+        codec._result(_result(p_same=1.5), "r")
+    with pytest.raises(codec.DecodeError, match="p_same"):
+        codec._result(_result(p_same="high"), "r")
+    with pytest.raises(codec.DecodeError, match="verdict"):
+        codec._result(_result(verdict="maybe"), "r")
+
+
+def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index, cal, tmp_path):
+    import shutil
+    import time
+
+    import config
+    from actors.reducer import Reducer
+    from messages import Candidates, Header, Query
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(demo_index, index_dir)
+    calibration.save(cal, index_dir)
+    r = Reducer(config.validate({"index": {"path": str(index_dir)}}))
+    r.on_start()
+    try:
+        h = Header(seq=1, t_ns=time.monotonic_ns(), src="test", frame_id=1)
+        r.handle(Query(h, 1, time.monotonic_ns(), 5, bytes(128 * 4)))
+        r.handle(Candidates(h, 1, time.monotonic_ns(), 5, 0, 2, [0], [0.3]))
+        (out,) = r.handle(Candidates(h, 1, time.monotonic_ns(), 5, 1, 2, [200], [0.75]))
+    finally:
+        r.on_stop()
+    assert [x["distance"] for x in out.results] == [0.3, 0.75]
+    close, far = out.results
+    assert close["verdict"] == "likely you" and far["verdict"] == "look-alike"
+    assert 1 >= close["p_same"] > 0.5 > far["p_same"] >= 0
+    n = r.n_identities
+    assert close["p_same"] == pytest.approx(calibration.match_probability(cal, 0.3, n), abs=1e-4)
+    codec.decode(codec.encode(out))  # the wire contract accepts the new keys
+
+
+def test_cli_stores_a_calibration_with_an_index_and_refuses_bad_ones(demo_index, cal, tmp_path, capsys):
+    import shutil
+
+    from index import cli
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(demo_index, index_dir)
+    (index_dir / calibration.FILENAME).unlink(missing_ok=True)
+    calibration.save(cal, tmp_path)
+    assert cli.main(["index", "calibrate", str(index_dir), "--from", str(tmp_path / calibration.FILENAME)]) == 0
+    assert calibration.load(index_dir) == cal
+    (tmp_path / "bad.json").write_text('{"format_version": 1, "pair_b": 3}')
+    assert cli.main(["index", "calibrate", str(index_dir), "--from", str(tmp_path / "bad.json")]) == 1
+    assert "bad.json" in capsys.readouterr().err
+    assert calibration.load(index_dir) == cal  # the good one is kept
+    assert cli.main(["index", "calibrate", str(tmp_path / "nowhere")]) == 1
+
+
+def test_an_index_build_stores_the_lfw_calibration(demo_index):
+    assert calibration.DEFAULT.exists()
+    assert calibration.load(demo_index) == calibration.read(calibration.DEFAULT)
