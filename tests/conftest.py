@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
+
+from actors import runtime
+from messages import Candidates, Query
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO_GALLERY = PROJECT / "demo" / "gallery"
@@ -48,3 +53,34 @@ def ipc_config(ipc_dir: Path):
     import config
 
     return config.load(PROJECT / "config" / "test.toml", env={"MEGAPIXELS_IPC_DIR": str(ipc_dir)})
+
+
+class Echo(runtime.Actor):
+    """Answers each query with one candidate; query 666 makes the handler raise."""
+
+    ROLE = "matcher"
+    RECEIVES = ("queries",)
+    SENDS = ("candidates",)
+
+    def handle(self, msg: Query):
+        if msg.query_id == 666:
+            raise RuntimeError("boom")
+        return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
+
+
+@pytest.fixture
+def running(ipc_config):
+    """An Echo actor in a thread, with the test's PUB on queries and PULL on candidates."""
+    ctx = zmq.Context()
+    actor = Echo(ipc_config)
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    pub = runtime.open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
+    pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
+    yield actor, stop, thread, pub, pull
+    stop.set()
+    thread.join(2)
+    pub.close(0)
+    pull.close(0)
+    ctx.term()

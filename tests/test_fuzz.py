@@ -8,7 +8,6 @@ and drops it and still answers the next good message.
 
 from __future__ import annotations
 
-import threading
 import time
 import tracemalloc
 
@@ -24,7 +23,6 @@ from messages.codec import MAX_HEADER_BYTES
 from messages.schemas import MESSAGE_TYPES
 
 from .test_messages import SAMPLES
-from .test_runtime import Echo
 
 TOPIC_NAMES = sorted(MESSAGE_TYPES)
 
@@ -140,18 +138,12 @@ def test_every_receiving_socket_has_a_message_size_limit(ipc_config):
 
 
 @pytest.mark.timeout(180)
-def test_a_live_actor_survives_fuzzed_input(ipc_config):
+def test_a_live_actor_survives_fuzzed_input(running):
     """Real sockets: the actor counts what it drops and answers the good query after each batch."""
     from .test_actors_logic import _query
 
-    ctx = zmq.Context()
-    actor = Echo(ipc_config)
-    stop = runtime.StopFlag()
-    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
-    thread.start()
-    pub = runtime.open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
+    actor, stop, thread, pub, pull = running
     pub.setsockopt(zmq.SNDHWM, 10_000)  # the test's own queue must not drop the good query
-    pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
     qids = iter(range(1, 10**6))
 
     def answered(qid: int, deadline_s: float, before: list[list[bytes]] = ()) -> bool:
@@ -171,17 +163,10 @@ def test_a_live_actor_survives_fuzzed_input(ipc_config):
         assert answered(next(qids), 20, [[b"queries", *parts] for parts in batch])
         assert thread.is_alive()
 
-    try:
-        assert answered(next(qids), 20)  # connected
-        fuzz()
-        stop.set()
-        thread.join(2)
-        bad = actor.stats["queries.malformed"] + actor.stats["handle.failed"]
-        assert bad > 0
-        assert actor.stats["queries.received"] - bad == actor.stats["candidates.sent"]
-    finally:
-        stop.set()
-        thread.join(2)
-        pub.close(0)
-        pull.close(0)
-        ctx.term()
+    assert answered(next(qids), 20)  # connected
+    fuzz()
+    stop.set()
+    thread.join(2)
+    bad = actor.stats["queries.malformed"] + actor.stats["handle.failed"]
+    assert bad > 0
+    assert actor.stats["queries.received"] - bad == actor.stats["candidates.sent"]

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
-import pytest
 import zmq
 
 from actors import runtime
-from messages import Candidates, Query, decode, encode
+from messages import decode, encode
 
 from .test_actors_logic import _query
-
-
-class Echo(runtime.Actor):
-    """Answers each query with one candidate; query 666 makes the handler raise."""
-
-    ROLE = "matcher"
-    RECEIVES = ("queries",)
-    SENDS = ("candidates",)
-
-    def handle(self, msg: Query):
-        if msg.query_id == 666:
-            raise RuntimeError("boom")
-        return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
-
-
-@pytest.fixture
-def running(ipc_config):
-    ctx = zmq.Context()
-    actor = Echo(ipc_config)
-    stop = runtime.StopFlag()
-    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
-    thread.start()
-    pub = runtime.open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
-    pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
-    yield actor, stop, thread, pub, pull
-    stop.set()
-    thread.join(2)
-    pub.close(0)
-    pull.close(0)
-    ctx.term()
 
 
 def _send_until_answered(pub, pull, messages, want_qid, deadline_s=10.0):
