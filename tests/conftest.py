@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
@@ -37,6 +38,33 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo-index")
     build.build(DEMO_GALLERY, out, n_shards=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_rows(demo_index: Path) -> tuple[np.ndarray, list]:
+    """Every descriptor of the demo index, in row order, and each row's metadata entry."""
+    from index import store
+
+    manifest = store.read_manifest(demo_index)
+    rows = np.concatenate([store.open_shard(demo_index, k)[0] for k in range(len(manifest["shards"]))])
+    meta = store.Metadata(demo_index)
+    entries = meta.lookup(list(range(len(rows))))
+    meta.close()
+    return np.asarray(rows, np.float32), [entries[i] for i in range(len(rows))]
+
+
+@pytest.fixture
+def x_display() -> Iterator[str]:
+    """A private Xvfb screen of the kiosk's size, for the window tests (skips without Xvfb/XTEST)."""
+    from tests import kiosk_screen as ks
+    from tests.xvfb import running_xvfb, xvfb_binary
+
+    if xvfb_binary() is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb xauth libgl1 libegl1 libmtdev1 libxtst6)")
+    if not ks.has_xtest():
+        pytest.skip("libXtst is missing (apt-get install libxtst6): the test clicks through XTEST")
+    with running_xvfb(f"{ks.SCREEN_W}x{ks.SCREEN_H}x24") as name:
+        yield name
 
 
 @pytest.fixture

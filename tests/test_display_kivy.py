@@ -33,7 +33,6 @@ from actors.runtime import open_socket
 from messages import TOPICS, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
 from tests import cups_server
 from tests import kiosk_screen as ks
-from tests.xvfb import running_xvfb, xvfb_binary
 
 from .conftest import DEMO_CLIP
 
@@ -179,16 +178,6 @@ class FakePrinter:
     def close(self) -> None:
         self.sock.close(linger=0)
         self.ctx.term()
-
-
-@pytest.fixture
-def x_display() -> Iterator[str]:
-    if xvfb_binary() is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb xauth libgl1 libegl1 libmtdev1 libxtst6)")
-    if not ks.has_xtest():
-        pytest.skip("libXtst is missing (apt-get install libxtst6): the test clicks through XTEST")
-    with running_xvfb(f"{ks.SCREEN_W}x{ks.SCREEN_H}x24") as name:
-        yield name
 
 
 @pytest.fixture

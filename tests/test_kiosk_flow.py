@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 from tests import kiosk_screen as ks
-from tests.xvfb import running_xvfb, xvfb_binary
 
 from .conftest import DEMO_CLIP
 
@@ -62,16 +61,6 @@ spool_dir = "{spool}"
 [log]
 level = "DEBUG"
 """
-
-
-@pytest.fixture
-def x_display():
-    if xvfb_binary() is None:
-        pytest.skip("Xvfb is not installed (apt-get install xvfb xauth libgl1 libegl1 libmtdev1 libxtst6)")
-    if not ks.has_xtest():
-        pytest.skip("libXtst is missing (apt-get install libxtst6): the test clicks through XTEST")
-    with running_xvfb(f"{ks.SCREEN_W}x{ks.SCREEN_H}x24") as name:
-        yield name
 
 
 @pytest.mark.timeout(240)

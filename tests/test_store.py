@@ -12,18 +12,8 @@ from messages import Candidates, Header, Query
 from .test_actors_logic import _cfg
 
 
-@pytest.fixture(scope="module")
-def real(demo_index):
-    manifest = store.read_manifest(demo_index)
-    rows = np.concatenate([store.open_shard(demo_index, k)[0] for k in range(len(manifest["shards"]))])
-    meta = store.Metadata(demo_index)
-    entries = meta.lookup(list(range(len(rows))))
-    meta.close()
-    return np.asarray(rows, np.float32), [entries[i] for i in range(len(rows))]
-
-
-def _grown(real, out, dtype, n_synthetic=30_000, shards=3):
-    descriptors, entries = real
+def _grown(demo_rows, out, dtype, n_synthetic=30_000, shards=3):
+    descriptors, entries = demo_rows
     model = synthetic.fit(descriptors, [e.identity for e in entries])
     grow = {"count": n_synthetic, "seed": 5, "model": model}
     store.write(out, descriptors, entries, shards, {"dataset": "demo"}, dtype, grow)
@@ -31,14 +21,16 @@ def _grown(real, out, dtype, n_synthetic=30_000, shards=3):
 
 
 @pytest.mark.parametrize(("dtype", "kernel"), [("float32", "numpy"), ("float16", "faiss"), ("int8", "faiss")])
-def test_merge_of_shards_equals_brute_force_over_real_plus_synthetic(real, tmp_path, dtype, kernel):
-    manifest = _grown(real, tmp_path, dtype)
+def test_merge_of_shards_equals_brute_force_over_real_plus_synthetic(demo_rows, tmp_path, dtype, kernel):
+    manifest = _grown(demo_rows, tmp_path, dtype)
     shards = [store.open_shard(tmp_path, k) for k in range(3)]
     everything = np.concatenate([store.decode_rows(s, manifest) for s, _ in shards])
-    assert len(everything) == manifest["count"] == len(real[0]) + 30_000
+    assert len(everything) == manifest["count"] == len(demo_rows[0]) + 30_000
     indexes = [(search.ShardIndex(s, manifest, kernel), first) for s, first in shards]
     rng = np.random.default_rng(1)
-    queries = real[0][rng.choice(len(real[0]), 12, replace=False)] + rng.normal(0, 0.02, (12, 128)).astype(np.float32)
+    descriptors = demo_rows[0]
+    picked = descriptors[rng.choice(len(descriptors), 12, replace=False)]
+    queries = picked + rng.normal(0, 0.02, (12, 128)).astype(np.float32)
     for q in queries:
         answers = []
         for index, first in indexes:
@@ -50,8 +42,8 @@ def test_merge_of_shards_equals_brute_force_over_real_plus_synthetic(real, tmp_p
         assert np.allclose([d for _, d in merged], np.sort(brute)[:5], atol=2e-3)
 
 
-def test_batch_is_one_scan_with_the_same_answers(real):
-    gallery = real[0]
+def test_batch_is_one_scan_with_the_same_answers(demo_rows):
+    gallery = demo_rows[0]
     queries = gallery[::17]
     rows, dists = search.topk_batch(gallery, search.squared_norms(gallery), queries, 5)
     for q, r, d in zip(queries, rows, dists, strict=True):
@@ -59,16 +51,16 @@ def test_batch_is_one_scan_with_the_same_answers(real):
         assert r.tolist() == one_rows.tolist() and np.allclose(d, one_dists, atol=2e-3)
 
 
-def test_float16_and_int8_stay_close_to_float32(real, tmp_path):
-    descriptors = real[0]
+def test_float16_and_int8_stay_close_to_float32(demo_rows, tmp_path):
+    descriptors = demo_rows[0]
     for dtype, tolerance in (("float16", 1e-3), ("int8", 1e-2)):
-        manifest = _grown(real, tmp_path / dtype, dtype, n_synthetic=0, shards=1)
+        manifest = _grown(demo_rows, tmp_path / dtype, dtype, n_synthetic=0, shards=1)
         stored, _ = store.open_shard(tmp_path / dtype, 0)
         assert np.abs(store.decode_rows(stored, manifest) - descriptors).max() < tolerance
 
 
-def test_corrupt_shard_of_the_same_size_is_refused_by_its_checksum(real, tmp_path):
-    _grown(real, tmp_path, "float16", n_synthetic=1000, shards=2)
+def test_corrupt_shard_of_the_same_size_is_refused_by_its_checksum(demo_rows, tmp_path):
+    _grown(demo_rows, tmp_path, "float16", n_synthetic=1000, shards=2)
     store.open_shard(tmp_path, 1)
     shard = tmp_path / "shard_001.npy"
     data = bytearray(shard.read_bytes())
@@ -81,19 +73,19 @@ def test_corrupt_shard_of_the_same_size_is_refused_by_its_checksum(real, tmp_pat
         store.open_shard(tmp_path, 1)
 
 
-def test_metadata_round_trips_and_marks_synthetic_rows(real, tmp_path):
-    manifest = _grown(real, tmp_path, "float16", n_synthetic=600)
+def test_metadata_round_trips_and_marks_synthetic_rows(demo_rows, tmp_path):
+    manifest = _grown(demo_rows, tmp_path, "float16", n_synthetic=600)
     meta = store.Metadata(tmp_path)
     n_real = manifest["real"]
     entries = meta.lookup([0, n_real - 1, n_real, manifest["count"] - 1])
     meta.close()
-    assert entries[0] == real[1][0] and entries[n_real - 1] == real[1][-1]
+    assert entries[0] == demo_rows[1][0] and entries[n_real - 1] == demo_rows[1][-1]
     assert entries[n_real].synthetic and entries[n_real].photo == "" and not entries[0].synthetic
     assert manifest["synthetic"]["start"] == n_real and manifest["synthetic"]["stop"] == manifest["count"]
 
 
-def test_reducer_never_shows_a_synthetic_entry(real, tmp_path):
-    manifest = _grown(real, tmp_path, "float16", n_synthetic=600, shards=2)
+def test_reducer_never_shows_a_synthetic_entry(demo_rows, tmp_path):
+    manifest = _grown(demo_rows, tmp_path, "float16", n_synthetic=600, shards=2)
     r = Reducer(_cfg(index={"path": str(tmp_path)}))
     r.on_start()
     n_real = manifest["real"]

@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import store, synthetic
+from index import synthetic
 
 
 @pytest.fixture(scope="module")
-def real(demo_index):
-    manifest = store.read_manifest(demo_index)
-    rows = np.concatenate([store.open_shard(demo_index, k)[0] for k in range(len(manifest["shards"]))])
-    meta = store.Metadata(demo_index)
-    entries = meta.lookup(list(range(len(rows))))
-    meta.close()
-    return np.asarray(rows, dtype=np.float32), [entries[i].identity for i in range(len(rows))]
+def real(demo_rows):
+    """The demo gallery's descriptors and the identity of each row."""
+    descriptors, entries = demo_rows
+    return descriptors, [e.identity for e in entries]
 
 
 def test_generate_is_deterministic_per_seed_and_row(real):
