@@ -3,7 +3,9 @@
 Holds shard k of the gallery resident in memory (read from the memory-mapped shard file, its
 checksum verified) and answers every query with its exact local top-k as global row numbers,
 with the kernel ``search.kernel`` names (index/search.py), on one thread: the shards are the
-parallelism, one process per core. The shard
+parallelism, one process per core. Queries that arrive while a search runs are answered
+together by the next one, as one batch (one pass over the shard for all of them), so a burst
+of visitors or encoders does not queue up one full scan per query. The shard
 is ``k = N - 1`` for honcho's process name ``matcher.N`` (``honcho start -c matcher=2``), or
 ``MEGAPIXELS_SHARD``.
 """
@@ -31,6 +33,7 @@ class Matcher(runtime.Actor):
     ROLE = "matcher"
     RECEIVES = ("queries",)
     SENDS = ("candidates",)
+    BATCH = ("queries",)
 
     def on_start(self) -> None:
         index_dir = self.cfg.path("index", "path")
@@ -56,9 +59,11 @@ class Matcher(runtime.Actor):
         )
 
     def handle(self, msg: Query) -> list[Any]:
-        query = np.frombuffer(msg.descriptor, "<f4")
-        found_rows, found_distances = self.index.search(query, msg.k)
-        rows, distances = found_rows[0], found_distances[0]
+        return self.handle_batch([msg])
+
+    def handle_batch(self, msgs: list[Query]) -> list[Any]:
+        queries = np.stack([np.frombuffer(m.descriptor, "<f4") for m in msgs])
+        found_rows, found_distances = self.index.search(queries, max(m.k for m in msgs))
         return [
             Candidates(
                 self.header(msg.header.frame_id),
@@ -67,9 +72,10 @@ class Matcher(runtime.Actor):
                 k=msg.k,
                 shard=self.shard,
                 n_shards=self.n_shards,
-                rows=(rows + self.first_row).tolist(),
-                distances=distances.tolist(),
+                rows=(rows[: msg.k] + self.first_row).tolist(),
+                distances=distances[: msg.k].tolist(),
             )
+            for msg, rows, distances in zip(msgs, found_rows, found_distances, strict=True)
         ]
 
 

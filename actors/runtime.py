@@ -39,6 +39,8 @@ class Actor:
     RECEIVES: ClassVar[tuple[str, ...]] = ()
     SENDS: ClassVar[tuple[str, ...]] = ()
     DRAIN: ClassVar[tuple[str, ...]] = ()  # topics where only the newest waiting message matters
+    BATCH: ClassVar[tuple[str, ...]] = ()  # topics whose waiting messages go to handle_batch together
+    MAX_BATCH: ClassVar[int] = 16
 
     def __init__(self, cfg: config.Config, name: str | None = None):
         self.cfg = cfg
@@ -57,6 +59,10 @@ class Actor:
     def handle(self, msg: Any) -> list[Any]:
         """React to one decoded message; return the messages to send."""
         return []
+
+    def handle_batch(self, msgs: list[Any]) -> list[Any]:
+        """React to the messages that were waiting on a ``BATCH`` topic (1 to ``MAX_BATCH``)."""
+        return [out for msg in msgs for out in self.handle(msg) or []]
 
     def tick(self, now_ns: int) -> list[Any]:
         """Called after every poll; return messages that are due."""
@@ -164,18 +170,15 @@ def _sleep(ms: float) -> dict:
 
 
 def _receive(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.Socket]) -> None:
+    if topic in actor.BATCH:
+        _receive_batch(actor, sock, topic, outputs)
+        return
     parts = sock.recv_multipart(copy=False)
     if topic in actor.DRAIN:
         while sock.poll(0, zmq.POLLIN):  # keep only the newest waiting message
             parts = sock.recv_multipart(copy=False)
             actor.stats[f"{topic}.skipped_stale"] += 1
-    actor.stats[f"{topic}.received"] += 1
-    try:
-        msg = decode(parts, expect=topic)
-    except DecodeError as e:
-        actor.stats[f"{topic}.malformed"] += 1
-        actor.log.warning("dropped a malformed %s message: %s", topic, e)
-        msg = None
+    msg = _decode_counted(actor, parts, topic)
     if sock.type == zmq.REP:  # a REP socket must answer every request, even a bad one
         replies = _guarded(actor, "handle", actor.handle, msg) if msg is not None else []
         reply = replies[0] if replies else actor.reject("malformed request")
@@ -183,6 +186,28 @@ def _receive(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.
         return
     if msg is not None:
         _send(actor, _guarded(actor, "handle", actor.handle, msg), outputs)
+
+
+def _decode_counted(actor: Actor, parts: list, topic: str) -> Any:
+    actor.stats[f"{topic}.received"] += 1
+    try:
+        return decode(parts, expect=topic)
+    except DecodeError as e:
+        actor.stats[f"{topic}.malformed"] += 1
+        actor.log.warning("dropped a malformed %s message: %s", topic, e)
+        return None
+
+
+def _receive_batch(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.Socket]) -> None:
+    """Everything already waiting (up to MAX_BATCH) is handled as one batch: under load, one
+    pass of work answers many messages instead of each waiting for the ones before it."""
+    batch = [sock.recv_multipart(copy=False)]
+    while len(batch) < actor.MAX_BATCH and sock.poll(0, zmq.POLLIN):
+        batch.append(sock.recv_multipart(copy=False))
+    msgs = [m for m in (_decode_counted(actor, parts, topic) for parts in batch) if m is not None]
+    if msgs:
+        actor.stats[f"{topic}.batches"] += 1
+        _send(actor, _guarded(actor, "handle", actor.handle_batch, msgs), outputs)
 
 
 def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:

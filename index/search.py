@@ -8,7 +8,12 @@ Kernels (chosen by measurement, see docs/SEARCH.md):
   memory-bandwidth floor; numpy's float16 path is ~20x slower because of the conversion.
 - ``numpy``: float32 rows resident with precomputed squared norms; a batch of queries is one
   blocked matrix product over the shard (one scan for the whole batch). Used when faiss is not
-  installed, and for batches of float32 shards.
+  installed, and for float32 shards.
+- batches on float16 / int8 shards: faiss's scalar-quantizer search scans the whole shard once
+  per query, so a batch of ``BATCH_SCAN_MIN`` or more queries goes through
+  :func:`topk_batch_coded` instead: each block of rows is decoded once into a float32 buffer
+  that stays in cache, and every query of the batch is answered from it with one matrix
+  product (one pass over memory for the whole batch).
 
 Distances are Euclidean, over the stored values (float16 / int8 rows decoded): the merge of the
 shards' answers equals one exact search over the whole stored gallery.
@@ -17,12 +22,20 @@ shards' answers equals one exact search over the whole stored gallery.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 import numpy as np
 
 from index import store
 
 BLOCK_ROWS = 65_536  # rows per block of the numpy batch scan (8 MiB of float32: stays in cache)
+CODED_BLOCK_ROWS = 4_096  # rows decoded at a time for a coded batch: 2 MiB of float32, one core's L2
+BATCH_SCAN_MIN = 4  # from this many queries on, one decoded pass beats faiss's scan per query
+
+try:
+    from cv2 import convertFp16 as _cv2_fp16  # SIMD half -> float, ~5x numpy's astype
+except ImportError:  # OpenCV 5 dropped it: numpy's conversion is exact too, only slower
+    _cv2_fp16 = None
 
 try:
     import faiss
@@ -69,6 +82,77 @@ def topk_batch(gallery: np.ndarray, norms_sq: np.ndarray, queries: np.ndarray, k
     return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
 
+def block_decoder(manifest: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``decode(stored_block, out)``: stored rows to float32 in ``out`` (the same values as
+    :func:`index.store.decode_rows`), without allocating: the block is the hot loop."""
+    dtype = manifest["dtype"]
+    if dtype == "int8":
+        scale = np.asarray(manifest["int8_scale"], np.float32)
+        offset = np.asarray(manifest["int8_offset"], np.float32)
+
+        def decode_int8(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+            np.copyto(out, block, casting="unsafe")
+            out *= scale
+            out += offset
+            return out
+
+        return decode_int8
+    if dtype == "float16" and _cv2_fp16 is not None:
+        return lambda block, out: _cv2_fp16(block, out)
+
+    def decode_plain(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.copyto(out, block, casting="unsafe")
+        return out
+
+    return decode_plain
+
+
+def coded_squared_norms(stored: np.ndarray, manifest: dict) -> np.ndarray:
+    """Squared norms of the decoded rows, computed block by block (no float32 copy of the shard)."""
+    decode = block_decoder(manifest)
+    buf = np.empty((CODED_BLOCK_ROWS, stored.shape[1]), np.float32)
+    norms = np.empty(len(stored), np.float32)
+    for start in range(0, len(stored), CODED_BLOCK_ROWS):
+        block = decode(stored[start : start + CODED_BLOCK_ROWS], buf[: min(CODED_BLOCK_ROWS, len(stored) - start)])
+        norms[start : start + len(block)] = np.einsum("ij,ij->i", block, block)
+    return norms
+
+
+def topk_batch_coded(
+    stored: np.ndarray, manifest: dict, norms_sq: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(m, k) local rows and distances for m queries over float16 / int8 rows, in ONE pass.
+
+    Each block of ``CODED_BLOCK_ROWS`` rows is decoded once into a cache-resident float32 buffer
+    and scored for the whole batch with one matrix product. A query keeps its k best so far; a
+    block only costs more than one comparison per row and query where a row beats the k-th best,
+    which after the first blocks is rare.
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    m, n = len(q), len(stored)
+    k = min(k, n)
+    if n == 0 or k == 0:
+        return np.empty((m, 0), np.int64), np.empty((m, 0), np.float32)
+    decode = block_decoder(manifest)
+    buf = np.empty((CODED_BLOCK_ROWS, stored.shape[1]), np.float32)
+    minus_2q = -2.0 * q
+    best_d2 = np.full((m, k), np.inf, np.float32)  # |g|^2 - 2 g.q: |q|^2 is added at the end
+    best_rows = np.full((m, k), -1, np.int64)
+    for start in range(0, n, CODED_BLOCK_ROWS):
+        block = decode(stored[start : start + CODED_BLOCK_ROWS], buf[: min(CODED_BLOCK_ROWS, n - start)])
+        d2 = minus_2q @ block.T
+        d2 += norms_sq[start : start + len(block)]
+        hit_q, hit_row = np.nonzero(d2 < best_d2.max(axis=1)[:, None])
+        for i in np.unique(hit_q):
+            rows = hit_row[hit_q == i]
+            cand_d2 = np.concatenate([best_d2[i], d2[i, rows]])
+            cand_rows = np.concatenate([best_rows[i], rows + start])
+            keep = np.lexsort((cand_rows, cand_d2))[:k]  # nearest first; ties by row
+            best_d2[i], best_rows[i] = cand_d2[keep], cand_rows[keep]
+    d2 = best_d2 + np.einsum("ij,ij->i", q, q)[:, None]
+    return best_rows, np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
+
+
 class ShardIndex:
     """One shard, resident in memory, searchable with the chosen kernel."""
 
@@ -87,14 +171,32 @@ class ShardIndex:
             self.gallery = np.ascontiguousarray(store.decode_rows(stored, manifest))
             self.norms_sq = squared_norms(self.gallery)
             self.index = None
+            self.codes = None
         else:
             self.index = _faiss_index(np.ascontiguousarray(stored), manifest)
+            self.codes = _codes_view(self.index, manifest)  # faiss's own bytes, not a copy
+            self._decode_manifest = self._codes_manifest(manifest)
+            self.norms_sq = (
+                coded_squared_norms(self.codes, self._decode_manifest)
+                if self.codes is not None
+                else np.empty(0, np.float32)
+            )
+
+    @staticmethod
+    def _codes_manifest(manifest: dict) -> dict:
+        """The manifest that decodes faiss's codes: int8 codes are stored there shifted by 127."""
+        if manifest["dtype"] != "int8":
+            return manifest
+        scale = np.asarray(manifest["int8_scale"], np.float32)
+        offset = np.asarray(manifest["int8_offset"], np.float32) - 127 * scale
+        return {**manifest, "int8_offset": offset.tolist()}
 
     @property
     def resident_bytes(self) -> int:
         if self.index is None:
             return self.gallery.nbytes + self.norms_sq.nbytes
-        return int(self.index.sa_code_size()) * self.rows if self.dtype != "float32" else self.rows * 512
+        codes = int(self.index.sa_code_size()) * self.rows if self.dtype != "float32" else self.rows * 512
+        return codes + self.norms_sq.nbytes
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(m, k) local rows and Euclidean distances, nearest first, for an (m, 128) batch."""
@@ -104,8 +206,18 @@ class ShardIndex:
             return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
         if self.index is None:
             return topk_batch(self.gallery, self.norms_sq, q, k)
+        if len(q) >= BATCH_SCAN_MIN and self.codes is not None:
+            return topk_batch_coded(self.codes, self._decode_manifest, self.norms_sq, q, k)
         d2, rows = self.index.search(q, k)
         return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
+
+
+def _codes_view(index, manifest: dict) -> np.ndarray | None:
+    """faiss's code bytes as a (rows, 128) numpy view: float16 rows, or int8 shifted to uint8."""
+    if manifest["dtype"] == "float32":
+        return None
+    raw = faiss.rev_swig_ptr(index.codes.data(), index.codes.size())
+    return raw.view(np.float16 if manifest["dtype"] == "float16" else np.uint8).reshape(-1, store.DIM)
 
 
 def _faiss_index(stored: np.ndarray, manifest: dict):

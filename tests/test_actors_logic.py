@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -82,6 +83,21 @@ def test_matcher_answers_with_global_rows(demo_index, monkeypatch):
     assert out.shard == 1 and out.n_shards == 2
     assert out.rows[0] == first_row_of_shard_1 and out.distances[0] < 1e-3
     assert len(out.rows) == 5
+
+
+def test_matcher_answers_a_batch_like_single_queries(demo_index, monkeypatch):
+    monkeypatch.delenv("MEGAPIXELS_SHARD", raising=False)
+    m = Matcher(_cfg(index={"path": str(demo_index)}), name="matcher.1")
+    m.on_start()
+    stored, _ = store.open_shard(demo_index, 0)
+    queries = [_query(100 + i, np.asarray(stored[i * 7], np.float32)) for i in range(6)]
+    queries[2] = dataclasses.replace(queries[2], k=3)
+    batch = m.handle_batch(queries)
+    assert [c.query_id for c in batch] == [100, 101, 102, 103, 104, 105]
+    for q, c in zip(queries, batch, strict=True):
+        (alone,) = m.handle(q)
+        assert len(c.rows) == q.k and c.rows == alone.rows
+        assert np.allclose(c.distances, alone.distances, atol=1e-3)
 
 
 def test_shard_number_from_honcho_name_or_environment():

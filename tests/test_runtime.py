@@ -62,3 +62,43 @@ def test_sockets_bind_and_connect_as_the_registry_says(ipc_config, ipc_dir):
     for s in (pub, sub, rep):
         s.close(0)
     ctx.term()
+
+
+class Batcher(runtime.Actor):
+    """Records the size of every batch it is handed."""
+
+    ROLE = "matcher"
+    RECEIVES = ("queries",)
+    BATCH = ("queries",)
+    MAX_BATCH = 16
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.sizes: list[int] = []
+
+    def handle_batch(self, msgs):
+        self.sizes.append(len(msgs))
+        return []
+
+
+def test_waiting_messages_are_handled_as_one_batch(ipc_config):
+    """20 queries already waiting -> one batch of MAX_BATCH, then the remaining 4 minus the bad
+    one: malformed messages are counted and left out of the batch, never handed over."""
+    ctx = zmq.Context()
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    pull.bind("inproc://batch")
+    push.connect("inproc://batch")
+    actor = Batcher(ipc_config)
+    for i in range(20):
+        push.send_multipart([b"garbage"] if i == 18 else encode(_query(i)))  # inproc: queued on return
+    try:
+        assert pull.poll(1000)
+        runtime._receive(actor, pull, "queries", {})
+        runtime._receive(actor, pull, "queries", {})
+        assert actor.sizes == [16, 3]
+        assert actor.stats["queries.received"] == 20 and actor.stats["queries.malformed"] == 1
+        assert actor.stats["queries.batches"] == 2 and not pull.poll(0)
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()
