@@ -11,10 +11,16 @@ Per size, single queries and batches of 16:
 
 - ``face_distance+argsort``: face_recognition.face_distance over float32, then np.argsort
 - ``numpy f32``: index/search.py's numpy kernel, 1 thread, whole gallery in one process
-- ``faiss fp16``: the faiss float16 kernel, 1 thread, whole gallery in one process
-- ``2 shards fp16``: the matcher layout: 2 worker processes (one thread each) with half the
-  gallery each, queries scattered over pipes and merged (index/search.merge)
+- ``faiss fp16``: index/search.py's ShardIndex on float16, 1 thread, whole gallery in one
+  process: a single query is faiss's scan; a batch is the one-pass decoded kernel
+- ``faiss fp16, scan per query``: the batch given to faiss directly (16 scans): the baseline
+  the one-pass batch replaces
+- ``2 shards fp16`` / ``2 shards int8``: the matcher layout: 2 worker processes (one thread
+  each) with half the gallery each, queries scattered over pipes and merged
+  (index/search.merge); int8 is the store's per-dimension int8 (half the bytes of float16),
+  and its top 5 is compared with float16's
 - ``floor fp16 1 core / 2 cores``: the bytes of the float16 gallery / measured read bandwidth
+  (the best of a BLAS dot product, a sum and a copy over 1 GiB)
 
 Also: resident memory of the shard processes (VmRSS) and `uptime` (the machine is shared).
 """
@@ -34,7 +40,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from benchmarks import lfw_descriptors
-from index import search, synthetic
+from index import search, store, synthetic
 
 CACHE = lfw_descriptors.CACHE.parent
 MANIFEST16 = {"dtype": "float16"}
@@ -72,17 +78,22 @@ def bandwidth_gb_s(buf: np.ndarray, repeats: int = 5) -> float:
     """Read bandwidth of one core: a sum over a 1 GiB-ish array (min time of several)."""
     view = buf.view(np.float32).ravel()
     summed = buf.nbytes / (min(timed(lambda: np.add.reduce(view), repeats)) / 1e3) / 1e9
+    dotted = buf.nbytes / (min(timed(lambda: np.dot(view, view), repeats)) / 1e3) / 1e9
     part = view[: len(view) // 4]
     dst = np.empty_like(part)
     copied = 2 * part.nbytes / (min(timed(lambda: np.copyto(dst, part), repeats)) / 1e3) / 1e9
-    return max(summed, copied)
+    return max(summed, dotted, copied)
 
 
-def _shard_worker(conn, path: str, start: int, stop: int) -> None:
+def _shard_worker(conn, path: str, start: int, stop: int, manifest: dict) -> None:
     """A matcher's work in a fresh (spawned) process: map its rows, make them resident, answer."""
     mapped = np.load(path, mmap_mode="r")
-    index = search.ShardIndex(mapped[start:stop], MANIFEST16, "faiss")
-    del mapped  # unmapped: what stays resident is the index itself
+    rows = mapped[start:stop]
+    if manifest["dtype"] == "int8":
+        chunks = (np.asarray(rows[a : a + 262_144], np.float32) for a in range(0, len(rows), 262_144))
+        rows = np.concatenate([store.encode_rows(c, "int8", manifest) for c in chunks])
+    index = search.ShardIndex(rows, manifest, "faiss")
+    del mapped, rows  # unmapped: what stays resident is the index itself
     search.faiss.omp_set_num_threads(1)
     conn.send(_rss_mib())
     while True:
@@ -98,12 +109,10 @@ def _bandwidth_worker(conn, nbytes: int) -> None:
     buf = np.ones(nbytes // 4, np.float32)
     conn.send(None)
     conn.recv()
-    part = buf[: len(buf) // 4]
-    dst = np.empty_like(part)
     t = time.perf_counter()
     for _ in range(3):
-        np.copyto(dst, part)
-    conn.send(3 * 2 * part.nbytes / (time.perf_counter() - t) / 1e9)
+        np.dot(buf, buf)
+    conn.send(3 * buf.nbytes / (time.perf_counter() - t) / 1e9)
 
 
 def _rss_mib() -> float:
@@ -156,8 +165,48 @@ def _faiss_whole(sub16: np.ndarray, one, batch, repeats: int) -> dict:
         "faiss fp16, 1 thread": {
             "1": timed(lambda: whole.search(one(), 5), repeats),
             "16": timed(lambda: whole.search(batch(), 5), max(3, repeats // 3)),
-        }
+        },
+        "faiss fp16, scan per query": {
+            "1": timed(lambda: whole.index.search(one()[None], 5), repeats),
+            "16": timed(lambda: whole.index.search(batch(), 5), 3),
+        },
     }
+
+
+def _two_shards(n: int, path: str, manifest: dict, queries: np.ndarray, one, batch, repeats: int) -> tuple:
+    """The matcher layout: 2 spawned shard processes, scatter over pipes, merge. Returns the
+    timings, the processes' resident MiB and the merged top-5 rows of every query."""
+    half = n // 2
+    spawn = mp.get_context("spawn")
+    pipes = [spawn.Pipe() for _ in range(2)]
+    procs = [
+        spawn.Process(target=_shard_worker, args=(child, path, a, b, manifest))
+        for (_, child), (a, b) in zip(pipes, ((0, half), (half, n)), strict=True)
+    ]
+    for p in procs:
+        p.start()
+    rss = [parent.recv() for parent, _ in pipes]
+
+    def scatter(q: np.ndarray) -> list:
+        for parent, _ in pipes:
+            parent.send((q, 5))
+        answers = [parent.recv() for parent, _ in pipes]
+        out = []
+        for j in range(len(q)):
+            per = [((answers[s][0][j] + s * half).tolist(), answers[s][1][j].tolist()) for s in range(2)]
+            out.append(search.merge(per, 5))
+        return out
+
+    timings = {
+        "1": timed(lambda: scatter(one()[None]), repeats),
+        "16": timed(lambda: scatter(batch()), max(3, repeats // 3)),
+    }
+    top5 = [[r for r, _ in found] for found in scatter(queries)]
+    for parent, _ in pipes:
+        parent.send(None)
+    for p in procs:
+        p.join()
+    return timings, rss, top5
 
 
 def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1: float, bw2: float) -> dict:
@@ -179,35 +228,12 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
         _float32_kernels(sub16, one, batch, repeats, naive_repeats=max(3, repeats // 5) if n > 1_000_000 else repeats)
     )
     rows.update(_faiss_whole(sub16, one, batch, repeats))
-    half = n // 2
-    spawn = mp.get_context("spawn")
-    pipes = [spawn.Pipe() for _ in range(2)]
-    procs = [
-        spawn.Process(target=_shard_worker, args=(child, path, a, b))
-        for (_, child), (a, b) in zip(pipes, ((0, half), (half, n)), strict=True)
-    ]
-    for p in procs:
-        p.start()
-    rss = [parent.recv() for parent, _ in pipes]
-
-    def scatter(q: np.ndarray) -> list:
-        for parent, _ in pipes:
-            parent.send((q, 5))
-        answers = [parent.recv() for parent, _ in pipes]
-        out = []
-        for j in range(len(q)):
-            per = [((answers[s][0][j] + s * half).tolist(), answers[s][1][j].tolist()) for s in range(2)]
-            out.append(search.merge(per, 5))
-        return out
-
-    rows["2 shards fp16 (2 processes)"] = {
-        "1": timed(lambda: scatter(one()[None]), repeats),
-        "16": timed(lambda: scatter(batch()), max(3, repeats // 3)),
-    }
-    for parent, _ in pipes:
-        parent.send(None)
-    for p in procs:
-        p.join()
+    rows["2 shards fp16 (2 processes)"], rss, top16 = _two_shards(n, path, MANIFEST16, queries, one, batch, repeats)
+    scale, offset = store.int8_codec(real)
+    manifest8 = {"dtype": "int8", "int8_scale": scale.tolist(), "int8_offset": offset.tolist()}
+    rows["2 shards int8 (2 processes)"], rss8, top8 = _two_shards(n, path, manifest8, queries, one, batch, repeats)
+    same_top5 = float(np.mean([a == b for a, b in zip(top8, top16, strict=True)]))
+    recall5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top8, top16, strict=True)]))
     bytes16 = n * 128 * 2
     return {
         "n": n,
@@ -215,6 +241,9 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
         "floor_fp16_1core_ms": bytes16 / (bw1 * 1e9) * 1e3,
         "floor_fp16_2cores_ms": bytes16 / (bw2 * 1e9) * 1e3,
         "shard_rss_mib": rss,
+        "int8_shard_rss_mib": rss8,
+        "int8_same_top5_as_fp16": same_top5,
+        "int8_recall5_vs_fp16": recall5,
     }
 
 
@@ -241,7 +270,12 @@ def main() -> None:
             print(f"  {name:32s} {pct(t['1'])} | {pct(t['16'])}   ({np.percentile(t['16'], 50) / 16:.2f} ms/query)")
         print(f"  {'floor fp16, 1 core':32s} {r['floor_fp16_1core_ms']:8.1f}")
         print(f"  {'floor fp16, 2 cores':32s} {r['floor_fp16_2cores_ms']:8.1f}")
-        print(f"  shard processes resident: {', '.join(f'{m:.0f} MiB' for m in r['shard_rss_mib'])}")
+        print(f"  shard processes resident: {', '.join(f'{m:.0f} MiB' for m in r['shard_rss_mib'])} (fp16), ", end="")
+        print(f"{', '.join(f'{m:.0f} MiB' for m in r['int8_shard_rss_mib'])} (int8)")
+        print(
+            f"  int8 top 5 = fp16 top 5 for {r['int8_same_top5_as_fp16']:.1%} of 64 queries; "
+            f"recall@5 against fp16 {r['int8_recall5_vs_fp16']:.3f}"
+        )
     out = CACHE / "search_latency.json"
     out.write_text(json.dumps({"load": os.getloadavg(), "bw": [bw1, bw2], "results": results}, indent=1))
     print(f"\nraw timings: {out}")

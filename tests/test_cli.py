@@ -48,10 +48,12 @@ def test_index_build_then_errors_are_plain(tmp_path):
     for person in ("kit_harington", "rose_leslie"):
         shutil.copytree(DEMO_GALLERY / person, dataset / person)
     out = tmp_path / "idx"
-    done = _run("index", "build", str(dataset), "--out", str(out), "--shards", "2", "--workers", "1")
+    done = _run("index", "build", str(dataset), "--out", str(out), "--shards", "2", "--workers", "1", "--upsample", "0")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["indexed"] == 4
     assert (out / "manifest.json").exists() and (out / "shard_001.npy").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert '"upsample": 0' in json.dumps(manifest)  # the build parameters say how faces were found
     assert "indexing" in done.stderr  # the progress bar
 
     missing = _run("search", str(dataset / "kit_harington/john1.jpeg"), "--index", str(tmp_path / "none"))
