@@ -173,6 +173,24 @@ def _faiss_whole(sub16: np.ndarray, one, batch, repeats: int) -> dict:
     }
 
 
+def _batch_crossover(sub16: np.ndarray, queries: np.ndarray, repeats: int) -> dict:
+    """ms per batch of m queries, 1 thread: faiss's scan per query against the one-pass decoded
+    kernel (index/search.topk_batch_coded); sets search.BATCH_SCAN_MIN."""
+    whole = search.ShardIndex(sub16, MANIFEST16, "faiss")
+    out = {}
+    for m in (1, 2, 4, 8, 16):
+        q = queries[:m]
+        out[m] = {
+            "faiss scans": float(np.median(timed(lambda q=q: whole.index.search(q, 5), repeats))),
+            "one pass": float(
+                np.median(
+                    timed(lambda q=q: search.topk_batch_coded(whole.codes, MANIFEST16, whole.norms_sq, q, 5), repeats)
+                )
+            ),
+        }
+    return out
+
+
 def _two_shards(n: int, path: str, manifest: dict, queries: np.ndarray, one, batch, repeats: int) -> tuple:
     """The matcher layout: 2 spawned shard processes, scatter over pipes, merge. Returns the
     timings, the processes' resident MiB and the merged top-5 rows of every query."""
@@ -228,6 +246,7 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
         _float32_kernels(sub16, one, batch, repeats, naive_repeats=max(3, repeats // 5) if n > 1_000_000 else repeats)
     )
     rows.update(_faiss_whole(sub16, one, batch, repeats))
+    crossover = _batch_crossover(sub16, queries, max(3, repeats // 5))
     rows["2 shards fp16 (2 processes)"], rss, top16 = _two_shards(n, path, MANIFEST16, queries, one, batch, repeats)
     scale, offset = store.int8_codec(real)
     manifest8 = {"dtype": "int8", "int8_scale": scale.tolist(), "int8_offset": offset.tolist()}
@@ -241,6 +260,7 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
         "floor_fp16_1core_ms": bytes16 / (bw1 * 1e9) * 1e3,
         "floor_fp16_2cores_ms": bytes16 / (bw2 * 1e9) * 1e3,
         "shard_rss_mib": rss,
+        "batch_crossover_ms": crossover,
         "int8_shard_rss_mib": rss8,
         "int8_same_top5_as_fp16": same_top5,
         "int8_recall5_vs_fp16": recall5,
@@ -270,6 +290,9 @@ def main() -> None:
             print(f"  {name:32s} {pct(t['1'])} | {pct(t['16'])}   ({np.percentile(t['16'], 50) / 16:.2f} ms/query)")
         print(f"  {'floor fp16, 1 core':32s} {r['floor_fp16_1core_ms']:8.1f}")
         print(f"  {'floor fp16, 2 cores':32s} {r['floor_fp16_2cores_ms']:8.1f}")
+        print("  batch of m, 1 thread, p50 ms:  " + "  ".join(f"m={m}" for m in r["batch_crossover_ms"]))
+        for kernel in ("faiss scans", "one pass"):
+            print(f"    {kernel:30s}" + "".join(f"{t[kernel]:7.1f}" for t in r["batch_crossover_ms"].values()))
         print(f"  shard processes resident: {', '.join(f'{m:.0f} MiB' for m in r['shard_rss_mib'])} (fp16), ", end="")
         print(f"{', '.join(f'{m:.0f} MiB' for m in r['int8_shard_rss_mib'])} (int8)")
         print(

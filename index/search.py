@@ -135,20 +135,27 @@ def topk_batch_coded(
         return np.empty((m, 0), np.int64), np.empty((m, 0), np.float32)
     decode = block_decoder(manifest)
     buf = np.empty((CODED_BLOCK_ROWS, stored.shape[1]), np.float32)
-    minus_2q = -2.0 * q
+    scores = np.empty((CODED_BLOCK_ROWS, m), np.float32)  # rows x queries: BLAS's fast orientation
+    beats = np.empty((CODED_BLOCK_ROWS, m), bool)
+    minus_2q_t = np.ascontiguousarray(-2.0 * q.T)
     best_d2 = np.full((m, k), np.inf, np.float32)  # |g|^2 - 2 g.q: |q|^2 is added at the end
     best_rows = np.full((m, k), -1, np.int64)
+    worst = np.full(m, np.inf, np.float32)  # each query's k-th best so far
     for start in range(0, n, CODED_BLOCK_ROWS):
-        block = decode(stored[start : start + CODED_BLOCK_ROWS], buf[: min(CODED_BLOCK_ROWS, n - start)])
-        d2 = minus_2q @ block.T
-        d2 += norms_sq[start : start + len(block)]
-        hit_q, hit_row = np.nonzero(d2 < best_d2.max(axis=1)[:, None])
+        size = min(CODED_BLOCK_ROWS, n - start)
+        block = decode(stored[start : start + size], buf[:size])
+        d2 = np.matmul(block, minus_2q_t, out=scores[:size])
+        d2 += norms_sq[start : start + size, None]
+        if not np.less(d2, worst, out=beats[:size]).any():
+            continue  # the common case once every query holds k good rows: one comparison per row
+        hit_row, hit_q = np.nonzero(beats[:size])
         for i in np.unique(hit_q):
             rows = hit_row[hit_q == i]
-            cand_d2 = np.concatenate([best_d2[i], d2[i, rows]])
+            cand_d2 = np.concatenate([best_d2[i], d2[rows, i]])
             cand_rows = np.concatenate([best_rows[i], rows + start])
             keep = np.lexsort((cand_rows, cand_d2))[:k]  # nearest first; ties by row
             best_d2[i], best_rows[i] = cand_d2[keep], cand_rows[keep]
+            worst[i] = best_d2[i, -1]
     d2 = best_d2 + np.einsum("ij,ij->i", q, q)[:, None]
     return best_rows, np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
