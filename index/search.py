@@ -4,8 +4,9 @@ Kernels (chosen by measurement, see docs/SEARCH.md):
 
 - ``faiss``: faiss's scalar-quantizer scan over the shard's own bytes (float16 codes are IEEE
   halves, int8 codes are shifted by 127 with the manifest's per-dimension range), or
-  ``IndexFlatL2`` for float32. One thread per shard process. The float16 scan runs at the
-  memory-bandwidth floor; numpy's float16 path is ~20x slower because of the conversion.
+  ``IndexFlatL2`` for float32. One thread per shard process. numpy's float16 path is ~20x
+  slower because of the conversion. (faiss's ``QT_8bit_direct`` scans int8 1.5x faster than
+  this, but it rounds the query to bytes too: not exact, so not used.)
 - ``numpy``: float32 rows resident with precomputed squared norms; a batch of queries is one
   blocked matrix product over the shard (one scan for the whole batch). Used when faiss is not
   installed, and for float32 shards.
