@@ -32,9 +32,9 @@ import pytest
 import zmq
 
 import config
-from messages import Query, decode, endpoint
+from messages import Query, decode, encode, endpoint
 
-from .conftest import DEMO_CLIP, PROJECT
+from .conftest import DEMO_CLIP, PROJECT, Echo
 from .test_curve import _free_port_offset
 
 TRACED = (
@@ -197,6 +197,27 @@ WINDOW_BYTES = 32
 WINDOWS_PER_DESCRIPTOR = (128 * 4 - WINDOW_BYTES) // 4 + 1  # a whole float32 copy: 121 windows
 
 
+def _writable_mappings(pid: int) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each writable mapping of ``pid`` with pages in RAM or swap.
+
+    A mapping none of whose pages was ever touched (glibc reserves 64 MiB per thread arena) reads
+    as zeros: skipping those makes the scan several times faster and misses nothing.
+    """
+    mappings, current = [], None
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                span, perms = fields[:2]
+                lo, hi = (int(x, 16) for x in span.split("-"))
+                name = Path(fields[5].strip()).name if len(fields) > 5 else "anonymous"
+                current = (lo, hi, name) if perms.startswith("rw") else None
+            elif fields[0] in ("Rss:", "Swap:") and current is not None and int(fields[1]) > 0:
+                mappings.append(current)
+                current = None
+    return mappings
+
+
 def _scan_memory(pid: int, count: Callable[[bytes], int], overlap: int) -> dict[str, int]:
     """Hits of ``count`` in every writable mapping of process ``pid``, by mapping (needs root).
 
@@ -204,14 +225,8 @@ def _scan_memory(pid: int, count: Callable[[bytes], int], overlap: int) -> dict[
     found once, never twice.
     """
     found: Counter[str] = Counter()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            span, perms = fields[:2]
-            if not perms.startswith("rw"):
-                continue
-            where = Path(fields[5].strip()).name if len(fields) > 5 else "anonymous"
-            lo, hi = (int(x, 16) for x in span.split("-"))
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for lo, hi, name in _writable_mappings(pid):
             for start in range(lo, hi, CHUNK_BYTES):
                 try:
                     mem.seek(start)
@@ -220,7 +235,7 @@ def _scan_memory(pid: int, count: Callable[[bytes], int], overlap: int) -> dict[
                     break
                 hits = count(data)
                 if hits:
-                    found[where] += hits
+                    found[name] += hits
     return dict(found)
 
 
@@ -434,3 +449,106 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
     finally:
         graph.stop_all()
         tap.close()
+
+
+# -- the scrub's parts, without the graph -----------------------------------------------------------
+
+
+def test_a_wrong_scrub_setting_names_the_key_and_the_allowed_range():
+    with pytest.raises(config.ConfigError, match=r"privacy\.scrub_after_s = -1\.0: allowed range is 0 to 3600"):
+        config.validate({"privacy": {"scrub_after_s": -1.0}})
+    assert config.validate({})["privacy"]["scrub_after_s"] == 3.0
+
+
+def test_numpy_small_buffer_cache_is_emptied():
+    from actors import privacy
+
+    a = np.full(128, 7.25, np.float32)  # a descriptor-sized data buffer
+    address = a.ctypes.data
+    del a
+    b = np.empty(128, np.float32)
+    assert b.ctypes.data == address and b[0] == 7.25, "numpy handed the cached buffer back as it was"
+    del b
+    privacy.flush_numpy_cache()
+    c = np.empty(128, np.float32)
+    assert not c.any(), "the cached buffer still holds the old values"
+
+
+FREED_BLOCK_PROBE = """
+import ctypes, sys
+from actors import privacy
+privacy.restart_without_malloc_cache()
+assert privacy.scrub_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+block = libc.malloc(512)
+ctypes.memset(block, 0x42, 512)
+libc.free(block)
+print(ctypes.string_at(block + 64, 64).hex())
+"""
+
+
+def test_kiosk_actors_restart_with_glibcs_thread_cache_off_so_freed_blocks_are_overwritten():
+    """A freed 512-byte block (a descriptor's size) is overwritten only once the thread cache is off."""
+    if not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None:
+        pytest.skip("glibc only")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    probe = subprocess.run(
+        [sys.executable, "-c", FREED_BLOCK_PROBE], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "a5" * 64, "the freed block kept its bytes"
+    cached = FREED_BLOCK_PROBE.replace("privacy.restart_without_malloc_cache()", "")
+    probe = subprocess.run([sys.executable, "-c", cached], cwd=PROJECT, env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == "42" * 64, "without the restart, glibc's thread cache keeps the block as it was"
+
+
+class Forgetful(Echo):
+    """The Echo matcher, counting its scrubs."""
+
+    scrubbed = 0
+
+    def on_scrub(self) -> None:
+        self.scrubbed += 1
+
+
+@pytest.mark.timeout(60)
+def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working(ipc_dir: Path):
+    from actors import runtime
+
+    from .test_actors_logic import _query
+    from .test_runtime import _send_until_answered
+
+    raw = {
+        "mode": {"kiosk": True},
+        "privacy": {"scrub_after_s": 0.3},
+        "network": {"transport": "ipc", "ipc_dir": str(ipc_dir)},
+    }
+    cfg = config.validate(raw)
+    ctx = zmq.Context()
+    actor = Forgetful(cfg)
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    pub = runtime.open_socket(ctx, cfg, "queries", "detector", receiving=False)
+    pull = runtime.open_socket(ctx, cfg, "candidates", "reducer", receiving=True)
+    try:
+        _send_until_answered(pub, pull, [encode(_query(1))], 1)
+        end = time.monotonic() + 10
+        while actor.stats["privacy.scrubs"] < 1 and time.monotonic() < end:
+            pull.poll(50)
+        assert actor.scrubbed == actor.stats["privacy.scrubs"] == 1
+        # Both of its sockets were reopened, and it answers the next visitor as before.
+        assert _send_until_answered(pub, pull, [encode(_query(2))], 2).rows == [1]
+        assert actor.scrubbed == 1, "no second scrub while the visitor's data flows"
+        end = time.monotonic() + 10
+        while actor.stats["privacy.scrubs"] < 2 and time.monotonic() < end:
+            pull.poll(50)
+        assert actor.scrubbed == 2, "the next visitor is scrubbed too"
+    finally:
+        stop.set()
+        thread.join(2)
+        pub.close(0)
+        pull.close(0)
+        ctx.term()
