@@ -51,6 +51,7 @@ def main() -> int:
     from ui_kivy.app import main as kivy_main
 
     if cfg["mode"]["kiosk"]:
+        privacy.restart_without_malloc_cache()
         privacy.scrub_freed_memory()
 
     return kivy_main(cfg)
