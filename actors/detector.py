@@ -78,7 +78,10 @@ class Detector(runtime.Actor):
         d, e = self.cfg["detector"], self.cfg["encoder"]
         self.tracks = tracking.FaceTracks(d["track_iou"])
         self.gate = tracking.QueryGate(d["stable_frames"], d["max_queries_per_s"])
+        counted = getattr(self, "reorder", None)
         self.reorder = tracking.Reorder(e["reorder_timeout_ms"] * 1_000_000)
+        if counted is not None:  # the counters go on
+            self.reorder.given_up, self.reorder.late = counted.given_up, counted.late
         self.average = tracking.TrackAverage(e["average_track"])
 
     def handle(self, msg: Frame | Encoded) -> list[Any]:
