@@ -154,6 +154,8 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
             for sock, topic in inputs.items():
                 if sock in ready:
                     _receive(actor, sock, topic, outputs)
+                    if topic in privacy.VISITOR_TOPICS:
+                        actor.visitor_seen_ns = time.monotonic_ns()
             _send(actor, _guarded(actor, "tick", actor.tick, time.monotonic_ns()), outputs)
             seen = actor.visitor_seen_ns
             if scrub_after_ns and seen is not None and time.monotonic_ns() - seen >= scrub_after_ns:
@@ -215,8 +217,6 @@ def _receive(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.
             parts = sock.recv_multipart(copy=False)
             actor.stats[f"{topic}.skipped_stale"] += 1
     actor.stats[f"{topic}.received"] += 1
-    if topic in privacy.VISITOR_TOPICS:
-        actor.visitor_seen_ns = time.monotonic_ns()
     try:
         msg = decode(parts, expect=topic)
     except DecodeError as e:
