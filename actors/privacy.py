@@ -28,6 +28,7 @@ import ctypes.util
 import gc
 import os
 import sys
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -61,7 +62,8 @@ def scrub_freed_memory() -> bool:
         return False
 
 
-def malloc_cache_off(env: dict[str, str] | os._Environ = os.environ) -> bool:
+def malloc_cache_off(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process started with glibc's per-thread cache of freed blocks switched off."""
     return NO_MALLOC_CACHE in env.get("GLIBC_TUNABLES", "").split(":")
 
 
