@@ -445,6 +445,7 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
             held_pixels[name] = _scan_memory(proc.pid, lambda data: sum(data.count(n) for n in pixels), 255)
             held_descriptors[name] = _scan_memory(proc.pid, find, WINDOW_BYTES - 1)
         print(f"{len(queries)} queries, {len(raw)} chips; memory scanned in {time.monotonic() - started:.1f} s")
+        print("\n".join(line for _, line in lines.seen if "privacy scrub" in line))
         assert not any(held_pixels.values()), f"visitor pixels still in memory after they left: {held_pixels}"
         assert not any(held_descriptors.values()), (
             f"windows of the visitor's descriptors ({WINDOWS_PER_DESCRIPTOR} per whole float32 copy) still in "
