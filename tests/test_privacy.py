@@ -8,6 +8,10 @@ every process. The test then reads the trace:
   (``__pycache__/*.pyc``: code, not visitor data) — transient files count too, since every
   call is in the trace, not just what is left at the end;
 - every TCP/UDP address bound, connected to or sent to is loopback.
+
+Then the graph runs in kiosk mode with a visitor who comes and goes, and every actor's memory is
+read once they have all scrubbed themselves (actors/privacy.py): none holds the visitor's frames,
+face chips or descriptors.
 """
 
 from __future__ import annotations
@@ -389,7 +393,7 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
     demo_index: Path, ipc_dir: Path, tmp_path: Path
 ):
     """A visitor in 20 frames, then an empty scene: once every actor has scrubbed, no actor's memory
-    holds the visitor's pixels or descriptors; a second visitor afterwards is searched as usual."""
+    holds the visitor's pixels (frames, face chips) or descriptors; a second visitor is searched as usual."""
     from actors import replay_control, vision
 
     from .graph import Graph
@@ -439,14 +443,19 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
             *(d.astype("<f8").tobytes() for d in raw),  # dlib's own output is float64
         ]
         find = DescriptorWindows(descriptors)
+        # ...and the aligned face chips the detector cut from their frames: 256-byte runs of two rows of each.
+        chip_rows = [c[row * 450 : row * 450 + 256] for c in tap.chips for row in (50, 100)]
+        held_chips = {}
         started = time.monotonic()
         held_pixels, held_descriptors = {}, {}
         for name, proc in graph.procs.items():
             held_pixels[name] = _scan_memory(proc.pid, lambda data: sum(data.count(n) for n in pixels), 255)
             held_descriptors[name] = _scan_memory(proc.pid, find, WINDOW_BYTES - 1)
+            held_chips[name] = _scan_memory(proc.pid, lambda data: sum(data.count(n) for n in chip_rows), 255)
         print(f"{len(queries)} queries, {len(raw)} chips; memory scanned in {time.monotonic() - started:.1f} s")
         print("\n".join(line for _, line in lines.seen if "privacy scrub" in line))
         assert not any(held_pixels.values()), f"visitor pixels still in memory after they left: {held_pixels}"
+        assert not any(held_chips.values()), f"the visitor's face chips still in memory: {held_chips}"
         assert not any(held_descriptors.values()), (
             f"windows of the visitor's descriptors ({WINDOWS_PER_DESCRIPTOR} per whole float32 copy) still in "
             f"memory after every actor scrubbed: {held_descriptors}"
