@@ -63,18 +63,26 @@ class Detector(runtime.Actor):
     DRAIN = ("frames",)
 
     def on_start(self) -> None:
-        d, e = self.cfg["detector"], self.cfg["encoder"]
+        d = self.cfg["detector"]
         vision.load_models()
         try:
             vision.detect(np.zeros((64, 64, 3), np.uint8), method=d["method"])  # load the chosen model now
         except RuntimeError as err:
             raise runtime.StartupError(f"detector.method = {d['method']!r}: {err}") from err
-        self.tracks = tracking.FaceTracks(d["track_iou"])
-        self.gate = tracking.QueryGate(d["stable_frames"], d["max_queries_per_s"])
-        self.reorder = tracking.Reorder(e["reorder_timeout_ms"] * 1_000_000)
-        self.average = tracking.TrackAverage(e["average_track"])
+        self.on_scrub()
         self.job_id = 0
         self.log.info("using %s, detector %s, policy %s", vision.dlib_description(), d["method"], d["policy"])
+
+    def on_scrub(self) -> None:
+        """Fresh face tracks: the tracks' recent descriptors and the encoders' unreleased answers go."""
+        d, e = self.cfg["detector"], self.cfg["encoder"]
+        self.tracks = tracking.FaceTracks(d["track_iou"])
+        self.gate = tracking.QueryGate(d["stable_frames"], d["max_queries_per_s"])
+        counted = getattr(self, "reorder", None)
+        self.reorder = tracking.Reorder(e["reorder_timeout_ms"] * 1_000_000)
+        if counted is not None:  # the counters go on
+            self.reorder.given_up, self.reorder.late = counted.given_up, counted.late
+        self.average = tracking.TrackAverage(e["average_track"])
 
     def handle(self, msg: Frame | Encoded) -> list[Any]:
         if isinstance(msg, Encoded):

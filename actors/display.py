@@ -1,7 +1,9 @@
-"""display — subscribes to ``frames``, ``faces`` and ``matches``; sends ``print`` requests.
+"""display — subscribes to ``frames``, ``faces``, ``matches`` and ``camera_status``; sends ``print`` requests.
 
 With ``display.headless`` (or ``MEGAPIXELS_HEADLESS=1``) it opens no window and prints every
-result as one JSON line on stdout; otherwise it starts the Kivy app in ``ui_kivy``.
+result as one JSON line on stdout, and logs the camera's own words when it is lost and when it is
+back (``camera_status``); otherwise it starts the Kivy app in ``ui_kivy``, which shows them on its
+alert line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from actors import runtime
 from messages import Matches
+from messages.schemas import CameraStatus
 
 
 def result_line(msg: Matches) -> str:
@@ -28,13 +31,37 @@ def result_line(msg: Matches) -> str:
     )
 
 
+def camera_alert(status: CameraStatus | None, reconnect_s: float) -> str:
+    """What the operator reads about the camera, in its own words ('' unless it says it is lost)."""
+    if status is None or status.state != "lost":
+        return ""
+    why = f": {status.detail}" if status.detail else ""
+    return f"camera lost: {status.source}{why}; reconnecting every {reconnect_s:g} s"
+
+
 class HeadlessDisplay(runtime.Actor):
     ROLE = "display"
-    RECEIVES = ("matches",)
+    RECEIVES = ("matches", "camera_status")
 
-    def handle(self, msg: Matches) -> list[Any]:
-        print(result_line(msg), flush=True)
+    def on_start(self) -> None:
+        self.camera_state = ""
+
+    def handle(self, msg: Matches | CameraStatus) -> list[Any]:
+        if isinstance(msg, CameraStatus):
+            self.on_camera(msg)
+        else:
+            print(result_line(msg), flush=True)
         return []
+
+    def on_camera(self, msg: CameraStatus) -> None:
+        """Log each change of the camera's state (statuses repeat every second)."""
+        if msg.state == self.camera_state:
+            return
+        if msg.state == "lost":
+            self.log.warning("%s", camera_alert(msg, self.cfg["camera"]["reconnect_s"]))
+        else:
+            self.log.info("camera %s: %s%s", msg.state, msg.source, f" ({msg.detail})" if msg.detail else "")
+        self.camera_state = msg.state
 
 
 def main() -> int:
@@ -51,6 +78,7 @@ def main() -> int:
     from ui_kivy.app import main as kivy_main
 
     if cfg["mode"]["kiosk"]:
+        privacy.restart_without_malloc_cache()
         privacy.scrub_freed_memory()
 
     return kivy_main(cfg)

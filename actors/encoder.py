@@ -26,6 +26,10 @@ class Encoder(runtime.Actor):
         vision.load_models()
         self.log.info("using %s", vision.dlib_description())
 
+    def on_scrub(self) -> None:
+        """dlib's network keeps its last activations (the last descriptor among them): overwrite them."""
+        vision.describe(np.zeros((CHIP_PX, CHIP_PX, 3), np.uint8), self.cfg["encoder"]["jitter"])
+
     def handle(self, msg: FaceJob) -> list[Any]:
         if len(msg.chip) != CHIP_PX * CHIP_PX * 3:
             self.stats["chips.malformed"] += 1

@@ -8,6 +8,10 @@ returns. On a ``BATCH`` topic, everything already waiting (up to ``MAX_BATCH``) 
 ``handle_batch`` in one call. A bad message is logged, counted and dropped; an exception in a handler is logged,
 counted and skipped: an actor never dies on one message. SIGTERM / SIGINT set a stop flag that
 the loop notices within one poll (100 ms); sockets close with linger 0.
+
+In kiosk mode the loop also *scrubs* the actor once the visitor's data has stopped flowing for
+``privacy.scrub_after_s``: ``on_scrub`` drops what the actor holds about the visitor, the sockets
+it connects are opened again, and freed-memory caches are emptied (see actors/privacy.py).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Actor:
         self.cfg = cfg
         self.name = name or os.environ.get("HONCHO_PROCESS_NAME") or self.ROLE
         self.stats: Counter[str] = Counter()
+        self.visitor_seen_ns: int | None = None  # the last message on a visitor topic since the last scrub
         self._seq = 0
         self.log = logging.getLogger(self.name)
 
@@ -75,6 +80,9 @@ class Actor:
 
     def on_stop(self) -> None:
         """Release what on_start took."""
+
+    def on_scrub(self) -> None:
+        """The visitor has gone (kiosk mode): drop everything held about them; keep working."""
 
     def reject(self, reason: str) -> Any:
         """The reply a REP actor sends to a request it could not decode."""
@@ -144,6 +152,7 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         poller.register(sock, zmq.POLLIN)
     actor.log.info("started (pid %d), receives %s, sends %s", os.getpid(), actor.RECEIVES, actor.SENDS)
     next_stats = time.monotonic() + STATS_EVERY_S
+    scrub_after_ns = int(cfg["privacy"]["scrub_after_s"] * 1e9) if cfg["mode"]["kiosk"] else 0
     try:
         actor.on_start()
         while not stop:
@@ -152,7 +161,12 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
             for sock, topic in inputs.items():
                 if sock in ready:
                     _receive(actor, sock, topic, outputs)
+                    if topic in privacy.VISITOR_TOPICS:
+                        actor.visitor_seen_ns = time.monotonic_ns()
             _send(actor, _guarded(actor, "tick", actor.tick, time.monotonic_ns()), outputs)
+            seen = actor.visitor_seen_ns
+            if scrub_after_ns and seen is not None and time.monotonic_ns() - seen >= scrub_after_ns:
+                _scrub(actor, ctx, inputs, outputs, poller)
             if time.monotonic() > next_stats:
                 actor.log.info("counters: %s", dict(actor.stats))
                 next_stats = time.monotonic() + STATS_EVERY_S
@@ -163,6 +177,39 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         security.stop(ctx)
         actor.log.info("stopped; counters: %s", dict(actor.stats))
     return actor.stats
+
+
+def _scrub(
+    actor: Actor, ctx: zmq.Context, inputs: dict[zmq.Socket, str], outputs: dict[str, zmq.Socket], poller: zmq.Poller
+) -> None:
+    """Forget the visitor: the actor's state, the connections that carried their data, freed-memory caches.
+
+    Only sockets this actor connects are reopened: that ends the connection at both ends, so the
+    bound side frees its buffers too, and every connecting peer of a visitor topic scrubs as well.
+    Reopening a bound socket would race its own unbinding (an ipc socket file is removed late).
+    """
+    started = time.perf_counter()
+    _guarded(actor, "on_scrub", lambda _: actor.on_scrub(), None)
+    reopened = 0
+    for sock, topic in list(inputs.items()):
+        if TOPICS[topic].binder != actor.ROLE:
+            poller.unregister(sock)
+            sock.close(linger=0)
+            del inputs[sock]
+            fresh = open_socket(ctx, actor.cfg, topic, actor.ROLE, True)
+            inputs[fresh] = topic
+            poller.register(fresh, zmq.POLLIN)
+            reopened += 1
+    for topic, sock in list(outputs.items()):
+        if TOPICS[topic].binder != actor.ROLE:
+            sock.close(linger=0)
+            outputs[topic] = open_socket(ctx, actor.cfg, topic, actor.ROLE, False)
+            reopened += 1
+    privacy.scrub_process()
+    actor.visitor_seen_ns = None
+    actor.stats["privacy.scrubs"] += 1
+    took_ms = (time.perf_counter() - started) * 1000
+    actor.log.info("privacy scrub: state dropped, %d sockets reopened, caches emptied in %.1f ms", reopened, took_ms)
 
 
 def _sleep(ms: float) -> dict:
@@ -223,6 +270,8 @@ def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
 def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> None:
     for msg in messages:
         topic = type(msg).TOPIC
+        if topic in privacy.VISITOR_TOPICS:
+            actor.visitor_seen_ns = time.monotonic_ns()
         try:
             outputs[topic].send_multipart(encode(msg), flags=zmq.NOBLOCK, copy=False)
             actor.stats[f"{topic}.sent"] += 1
@@ -239,6 +288,7 @@ def main(actor_cls: type[Actor], *args: Any) -> int:
         return 2
     logging.basicConfig(level=cfg["log"]["level"], stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
     if cfg["mode"]["kiosk"]:
+        privacy.restart_without_malloc_cache()  # returns once it is off
         scrubbed = privacy.scrub_freed_memory()
         log.info("kiosk mode: freed memory is %s", "overwritten" if scrubbed else "NOT overwritten (no glibc mallopt)")
     try:

@@ -117,6 +117,14 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "server_key_file": Setting("", "matchers: the query side's public certificate"),
         "authorized_keys_dir": Setting("", "query side: folder of the public certificates of matchers let in"),
     },
+    "privacy": {
+        "scrub_after_s": Setting(
+            3.0,
+            "kiosk mode: once the visitor's data has stopped flowing this long, every actor forgets them (0 = never)",
+            low=0,
+            high=3600,
+        ),
+    },
     "log": {
         "level": Setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     },

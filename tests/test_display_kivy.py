@@ -29,8 +29,10 @@ import pytest
 import zmq
 
 import config
+from actors.display import camera_alert
 from actors.runtime import open_socket
 from messages import TOPICS, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
+from messages.schemas import CameraStatus
 from tests import cups_server
 from tests import kiosk_screen as ks
 
@@ -225,6 +227,12 @@ def test_cards_alerts_and_boxes() -> None:
     )
     assert app.alerts_text(True, True, "", "out of paper") == "printer: out of paper"
     assert app.alerts_text(True, True, "", "") == ""
+    lost = CameraStatus(Header(1, 0, "camera", 9), "lost", "webcam:0", "could not be opened", 9, 1.0)
+    assert camera_alert(lost, 0.5) == "camera lost: webcam:0: could not be opened; reconnecting every 0.5 s"
+    assert camera_alert(CameraStatus(Header(2, 0, "camera", 9), "live", "webcam:0", "", 9, 1.0), 0.5) == ""
+    assert app.alerts_text(True, False, "", "out of paper", camera_alert(lost, 1.0)).startswith(
+        "camera lost: webcam:0: could not be opened; reconnecting every 1 s   ·   printer"
+    )
     assert app.phase_text(Phase.RESULTS, False, partial, 0.6, 0) == "your closest match: barack obama"
     assert app.phase_text(Phase.ATTRACT, True, None, 0.6, 0).startswith("thank you")
     assert app.view_mode(Phase.PRINTING) == "results" and app.view_mode(Phase.PRESENT) == "attract"

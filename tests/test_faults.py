@@ -154,3 +154,37 @@ def test_a_frozen_display_stalls_nothing_and_catches_up(graph_env):
         ctx.term()
         took = graph.stop_all()
     assert all(t is not None and t < 5 for t in took.values()), took
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_camera_is_shown_in_its_own_words_and_its_return_too(ipc_dir: Path, tmp_path: Path):
+    """The camera actor on a stream that isn't there yet, then is (a file:// URL, opened as a webcam is)."""
+    stream = tmp_path / "webcam.mp4"
+    cfg = tmp_path / "camera.toml"
+    cfg.write_text(
+        (PROJECT / "config" / "test.toml")
+        .read_text()
+        .replace(f'source = "{DEMO_CLIP.relative_to(PROJECT)}"', f'source = "file://{stream}"\nreconnect_s = 0.3')
+    )
+    graph = Graph({"MEGAPIXELS_CONFIG": str(cfg), "MEGAPIXELS_IPC_DIR": str(ipc_dir), "MEGAPIXELS_HEADLESS": "1"})
+    graph.start("display.1")
+    graph.start("camera.1")
+    try:
+        lost = _display_line(graph, "camera lost", 60)
+        assert f"file://{stream}" in lost and "could not be opened" in lost and "reconnecting every 0.3 s" in lost
+        stream.write_bytes(DEMO_CLIP.read_bytes())  # the webcam is plugged in
+        assert f"file://{stream}" in _display_line(graph, "camera live", 30)
+    finally:
+        graph.stop_all()
+
+
+def _display_line(graph: Graph, text: str, deadline_s: float) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            name, line = graph.lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if name.startswith("display") and text in line:
+            return line
+    raise AssertionError(f"the display did not log {text!r} within {deadline_s} s")

@@ -8,10 +8,15 @@ every process. The test then reads the trace:
   (``__pycache__/*.pyc``: code, not visitor data) — transient files count too, since every
   call is in the trace, not just what is left at the end;
 - every TCP/UDP address bound, connected to or sent to is loopback.
+
+Then the graph runs in kiosk mode with a visitor who comes and goes, and every actor's memory is
+read once they have all scrubbed themselves (actors/privacy.py): none holds the visitor's frames,
+face chips or descriptors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -22,11 +27,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zmq
 
-from .conftest import DEMO_CLIP, PROJECT
+import config
+from messages import Query, decode, encode, endpoint
+
+from .conftest import DEMO_CLIP, PROJECT, Echo
 from .test_curve import _free_port_offset
 
 TRACED = (
@@ -178,36 +190,108 @@ def test_kiosk_mode_writes_nothing_and_stays_on_loopback(demo_index: Path, tmp_p
     assert not outside, f"kiosk mode used addresses beyond this machine: {outside}"
 
 
-def _memory_hits(pid: int, needles: list[bytes]) -> int:
-    """How many times any needle occurs in the writable memory of process ``pid`` (needs root)."""
-    hits = 0
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
-        for line in maps:
-            span, perms = line.split()[:2]
-            if not perms.startswith("rw"):
-                continue
-            lo, hi = (int(x, 16) for x in span.split("-"))
-            try:
-                mem.seek(lo)
-                data = mem.read(hi - lo)
-            except (OSError, ValueError):
-                continue
-            hits += sum(data.count(n) for n in needles)
-    return hits
+# -- memory: what the actors still hold once the visitor has gone ---------------------------------
+
+CHUNK_BYTES = 64 << 20
+# Descriptors are looked for as 32-byte windows (8 float32 or 4 float64 components) taken at every
+# 4-byte step of each descriptor. 32 bytes of a descriptor's distinct, non-zero floats never occur by
+# chance (nor as zero runs, fill patterns or pointers), yet a copy whose first 16 bytes a freed block's
+# list pointers overwrote, or any slice of 35 bytes or more, still contains a whole window.
+WINDOW_BYTES = 32
+WINDOWS_PER_DESCRIPTOR = (128 * 4 - WINDOW_BYTES) // 4 + 1  # a whole float32 copy: 121 windows
 
 
-@pytest.mark.timeout(300)
-def test_after_the_visitor_leaves_no_actor_holds_their_frames(demo_index: Path, ipc_dir: Path, tmp_path: Path):
-    """A visitor in 20 frames, then an empty scene: no actor's memory still holds the visitor's pixels."""
+def _writable_mappings(pid: int) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each writable mapping of ``pid`` with pages in RAM or swap.
+
+    A mapping none of whose pages was ever touched (glibc reserves 64 MiB per thread arena) reads
+    as zeros: skipping those makes the scan several times faster and misses nothing.
+    """
+    mappings, current = [], None
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                span, perms = fields[:2]
+                lo, hi = (int(x, 16) for x in span.split("-"))
+                name = Path(fields[5].strip()).name if len(fields) > 5 else "anonymous"
+                current = (lo, hi, name) if perms.startswith("rw") else None
+            elif fields[0] in ("Rss:", "Swap:") and current is not None and int(fields[1]) > 0:
+                mappings.append(current)
+                current = None
+    return mappings
+
+
+def _scan_memory(pid: int, count: Callable[[bytes], int], overlap: int) -> dict[str, int]:
+    """Hits of ``count`` in every writable mapping of process ``pid``, by mapping (needs root).
+
+    Chunks overlap by ``overlap`` bytes (the needle length - 1): a needle across a chunk border is
+    found once, never twice.
+    """
+    found: Counter[str] = Counter()
+    with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for lo, hi, name in _writable_mappings(pid):
+            for start in range(lo, hi, CHUNK_BYTES):
+                try:
+                    mem.seek(start)
+                    data = mem.read(min(hi, start + CHUNK_BYTES + overlap) - start)
+                except (OSError, ValueError):
+                    break
+                hits = count(data)
+                if hits:
+                    found[name] += hits
+    return dict(found)
+
+
+class DescriptorWindows:
+    """Counts, at any byte offset of a buffer, the 32-byte windows of the given descriptors.
+
+    A first pass looks up the low 24 bits of every 4-byte word (at all four byte offsets) in a
+    table of the windows' first words, so the cost doesn't grow with the number of windows; the few
+    candidates are then compared in full. Windows whose first word has zero low bits (the low half
+    of a float32 value widened to float64) are left out: they would make every zero word a candidate,
+    and the window 4 bytes on covers the same copy.
+    """
+
+    def __init__(self, descriptors: list[bytes]):
+        self.windows = {
+            w
+            for d in descriptors
+            for i in range(0, len(d) - WINDOW_BYTES + 1, 4)
+            if (w := d[i : i + WINDOW_BYTES])[:3] != b"\0\0\0"
+        }
+        self.table = np.zeros(1 << 24, bool)
+        for w in self.windows:
+            self.table[int.from_bytes(w[:3], "little")] = True
+
+    def __call__(self, data: bytes) -> int:
+        hits = 0
+        for offset in range(4):
+            words = np.frombuffer(data, "<u4", count=(len(data) - offset) // 4, offset=offset)
+            for i in np.flatnonzero(self.table[words & 0xFFFFFF]):
+                at = offset + 4 * int(i)
+                hits += data[at : at + WINDOW_BYTES] in self.windows
+        return hits
+
+
+def test_descriptor_windows_find_whole_shifted_and_partial_copies_only():
+    rng = np.random.default_rng(7)
+    d32 = rng.standard_normal(128).astype("<f4")
+    other = rng.standard_normal(128).astype("<f4")
+    find = DescriptorWindows([d32.tobytes(), d32.astype("<f8").tobytes()])
+    noise = rng.integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    assert find(noise + bytes(50_000) + other.tobytes() + b"\xa5" * 4096) == 0
+    assert find(noise[:3] + d32.tobytes() + noise) == WINDOWS_PER_DESCRIPTOR  # any byte alignment
+    assert find(bytes(16) + d32.tobytes()[16:]) == WINDOWS_PER_DESCRIPTOR - 4  # head overwritten
+    assert find(noise[:1] + d32.tobytes()[101:141] + noise[:5]) >= 1  # a 40-byte slice
+    assert find(b"\x01" + d32.astype("<f8").tobytes()) >= 120  # the float64 form, widened by dlib
+
+
+def _visit_folder(folder: Path) -> list[np.ndarray]:
+    """20 frames of the demo clip's visitor, then 20 of an empty, textured scene; the visitor's RGB frames."""
     import cv2
-    import numpy as np
 
-    from .graph import Graph
-
-    if os.geteuid() != 0:
-        pytest.skip("reading another process's memory needs root")
-    frames_dir = tmp_path / "visit"
-    frames_dir.mkdir()
+    folder.mkdir()
     cap = cv2.VideoCapture(str(DEMO_CLIP))
     visitor = []
     for i in range(40):
@@ -215,40 +299,274 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames(demo_index: Path, 
         assert ok
         if i >= 20:
             small = cv2.resize(bgr, (640, 360), interpolation=cv2.INTER_AREA)
-            cv2.imwrite(str(frames_dir / f"{i:03d}.png"), small)
+            cv2.imwrite(str(folder / f"{i:03d}.png"), small)
             visitor.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
     cap.release()
     for i in range(40, 60):  # the visitor has left: an empty, textured scene
         empty = np.random.default_rng(i).integers(0, 255, (360, 640, 3), dtype=np.uint8)
-        cv2.imwrite(str(frames_dir / f"{i:03d}.png"), empty)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), empty)
+    return visitor
+
+
+class Tap:
+    """The test's own subscriptions to ``queries`` and ``faces``: the visitor's exact descriptors and chips."""
+
+    def __init__(self, cfg: config.Config):
+        self.ctx = zmq.Context()
+        self.socks = []
+        for topic in ("queries", "faces"):
+            sock = self.ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.RCVHWM, 10_000)
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            sock.connect(endpoint(topic, "ipc", cfg["network"]["ipc_dir"]))
+            self.socks.append(sock)
+        self.queries: list[bytes] = []
+        self.chips: dict[bytes, None] = {}  # in order, without repeats
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for sock in self.socks:
+            poller.register(sock, zmq.POLLIN)
+        while not self.stop.is_set():
+            for sock, _ in poller.poll(100):
+                msg = decode(sock.recv_multipart())
+                if isinstance(msg, Query):
+                    self.queries.append(msg.descriptor)
+                elif msg.chip:
+                    self.chips[msg.chip] = None
+
+    def close(self) -> None:
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        self.thread.join(2)
+        for sock in self.socks:
+            sock.close(0)
+        self.ctx.term()
+
+
+class Lines:
+    """The graph's output lines, kept, so several waits can look at the same history."""
+
+    def __init__(self, graph):
+        self.graph, self.seen = graph, []
+
+    def wait(self, found: Callable[[list[tuple[str, str]]], bool], deadline_s: float, what: str) -> None:
+        end = time.monotonic() + deadline_s
+        while not found(self.seen):
+            if time.monotonic() > end:
+                tail = "\n".join(f"{n} | {line}" for n, line in self.seen[-40:])
+                pytest.fail(f"{what}: not within {deadline_s} s; last lines:\n{tail}")
+            with contextlib.suppress(queue.Empty):
+                self.seen.append(self.graph.lines.get(timeout=0.5))
+
+    def results(self) -> list[dict]:
+        return [json.loads(line) for n, line in self.seen if n.startswith("display") and line.startswith("{")]
+
+    def logged(self, name: str, text: str) -> bool:
+        return any(n == name and text in line for n, line in self.seen)
+
+
+def _first_obama_after(lines: Lines, query_id: int) -> Callable[[list], bool]:
+    return lambda _: any(
+        r["query_id"] > query_id and r["results"] and r["results"][0]["identity"] == "barack_obama"
+        for r in lines.results()
+    )
+
+
+# The actors that handle the visitor's descriptors or results, so scrub once they have gone.
+SCRUBBED = ("detector.1", "encoder.1", "matcher.1", "matcher.2", "reducer.1", "display.1")
+
+
+def _scrubbed_after_the_last_result(seen: list[tuple[str, str]]) -> bool:
+    """Every actor that handles visitor data has scrubbed since the last result (an actor that stalled
+    for ``scrub_after_s`` mid-visit scrubs twice: the second scrub counts)."""
+    last = max((i for i, (n, line) in enumerate(seen) if n.startswith("display") and line.startswith("{")), default=-1)
+    return all(any(n == name and "privacy scrub" in line for n, line in seen[last + 1 :]) for name in SCRUBBED)
+
+
+@pytest.mark.timeout(300)
+def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
+    demo_index: Path, ipc_dir: Path, tmp_path: Path
+):
+    """A visitor in 20 frames, then an empty scene: once every actor has scrubbed, no actor's memory
+    holds the visitor's pixels (frames, face chips) or descriptors; a second visitor is searched as usual."""
+    from actors import replay_control, vision
+
+    from .graph import Graph
+
+    if os.geteuid() != 0:
+        pytest.skip("reading another process's memory needs root")
+    visitor = _visit_folder(tmp_path / "visit")
     # 256-byte runs from the face region (rows 100..250) of every visitor frame.
-    needles = [rgb[row, 250 : 250 + 85].tobytes()[:256] for rgb in visitor for row in (120, 180, 240)]
-    cfg = tmp_path / "kiosk.toml"
-    cfg.write_text(
-        (PROJECT / "config" / "kiosk.toml").read_text() + "\n[camera]\nfolder_fps = 10.0\n"
-        if "[camera]" not in (PROJECT / "config" / "kiosk.toml").read_text()
-        else (PROJECT / "config" / "kiosk.toml").read_text().replace("[camera]", "[camera]\nfolder_fps = 10.0")
-    )
-    graph = Graph(
-        {
-            "MEGAPIXELS_CONFIG": str(cfg),
-            "MEGAPIXELS_IPC_DIR": str(ipc_dir),
-            "MEGAPIXELS_INDEX": str(demo_index),
-            "MEGAPIXELS_SOURCE": str(frames_dir),
-            "MEGAPIXELS_HEADLESS": "1",
-        }
-    )
+    pixels = [rgb[row, 250 : 250 + 85].tobytes()[:256] for rgb in visitor for row in (120, 180, 240)]
+    kiosk = (PROJECT / "config" / "kiosk.toml").read_text()
+    # The camera waits paused until the actors have loaded their models, so no visitor frame is missed.
+    cfg_file = tmp_path / "kiosk.toml"
+    cfg_file.write_text(kiosk.replace("[camera]\n", "[camera]\nfolder_fps = 10.0\npaused = true\n"))
+    env = {
+        "MEGAPIXELS_CONFIG": str(cfg_file),
+        "MEGAPIXELS_IPC_DIR": str(ipc_dir),
+        "MEGAPIXELS_INDEX": str(demo_index),
+        "MEGAPIXELS_SOURCE": str(tmp_path / "visit"),
+        "MEGAPIXELS_HEADLESS": "1",
+    }
+    cfg = config.load(cfg_file, env=env)
+    assert cfg["mode"]["kiosk"] and cfg["camera"]["paused"]
+    graph = Graph(env)
+    tap = Tap(cfg)
+    lines = Lines(graph)
     graph.start_all()
     try:
-        graph.results(lambda r: r[-1]["results"][0]["identity"] == "barack_obama", 150)
-        end = time.monotonic() + 60
-        while time.monotonic() < end:  # the replay ends after the empty scene; the camera logs it
-            name, line = graph.lines.get(timeout=60)
-            if name.startswith("camera") and "end of" in line:
-                break
-        else:
-            pytest.fail("the replay did not end")
-        held = {name: _memory_hits(p.pid, needles) for name, p in graph.procs.items()}
+        ready = {"detector.1": "using", "encoder.1": "using", "matcher.1": "shard 0/", "matcher.2": "shard 1/"}
+        lines.wait(lambda _: all(lines.logged(n, t) for n, t in ready.items()), 120, "the actors ready")
+        assert replay_control.send(cfg, "resume").state == "replay"
+        lines.wait(_first_obama_after(lines, 0), 60, "a result for the visitor")
+        lines.wait(lambda _: lines.logged("camera.1", "end of"), 60, "the end of the replay")
+        scrub_after_s = cfg["privacy"]["scrub_after_s"]
+        lines.wait(lambda seen: _scrubbed_after_the_last_result(seen), scrub_after_s + 30, "every actor's scrub")
+        # The tap's own connection keeps the detector's last query in its send buffer: end it too
+        # (the detector frees it as soon as it sees the disconnection, long before the scan below).
+        tap.close()
+        queries = tap.queries
+        assert queries, "the tap heard no query"
+        raw = [vision.describe(np.frombuffer(c, np.uint8).reshape(150, 150, 3), 1) for c in tap.chips]
+        # The first query of a track is the encoder's descriptor itself: the tap and our encoding agree.
+        assert queries[0] in {d.astype("<f4").tobytes() for d in raw}
+        descriptors = [
+            *queries,
+            *(np.frombuffer(q, "<f4").astype("<f8").tobytes() for q in queries),
+            *(d.astype("<f4").tobytes() for d in raw),
+            *(d.astype("<f8").tobytes() for d in raw),  # dlib's own output is float64
+        ]
+        find = DescriptorWindows(descriptors)
+        # ...and the aligned face chips the detector cut from their frames: 256-byte runs of two rows of each.
+        chip_rows = [c[row * 450 : row * 450 + 256] for c in tap.chips for row in (50, 100)]
+        held_chips = {}
+        started = time.monotonic()
+        held_pixels, held_descriptors = {}, {}
+        for name, proc in graph.procs.items():
+            held_pixels[name] = _scan_memory(proc.pid, lambda data: sum(data.count(n) for n in pixels), 255)
+            held_descriptors[name] = _scan_memory(proc.pid, find, WINDOW_BYTES - 1)
+            held_chips[name] = _scan_memory(proc.pid, lambda data: sum(data.count(n) for n in chip_rows), 255)
+        print(f"{len(queries)} queries, {len(raw)} chips; memory scanned in {time.monotonic() - started:.1f} s")
+        print("\n".join(line for _, line in lines.seen if "privacy scrub" in line))
+        assert not any(held_pixels.values()), f"visitor pixels still in memory after they left: {held_pixels}"
+        assert not any(held_chips.values()), f"the visitor's face chips still in memory: {held_chips}"
+        assert not any(held_descriptors.values()), (
+            f"windows of the visitor's descriptors ({WINDOWS_PER_DESCRIPTOR} per whole float32 copy) still in "
+            f"memory after every actor scrubbed: {held_descriptors}"
+        )
+        # A second visitor after the scrub: searched as usual.
+        last_query = max(r["query_id"] for r in lines.results())
+        assert replay_control.send(cfg, "seek", 0.0).state == "replay"
+        lines.wait(_first_obama_after(lines, last_query), 60, "a result for the second visitor")
     finally:
         graph.stop_all()
-    assert not any(held.values()), f"visitor pixels still in memory after they left: {held}"
+        tap.close()
+
+
+# -- the scrub's parts, without the graph -----------------------------------------------------------
+
+
+def test_a_wrong_scrub_setting_names_the_key_and_the_allowed_range():
+    with pytest.raises(config.ConfigError, match=r"privacy\.scrub_after_s = -1\.0: allowed range is 0 to 3600"):
+        config.validate({"privacy": {"scrub_after_s": -1.0}})
+    assert config.validate({})["privacy"]["scrub_after_s"] == 3.0
+
+
+def test_numpy_small_buffer_cache_is_emptied():
+    from actors import privacy
+
+    a = np.full(128, 7.25, np.float32)  # a descriptor-sized data buffer
+    address = a.ctypes.data
+    del a
+    b = np.empty(128, np.float32)
+    assert b.ctypes.data == address and b[0] == 7.25, "numpy handed the cached buffer back as it was"
+    del b
+    privacy.flush_numpy_cache()
+    c = np.empty(128, np.float32)
+    assert not c.any(), "the cached buffer still holds the old values"
+
+
+FREED_BLOCK_PROBE = """
+import ctypes, sys
+from actors import privacy
+privacy.restart_without_malloc_cache()
+assert privacy.scrub_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+block = libc.malloc(512)
+ctypes.memset(block, 0x42, 512)
+libc.free(block)
+print(ctypes.string_at(block + 64, 64).hex())
+"""
+
+
+def test_kiosk_actors_restart_with_glibcs_thread_cache_off_so_freed_blocks_are_overwritten():
+    """A freed 512-byte block (a descriptor's size) is overwritten only once the thread cache is off."""
+    if not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None:
+        pytest.skip("glibc only")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    probe = subprocess.run(
+        [sys.executable, "-c", FREED_BLOCK_PROBE], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "a5" * 64, "the freed block kept its bytes"
+    cached = FREED_BLOCK_PROBE.replace("privacy.restart_without_malloc_cache()", "")
+    probe = subprocess.run([sys.executable, "-c", cached], cwd=PROJECT, env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == "42" * 64, "without the restart, glibc's thread cache keeps the block as it was"
+
+
+class Forgetful(Echo):
+    """The Echo matcher, counting its scrubs."""
+
+    scrubbed = 0
+
+    def on_scrub(self) -> None:
+        self.scrubbed += 1
+
+
+@pytest.mark.timeout(60)
+def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working(ipc_dir: Path):
+    from actors import runtime
+
+    from .test_actors_logic import _query
+    from .test_runtime import _send_until_answered
+
+    raw = {
+        "mode": {"kiosk": True},
+        "privacy": {"scrub_after_s": 0.3},
+        "network": {"transport": "ipc", "ipc_dir": str(ipc_dir)},
+    }
+    cfg = config.validate(raw)
+    ctx = zmq.Context()
+    actor = Forgetful(cfg)
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    pub = runtime.open_socket(ctx, cfg, "queries", "detector", receiving=False)
+    pull = runtime.open_socket(ctx, cfg, "candidates", "reducer", receiving=True)
+    try:
+        _send_until_answered(pub, pull, [encode(_query(1))], 1)
+        end = time.monotonic() + 10
+        while actor.stats["privacy.scrubs"] < 1 and time.monotonic() < end:
+            pull.poll(50)
+        assert actor.scrubbed == actor.stats["privacy.scrubs"] == 1
+        # Both of its sockets were reopened, and it answers the next visitor as before.
+        assert _send_until_answered(pub, pull, [encode(_query(2))], 2).rows == [1]
+        assert actor.scrubbed == 1, "no second scrub while the visitor's data flows"
+        end = time.monotonic() + 10
+        while actor.stats["privacy.scrubs"] < 2 and time.monotonic() < end:
+            pull.poll(50)
+        assert actor.scrubbed == 2, "the next visitor is scrubbed too"
+    finally:
+        stop.set()
+        thread.join(2)
+        pub.close(0)
+        pull.close(0)
+        ctx.term()

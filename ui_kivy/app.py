@@ -1,12 +1,14 @@
-"""display (Kivy window) — subscribes to ``frames``, ``faces`` and ``matches``; sends ``print`` requests.
+"""display (Kivy window) — subscribes to ``frames``, ``faces``, ``matches``, ``camera_status``; sends ``print``.
 
 The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen that explains the
 kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
 still", "searching", then five result cards (the matched dataset photo cropped around the face,
 the identity, a confidence in percent and the distance) and a print button that lights up, and
 pulses, only when the best match clears ``display.match_threshold``. An info panel tells where
-the dataset comes from. An alert line says when something is wrong: camera lost (the frames
-stream went silent), partial results (shards missing), printer offline (the printer's reply).
+the dataset comes from. An alert line says when something is wrong: camera lost (in the camera's
+own words from ``camera_status``: the device, why, how often it retries; or, when the camera
+process itself is gone, because the frames stream went silent), partial results (shards
+missing), printer offline (the printer's reply).
 
 Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``PrintReply`` without
 blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
@@ -50,14 +52,16 @@ from PIL import Image
 
 import config
 from actors.dataset_info import DatasetPhotos
+from actors.display import camera_alert
 from actors.runtime import StopFlag, open_socket
 from actors.scores import confidence, confidence_text, display_name
 from messages import TOPICS, DecodeError, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
+from messages.schemas import CameraStatus
 from ui_kivy.session import Phase, Session, Timing
 
 KV_PATH = Path(__file__).with_name("kiosk.kv")
 ROLE = "display"
-SUBSCRIBES = ("frames", "faces", "matches")
+SUBSCRIBES = ("frames", "faces", "matches", "camera_status")
 POLL_S = 1 / 30
 MAX_MESSAGES_PER_POLL = 100  # a flood of messages must not starve the window of frames
 SHOWN_RESULTS = 5
@@ -100,10 +104,16 @@ def partial_note(msg: Matches | None) -> str:
     return f"partial results: shard {shards} did not answer, some faces were not searched"
 
 
-def alerts_text(camera_seen: bool, camera_alive: bool, partial: str, printer_problem: str) -> str:
-    """The alert line: what is wrong right now, most important first ('' when all is well)."""
+def alerts_text(camera_seen: bool, camera_alive: bool, partial: str, printer_problem: str, camera: str = "") -> str:
+    """The alert line: what is wrong right now, most important first ('' when all is well).
+
+    ``camera`` is what the camera says about itself when it is lost (:func:`camera_alert`); it wins
+    over what the display guesses from the frames.
+    """
     notes = []
-    if not camera_seen:
+    if camera:
+        notes.append(camera)
+    elif not camera_seen:
         notes.append("waiting for the camera…")
     elif not camera_alive:
         notes.append("camera lost: no picture for a while")
@@ -308,6 +318,7 @@ class Kiosk:
         self.stats: Counter[str] = Counter()
         self.last_ns: dict[str, int] = {}
         self.faces: Faces | None = None
+        self.camera: CameraStatus | None = None  # the camera's last word about itself
         self.shown_query: int | None = None  # the result list on the cards
         self.phase = Phase.ATTRACT
         # (encoded job, query_id, deadline_ns, attempts) of the print job in flight
@@ -396,6 +407,10 @@ class Kiosk:
                 self.session.on_face(now_ns, msg.captured_ns)
                 if self.print_face and self.session.visit is not None:
                     self.session.visit.extra["chip"] = msg.chip  # dropped with the visit at reset
+        elif isinstance(msg, CameraStatus):
+            if self.camera is None or msg.state != self.camera.state:
+                log.info("camera %s: %s %s", msg.state, msg.source, msg.detail)
+            self.camera = msg
         elif isinstance(msg, Matches):
             if self.session.on_matches(now_ns, msg):
                 best = min(msg.results, key=lambda r: r["distance"])["identity"] if msg.results else "(none)"
@@ -418,8 +433,11 @@ class Kiosk:
             self.shown_query = query
         v.mode = view_mode(s.phase)
         v.status = phase_text(s.phase, s.await_leave, results, self.threshold, now_ns / 1e9)
+        camera = camera_alert(self.camera, self.cfg["camera"]["reconnect_s"])
+        if not self._alive("camera_status", now_ns):  # the camera process is gone: its last word is stale
+            camera = ""
         v.alerts = alerts_text(
-            "frames" in self.last_ns, self._alive("frames", now_ns), partial_note(results), self.printer_problem
+            "frames" in self.last_ns, self._alive("frames", now_ns), partial_note(results), self.printer_problem, camera
         )
         v.can_print = self.pending is None and s.can_print
         if self.pending is None and v.print_note and (now_ns > self.print_note_until_ns or s.phase is Phase.ATTRACT):
