@@ -29,7 +29,6 @@ from index import calibration, synthetic
 
 PROJECT = Path(__file__).resolve().parents[2]
 BLOCK = 10_000
-SAMPLE_SIZES = (1, 3, 10, 30, 100, 300, 1000)
 
 
 def load_descriptors(spec: str) -> tuple[np.ndarray, list[str], list[str]]:
@@ -121,11 +120,6 @@ def main(argv: list[str] | None = None) -> None:
         sub = real[:, kept]
         rows.insert(-1, _row("real", len(kept), len(kept), (sub < mate_d2[:, None]).sum(1), mate_d2, sub.min(1)))
 
-    # Small galleries for the gallery model only (no rank figures): n random real gallery rows per size.
-    for n in (k for k in SAMPLE_SIZES if k < len(g)):
-        cols = rng.choice(len(g), n, replace=False)
-        rows.insert(0, _row("sample", n, n, np.zeros(len(q), int), mate_d2, real[:, cols].min(axis=1)))
-
     sizes = sorted(int(s) for s in a.sizes.split(",") if s)
     if sizes:
         model = synthetic.fit(x, ids, source=f"LFW {a.descriptors}")
@@ -147,7 +141,6 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  {done:,} distractors, {el:.0f} s, {done / el:,.0f} rows/s", flush=True)
             rows.append(_row("synthetic", len(g) + n, len(g) + n // per_id, closer, mate_d2, best_imp))
     save_distances(a.distances, rows, mate_d2, [ids[i] for i in probe_rows])
-    rows = [r for r in rows if r["kind"] != "sample"]
     for r in rows:
         print(
             f"{r['gallery_rows']:>10,} rows ({r['kind']:9s})",

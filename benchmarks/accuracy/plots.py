@@ -40,7 +40,7 @@ def reliability_diagram(scores: dict, path: Path) -> None:
 def p_same_curves(xs: np.ndarray, curves: dict[int, list[float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for n, ys in curves.items():
-        ax.plot(xs, ys, label=f"N = {n:,} identities")
+        ax.plot(xs, ys, label=f"N = {n:,} rows")
     ax.axhline(0.5, color="grey", lw=1, ls=":")
     ax.set(
         xlabel="distance of the best match",
