@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         for variant in [v + s for v in VARIANTS for s in ("", UNIT) if s == "" or VARIANTS[v][1]]:
             if not has_variant(recs, photos, variant):
                 continue
-            r = evaluate(use, variant_descriptors(recs, variant))
+            r = evaluate(use, variant_descriptors({p: recs[p] for p in photos}, variant))
             r["folds_used"] = [f + 1 for f in folds]
             results[f"{folder.name}/{variant}"] = r
             print(f"{name:8s} {variant:20s} {100 * r['mean']:.2f} % +- {100 * r['std']:.2f}", flush=True)
