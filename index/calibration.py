@@ -166,23 +166,24 @@ def _measured_surface(gm: float, gs: float, table: tuple, pi: float) -> np.ndarr
     return np.minimum.accumulate(np.stack(curves), axis=0)
 
 
-def match_probability(cal: Calibration, distance: float, n_identities: int) -> float:
-    """P(the best match at ``distance`` in a gallery of ``n_identities`` rows is the visitor, not a look-alike).
+def match_probability(cal: Calibration, distance: float, n_rows: int) -> float:
+    """P(the best match at ``distance`` among ``n_rows`` gallery rows is the visitor, not a look-alike).
 
-    With a measured ``best_impostor`` table the argument counts gallery rows (see the module doc)."""
-    if n_identities < 1:
-        raise ValueError(f"n_identities must be >= 1, got {n_identities}")
+    ``n_rows`` counts every searched row, synthetic distractors included (ACCURACY.md says why); the
+    pooled-tail model's ``gallery_scale`` was fitted on galleries of one photo per person (rows = people)."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
     if not math.isfinite(distance) or distance < 0:
         raise ValueError(f"distance must be a finite number >= 0, got {distance}")
     if cal.best_impostor:
         surface = _measured_surface(cal.genuine_mean, cal.genuine_std, cal.best_impostor, cal.prior_in_gallery)
-        k = min(math.log10(n_identities) * _STEPS_PER_DECADE, len(surface) - 1.0)
+        k = min(math.log10(n_rows) * _STEPS_PER_DECADE, len(surface) - 1.0)
         k0 = min(int(k), len(surface) - 2)
         t = k - k0
         curve = (1 - t) * surface[k0] + t * surface[k0 + 1]  # both rows non-increasing: so is the mix
         return float(np.interp(distance, _GRID, curve))
     params = (cal.genuine_mean, cal.genuine_std, cal.impostor_mean, cal.impostor_std, cal.prior_in_gallery)
-    curve = _gallery_curve(*params, max(1, round(n_identities * cal.gallery_scale)))
+    curve = _gallery_curve(*params, max(1, round(n_rows * cal.gallery_scale)))
     return float(np.interp(distance, _GRID, curve))
 
 

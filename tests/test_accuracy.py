@@ -325,3 +325,21 @@ def test_the_demo_says_likely_you_for_obama_with_the_shipped_calibration(demo_in
     assert calibration.verdict(p) == calibration.LIKELY_YOU, (float(d[best]), p)
     # The same distance in a 600,000-row gallery means less.
     assert calibration.match_probability(cal, float(d[best]), 600_000) < p
+
+
+@pytest.mark.timeout(120)
+def test_the_mirrored_photo_is_described_as_a_new_photo(shared_data):
+    """One real LFW photo: HOG runs on the mirrored photo; its descriptor is near the original's, not equal."""
+    root = shared_data / "lfw"
+    photo = "Aaron_Peirsol/Aaron_Peirsol_0001.jpg"
+    rec = describe_lfw.describe_one(str(root), photo, 1, 1, mirror=True)
+    flip = describe_lfw.describe_flipped(str(root), photo, 1, 1, rec["box"], rec["box_largest"])
+    assert flip["flip_faces"] >= 1
+    width = 250
+    # HOG's box on the mirrored photo lies on the mirrored face (within a few pixels), not on the original's spot.
+    assert np.abs(np.subtract(flip["flip_box"], describe_lfw.mirror_box(rec["box"], width))).max() <= 16
+    for key in ("desc_flip", "desc_flipbox"):
+        d = float(np.linalg.norm(flip[key] - rec["desc"]))
+        assert 0.01 < d < 0.35, (key, d)  # the same face, seen mirrored
+    # Flipping the photo is not flipping the aligned chip: different landmarks, alignment and box.
+    assert float(np.linalg.norm(flip["desc_flip"] - rec["desc_mirror"])) > 0.01

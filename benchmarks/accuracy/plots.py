@@ -70,7 +70,7 @@ def identification(sizes: list[int], rank1: list[float], rank5: list[float], syn
     ax.set_xscale("log")
     if synthetic_from:
         ax.axvspan(synthetic_from, max(sizes) * 1.5, color="orange", alpha=0.12, label="synthetic distractors")
-    ax.set(xlabel="gallery size (rows: one photo per real person, 6 per synthetic identity)", ylabel="% of probes", title="LFW identification vs gallery size")
+    ax.set(xlabel="gallery rows (1 per real person)", ylabel="% of probes", title="LFW identification vs gallery size")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     _save(fig, path)

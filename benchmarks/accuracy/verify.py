@@ -1,7 +1,9 @@
 """LFW verification, official 10-fold protocol, on cached descriptors (see describe_lfw).
 
-Prints one row per variant: mean +- std of the ten test-fold accuracies, the thresholds chosen,
-and the photos where HOG found no face (a centre box stood in). Subset settings (jitter 10, one
+Prints one row per variant (VARIANTS: centre-most or largest face, alone or averaged with the
+mirrored chip or the mirrored photo, plainly or at unit length; the mirrored-photo descriptors come
+from ``describe_lfw --flip-photo``): mean +- std of the ten test-fold accuracies, the thresholds
+chosen, and the photos where HOG found no face (a centre box stood in). Subset settings (jitter 10, one
 fold) are compared on that fold only, with the threshold chosen on the other nine folds of the
 jitter-1 run and with the fold's own best threshold, both stated.
 
