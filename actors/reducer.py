@@ -63,6 +63,8 @@ class Reducer(runtime.Actor):
             self.calibration = calibration.load(index_dir)  # fitted offline; None: no p_same/verdict
             # Every searched row, real or synthetic, is a chance for a look-alike: N counts rows (ACCURACY.md).
             self.n_rows = max(1, int(manifest.get("count", 1)))
+            if self.calibration is not None:  # build the curve now (~0.25 s), not during the first query
+                calibration.match_probability(self.calibration, 0.5, self.n_rows)
         except (store.IndexStoreError, calibration.CalibrationError) as e:
             raise runtime.StartupError(str(e)) from e
         self.deadline_ns = self.cfg["search"]["shard_deadline_ms"] * 1_000_000
