@@ -11,7 +11,7 @@ part in the exact merge like any row, but are never shown as a person: they are 
 global rank, so a gap in the ranks shows that a distractor came closer.
 given identities and source photos from the index metadata, and published. When the index has a
 ``calibration.json``, each result also carries ``p_same`` (probability that it is the visitor rather
-than a look-alike, for this index's number of identities) and ``verdict``.
+than a look-alike, for this index's number of rows) and ``verdict``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ class Reducer(runtime.Actor):
             self.n_shards = len(manifest["shards"])
             self.meta = store.Metadata(index_dir)
             self.calibration = calibration.load(index_dir)  # fitted offline; None: no p_same/verdict
-            self.n_identities = max(1, int(manifest.get("identities", manifest.get("count", 1))))
+            # Every searched row, real or synthetic, is a chance for a look-alike: N counts rows (ACCURACY.md).
+            self.n_rows = max(1, int(manifest.get("count", 1)))
+            if self.calibration is not None:  # build the curve now (~0.25 s), not during the first query
+                calibration.match_probability(self.calibration, 0.5, self.n_rows)
         except (store.IndexStoreError, calibration.CalibrationError) as e:
             raise runtime.StartupError(str(e)) from e
         self.deadline_ns = self.cfg["search"]["shard_deadline_ms"] * 1_000_000
@@ -112,7 +115,7 @@ class Reducer(runtime.Actor):
         if self.calibration is not None:
             for r in results:
                 if math.isfinite(r["distance"]) and r["distance"] >= 0:
-                    p_same = calibration.match_probability(self.calibration, r["distance"], self.n_identities)
+                    p_same = calibration.match_probability(self.calibration, r["distance"], self.n_rows)
                     r["p_same"], r["verdict"] = round(p_same, 4), calibration.verdict(p_same)
         missing = sorted(set(range(self.n_shards)) - set(p.answers))
         self.stats["matches.partial" if missing else "matches.complete"] += 1

@@ -18,10 +18,21 @@ Two models, both fitted offline on LFW (``python -m benchmarks.accuracy.calibrat
   ``gallery_scale`` shrinks N to an effective number of independent look-alikes: real look-alikes
   cluster on a minority of faces, so the pooled impostor tail overstates the risk for a typical
   face; the scale is fitted on an LFW identification run (benchmarks/accuracy/identify.py).
+* Measured gallery model (preferred when the file has it): ``best_impostor`` lists, for gallery
+  sizes N measured in an LFW identification run, the mean and std of the distance from a probe to
+  its nearest OTHER-person row, modelled as a normal B_N (interpolated in log N between the measured
+  sizes, extrapolated along the last segment beyond them). Then
+
+      pi f_s(d) S_B(d) / (pi f_s(d) S_B(d) + pi f_B(d) S_s(d) + (1-pi) f_B(d))
+
+  No independence assumption and no pooled tail: how close the nearest look-alike comes is measured
+  over real probes, whose look-alike risk differs from face to face. N counts gallery ROWS (every
+  searched descriptor is a chance for a look-alike), see ACCURACY.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -54,8 +65,19 @@ class Calibration:
     prior_in_gallery: float = 0.5  # chance that the visitor is enrolled at all
     gallery_scale: float = 1.0  # effective number of independent look-alikes per identity (fitted, see ACCURACY.md)
     source: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and scores
+    # (gallery rows N, mean, std) of the nearest other-person distance, measured; empty: the pooled-tail model
+    best_impostor: tuple[tuple[float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
+        try:
+            table = tuple((float(n), float(m), float(sd)) for n, m, sd in self.best_impostor)
+        except (TypeError, ValueError) as e:
+            raise CalibrationError(f"best_impostor must be [[rows, mean, std], ...], got {self.best_impostor!r}") from e
+        object.__setattr__(self, "best_impostor", table)  # JSON lists -> hashable tuples
+        if table and not (
+            all(n >= 1 and sd > 0 for n, _, sd in table) and all(a[0] < b[0] for a, b in itertools.pairwise(table))
+        ):
+            raise CalibrationError("best_impostor: rows must be >= 1 and increasing, stds positive")
         if not (self.genuine_std > 0 and self.impostor_std > 0):
             raise CalibrationError("standard deviations must be positive")
         if not 0 < self.gallery_scale <= 1:
@@ -103,14 +125,65 @@ def _gallery_curve(gm: float, gs: float, im: float, isd: float, pi: float, n_ide
     return np.minimum.accumulate(np.clip(p, 0.0, 1.0))  # closer never means less likely
 
 
-def match_probability(cal: Calibration, distance: float, n_identities: int) -> float:
-    """P(the best match at ``distance`` among ``n_identities`` is the visitor, not a look-alike)."""
-    if n_identities < 1:
-        raise ValueError(f"n_identities must be >= 1, got {n_identities}")
+def best_impostor_at(table: tuple[tuple[float, float, float], ...], n: float) -> tuple[float, float]:
+    """(mean, std) of the nearest other-person distance among ``n`` rows, interpolated in log n.
+
+    Beyond the measured sizes the nearest segment is extended (the mean keeps falling as log n grows;
+    the std is kept above 0.005)."""
+    if len(table) == 1:
+        return table[0][1], table[0][2]
+    x = np.log([r[0] for r in table])
+    i = int(np.clip(np.searchsorted(x, math.log(n)), 1, len(table) - 1))
+    (n0, m0, s0), (n1, m1, s1) = table[i - 1], table[i]
+    t = (math.log(n) - math.log(n0)) / (math.log(n1) - math.log(n0))
+    return m0 + t * (m1 - m0), max(0.005, s0 + t * (s1 - s0))
+
+
+def _measured_curve(gm: float, gs: float, bm: float, bs: float, pi: float) -> np.ndarray:
+    d = _GRID
+    lf_s, ls_s = _norm_logpdf(d, gm, gs), _norm_logsf(d, gm, gs)
+    lf_b, ls_b = _norm_logpdf(d, bm, bs), _norm_logsf(d, bm, bs)
+    log_true = math.log(pi) + lf_s + ls_b
+    terms = [log_true, math.log(pi) + lf_b + ls_s]
+    if pi < 1:
+        terms.append(math.log(1 - pi) + lf_b)
+    p = np.exp(log_true - np.logaddexp.reduce(np.stack(terms), axis=0))
+    return np.minimum.accumulate(np.clip(p, 0.0, 1.0))  # closer never means less likely
+
+
+_STEPS_PER_DECADE = 10
+_MAX_DECADES = 10  # gallery sizes up to 10^10 rows
+
+
+@lru_cache(maxsize=8)
+def _measured_surface(gm: float, gs: float, table: tuple, pi: float) -> np.ndarray:
+    """P on (N = 10^(k/10) for k = 0..100) x distance grid, made non-increasing along both axes.
+
+    The normals fitted per N have different spreads, so their far tails can cross (in the region
+    where P is ~1 anyway); the running minimum over N guarantees that a bigger gallery never raises P."""
+    ks = range(_STEPS_PER_DECADE * _MAX_DECADES + 1)
+    curves = [_measured_curve(gm, gs, *best_impostor_at(table, 10 ** (k / _STEPS_PER_DECADE)), pi) for k in ks]
+    return np.minimum.accumulate(np.stack(curves), axis=0)
+
+
+def match_probability(cal: Calibration, distance: float, n_rows: int) -> float:
+    """P(the best match at ``distance`` among ``n_rows`` gallery rows is the visitor, not a look-alike).
+
+    ``n_rows`` counts every searched row, synthetic distractors included (ACCURACY.md says why); the
+    pooled-tail model's ``gallery_scale`` was fitted on galleries of one photo per person (rows = people)."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
     if not math.isfinite(distance) or distance < 0:
         raise ValueError(f"distance must be a finite number >= 0, got {distance}")
+    if cal.best_impostor:
+        surface = _measured_surface(cal.genuine_mean, cal.genuine_std, cal.best_impostor, cal.prior_in_gallery)
+        k = min(math.log10(n_rows) * _STEPS_PER_DECADE, len(surface) - 1.0)
+        k0 = min(int(k), len(surface) - 2)
+        t = k - k0
+        curve = (1 - t) * surface[k0] + t * surface[k0 + 1]  # both rows non-increasing: so is the mix
+        return float(np.interp(distance, _GRID, curve))
     params = (cal.genuine_mean, cal.genuine_std, cal.impostor_mean, cal.impostor_std, cal.prior_in_gallery)
-    curve = _gallery_curve(*params, max(1, round(n_identities * cal.gallery_scale)))
+    curve = _gallery_curve(*params, max(1, round(n_rows * cal.gallery_scale)))
     return float(np.interp(distance, _GRID, curve))
 
 

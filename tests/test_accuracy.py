@@ -200,7 +200,8 @@ def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index
     close, far = out.results
     assert close["verdict"] == "likely you" and far["verdict"] == "look-alike"
     assert 1 >= close["p_same"] > 0.5 > far["p_same"] >= 0
-    n = r.n_identities
+    n = r.n_rows
+    assert n == json.loads((index_dir / "manifest.json").read_text())["count"]  # rows, synthetic ones included
     assert close["p_same"] == pytest.approx(calibration.match_probability(cal, 0.3, n), abs=1e-4)
     codec.decode(codec.encode(out))  # the wire contract accepts the new keys
 
@@ -226,3 +227,119 @@ def test_cli_stores_a_calibration_with_an_index_and_refuses_bad_ones(demo_index,
 def test_an_index_build_stores_the_lfw_calibration(demo_index):
     assert calibration.DEFAULT.exists()
     assert calibration.load(demo_index) == calibration.read(calibration.DEFAULT)
+
+
+def test_a_box_mirrored_twice_is_the_same_box():
+    box = (60, 80, 170, 190)
+    assert describe_lfw.mirror_box(box, 250) == (80, 80, 190, 190)
+    assert describe_lfw.mirror_box(describe_lfw.mirror_box(box, 250), 250) == box
+
+
+def test_verify_variants_average_the_mirrored_descriptor_plain_or_at_unit_length():
+    from benchmarks.accuracy import verify
+
+    a, b = np.full(128, 0.1, np.float32), np.full(128, 0.3, np.float32)
+    recs = {"x.jpg": {"desc": a, "desc_largest": a, "desc_mirror": b, "desc_flip": b}}
+    assert np.allclose(verify.variant_descriptors(recs, "flip")["x.jpg"], 0.2)
+    unit = verify.variant_descriptors(recs, "flip_unit")["x.jpg"]
+    assert np.allclose(unit, a / np.linalg.norm(a))  # a and b point the same way: their unit average is a's
+    assert verify.has_variant(recs, {"x.jpg"}, "mirror") and not verify.has_variant(recs, {"x.jpg"}, "flipbox")
+    with pytest.raises(ValueError, match="centre_unit"):
+        verify.variant_descriptors(recs, "centre_unit")  # nothing to average
+
+
+@pytest.fixture
+def measured(cal):
+    # A measured gallery table of the shape LFW gives (rounded): the nearest look-alike comes closer as N grows.
+    table = ((1, 0.83, 0.08), (100, 0.68, 0.05), (5_749, 0.58, 0.05), (600_000, 0.48, 0.06), (4_200_000, 0.45, 0.06))
+    from dataclasses import replace
+
+    return replace(cal, best_impostor=table)
+
+
+@pytest.mark.parametrize("n", [1, 263, 5_749, 600_000, 4_200_000, 50_000_000])
+def test_measured_gallery_model_is_bounded_and_never_rises_with_distance(measured, n):
+    p = np.array([calibration.match_probability(measured, d, n) for d in np.linspace(0, 1.5, 301)])
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.all(np.diff(p) <= 0)
+    assert p[0] > 0.99 and p[-1] < 0.01
+
+
+def test_measured_gallery_model_lowers_the_same_person_probability_as_n_grows(measured):
+    for d in (0.45, 0.5, 0.55):
+        ps = [calibration.match_probability(measured, d, n) for n in (1, 100, 5_749, 600_000, 4_200_000, 10**8)]
+        assert all(a > b for a, b in itertools.pairwise(ps)), (d, ps)
+    # Never rises with N, even where the fitted spreads make the far tails cross (d = 0.3) or between sizes.
+    for d in (0.3, 0.4):
+        ps = [calibration.match_probability(measured, d, n) for n in np.geomspace(1, 10**9, 60).astype(int)]
+        assert all(a >= b for a, b in itertools.pairwise(ps)), (d, ps)
+    # Between measured sizes the table is interpolated in log N; beyond them the last segment goes on.
+    assert calibration.best_impostor_at(measured.best_impostor, 10) == pytest.approx((0.755, 0.065))
+    assert calibration.best_impostor_at(measured.best_impostor, 1) == pytest.approx((0.83, 0.08))
+    assert calibration.best_impostor_at(measured.best_impostor, 4_200_000 * 7)[0] < 0.45
+
+
+def test_measured_gallery_table_round_trips_and_bad_tables_are_refused(measured, tmp_path):
+    from dataclasses import replace
+
+    calibration.save(measured, tmp_path)
+    assert calibration.load(tmp_path) == measured
+    with pytest.raises(calibration.CalibrationError, match="increasing"):
+        replace(measured, best_impostor=((100, 0.7, 0.05), (10, 0.8, 0.05)))
+    with pytest.raises(calibration.CalibrationError, match="best_impostor"):
+        replace(measured, best_impostor=((100, 0.7),))
+
+
+def test_gallery_table_fit_and_person_halves():
+    from benchmarks.accuracy import gallery
+
+    best = np.array([[0.8, 0.9, 1.0], [0.5, 0.6, 0.7]])
+    table = gallery.fit_table(np.array([1000, 1]), best[::-1])
+    assert np.allclose(table, [(1, 0.9, np.std([0.8, 0.9, 1.0])), (1000, 0.6, np.std([0.5, 0.6, 0.7]))])
+    h = gallery.halves(np.array(["Bob", "Ann", "Bob", "Cid"]))
+    assert h.tolist() == [1, 0, 1, 0]  # one person never lands in both halves
+
+
+def test_the_demo_says_likely_you_for_obama_with_the_shipped_calibration(demo_index, demo_rows):
+    """A frame of the bundled Obama clip against the demo index, with the LFW calibration stored in it."""
+    import cv2
+
+    from actors import vision
+    from index import store
+    from tests.conftest import DEMO_CLIP
+
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 30)  # the first ~15 frames show no detectable face
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    found = vision.describe_largest(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), upsample=0)
+    assert found is not None
+    rows, entries = demo_rows
+    d = np.linalg.norm(rows - found[1], axis=1)
+    best = int(np.argmin(d))
+    assert entries[best].identity == "barack_obama"
+    cal = calibration.load(demo_index)
+    n_rows = store.read_manifest(demo_index)["count"]
+    p = calibration.match_probability(cal, float(d[best]), n_rows)
+    assert calibration.verdict(p) == calibration.LIKELY_YOU, (float(d[best]), p)
+    # The same distance in a 600,000-row gallery means less.
+    assert calibration.match_probability(cal, float(d[best]), 600_000) < p
+
+
+@pytest.mark.timeout(120)
+def test_the_mirrored_photo_is_described_as_a_new_photo(shared_data):
+    """One real LFW photo: HOG runs on the mirrored photo; its descriptor is near the original's, not equal."""
+    root = shared_data / "lfw"
+    photo = "Aaron_Peirsol/Aaron_Peirsol_0001.jpg"
+    rec = describe_lfw.describe_one(str(root), photo, 1, 1, mirror=True)
+    flip = describe_lfw.describe_flipped(str(root), photo, 1, 1, rec["box"], rec["box_largest"])
+    assert flip["flip_faces"] >= 1
+    width = 250
+    # HOG's box on the mirrored photo lies on the mirrored face (within a few pixels), not on the original's spot.
+    assert np.abs(np.subtract(flip["flip_box"], describe_lfw.mirror_box(rec["box"], width))).max() <= 16
+    for key in ("desc_flip", "desc_flipbox"):
+        d = float(np.linalg.norm(flip[key] - rec["desc"]))
+        assert 0.01 < d < 0.35, (key, d)  # the same face, seen mirrored
+    # Flipping the photo is not flipping the aligned chip: different landmarks, alignment and box.
+    assert float(np.linalg.norm(flip["desc_flip"] - rec["desc_mirror"])) > 0.01

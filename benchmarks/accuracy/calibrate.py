@@ -6,7 +6,8 @@
   described LFW photos (tens of millions), a normal matched to their lower-tail quantiles.
 
 Writes ``index/lfw_calibration.json`` (the default that ``megapixels index build`` stores with
-every index), ``benchmarks/results/calibration.json`` and the plots under ``docs/accuracy/``.
+every index; its gallery model, fitted by ``identify`` and ``gallery``, is kept),
+``benchmarks/results/calibration.json`` and the plots under ``docs/accuracy/``.
 
     python -m benchmarks.accuracy.calibrate --setting up1_j1 --variant largest
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +117,15 @@ def main(argv: list[str] | None = None) -> None:
         "prior_in_gallery": "0.5: the visitor is enrolled as often as not (the LFW pairs' odds)",
     }
     cal = calibration.fit(d, same, impostor_tail=tail, source=source)
+    if a.out.exists():  # the gallery model comes from the identification run (identify, gallery): keep it
+        old = calibration.read(a.out)
+        keep = {k: v for k, v in old.source.items() if k == "best_impostor"}
+        cal = replace(
+            cal, gallery_scale=old.gallery_scale, best_impostor=old.best_impostor, source={**cal.source, **keep}
+        )
     a.out.write_text(json.dumps({"format_version": calibration.FORMAT_VERSION, **cal.__dict__}, indent=2) + "\n")
     print(f"calibration written to {a.out}: {cal}", flush=True)
 
-    sizes = [1, 5_749, 600_000, 4_200_000]
-    curve = {n: [calibration.match_probability(cal, float(x), n) for x in np.linspace(0, 1.2, 121)] for n in sizes}
     a.results.parent.mkdir(parents=True, exist_ok=True)
     a.results.write_text(
         json.dumps(
@@ -127,7 +133,6 @@ def main(argv: list[str] | None = None) -> None:
                 "scores": scores,
                 "tail_check": tail_check,
                 "calibration": cal.__dict__,
-                "distance_at_half": {str(n): _half(curve[n]) for n in sizes},
             },
             indent=1,
         )
@@ -135,15 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     a.plots.mkdir(parents=True, exist_ok=True)
     plots.reliability_diagram(scores, a.plots / "reliability.png")
-    plots.p_same_curves(np.linspace(0, 1.2, 121), curve, a.plots / "p_same_vs_distance.png")
     plots.distance_histograms(d[same], d[~same], imp, a.plots / "distances.png")
-
-
-def _half(curve: list[float]) -> float:
-    """The distance where the curve falls below 0.5."""
-    xs = np.linspace(0, 1.2, 121)
-    below = [x for x, p in zip(xs, curve, strict=True) if p < 0.5]
-    return float(below[0]) if below else float("nan")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def load_descriptors(spec: str) -> tuple[np.ndarray, list[str], list[str]]:
         if spec == "union":  # the same settings (HOG upsample 1, largest face, jitter 1): merge both caches
             ours = dict(zip(photos, x, strict=True))
             recs = describe_lfw.load(describe_lfw.CACHE / "up1_j1")
-            ours.update({p: r["desc_largest"] for p, r in recs.items() if r["box"][0] >= 0 and not r["fallback"]})
+            # Photos where HOG found no face keep the centre-box descriptor (as in the verification
+            # protocol): without them 31 people would have no photo at all.
+            ours.update({p: r["desc_largest"] for p, r in recs.items() if r["box"][0] >= 0})
             photos = sorted(ours)
             return np.stack([ours[p] for p in photos]).astype(np.float32), [p.split("/")[0] for p in photos], photos
         return np.asarray(x, np.float32), list(ids), list(photos)
@@ -86,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fit-scale", action="store_true", help="fit gallery_scale on the real galleries, store it")
     ap.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "identify.json")
     ap.add_argument("--plot", type=Path, default=PROJECT / "docs" / "accuracy" / "identification.png")
+    ap.add_argument(
+        "--distances",
+        type=Path,
+        default=describe_lfw.CACHE / "identify_distances.npz",
+        help="where each probe's own-person and best-impostor distances per gallery size are kept (not in the repo)",
+    )
     a = ap.parse_args(argv)
 
     x, ids, photos = load_descriptors(a.descriptors)
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                     el = time.monotonic() - started
                     print(f"  {done:,} distractors, {el:.0f} s, {done / el:,.0f} rows/s", flush=True)
             rows.append(_row("synthetic", len(g) + n, len(g) + n // per_id, closer, mate_d2, best_imp))
+    save_distances(a.distances, rows, mate_d2, [ids[i] for i in probe_rows])
     for r in rows:
         print(
             f"{r['gallery_rows']:>10,} rows ({r['kind']:9s})",
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         raw.pop("format_version", None)
         cal = calibration.Calibration(**raw)
     if cal is not None:
-        enrolled = replace(cal, prior_in_gallery=1.0)
+        enrolled = replace(cal, prior_in_gallery=1.0, best_impostor=())  # the pooled-tail model (see gallery.py)
         if a.fit_scale:
             scale = fit_gallery_scale(enrolled, [r for r in rows if r["kind"] == "real"])
             enrolled = replace(enrolled, gallery_scale=scale)
@@ -168,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     for r in rows:
-        r.pop("_best", None)
-        r.pop("_correct", None)
+        for k in [k for k in r if k.startswith("_")]:
+            r.pop(k)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(
         json.dumps({"descriptors": a.descriptors, "probes": len(q), "gallery_people": len(g), "rows": rows}, indent=1)
@@ -202,6 +211,20 @@ def fit_gallery_scale(cal: calibration.Calibration, rows: list[dict]) -> float:
     return float(min(grid, key=brier))
 
 
+def save_distances(path: Path, rows: list[dict], mate_d2: np.ndarray, probe_people: list[str]) -> None:
+    """Per probe: the distance to its own gallery photo and, per gallery size, to the nearest other row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        kind=np.array([r["kind"] for r in rows]),
+        gallery_rows=np.array([r["gallery_rows"] for r in rows]),
+        identities=np.array([r["identities"] for r in rows]),
+        mate=np.sqrt(mate_d2),
+        best_impostor=np.stack([r["_best_impostor"] for r in rows]),
+        probe_people=np.array(probe_people),
+    )
+
+
 def _row(kind: str, n_rows: int, n_ids: int, closer: np.ndarray, mate_d2: np.ndarray, best_imp: np.ndarray) -> dict:
     correct = mate_d2 < best_imp
     best = np.sqrt(np.minimum(mate_d2, best_imp))
@@ -213,6 +236,7 @@ def _row(kind: str, n_rows: int, n_ids: int, closer: np.ndarray, mate_d2: np.nda
         "rank5": float(np.mean(closer < 5)),
         "_best": best.tolist(),
         "_correct": correct.astype(float),
+        "_best_impostor": np.sqrt(best_imp),
     }
 
 

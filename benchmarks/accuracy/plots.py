@@ -40,7 +40,7 @@ def reliability_diagram(scores: dict, path: Path) -> None:
 def p_same_curves(xs: np.ndarray, curves: dict[int, list[float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for n, ys in curves.items():
-        ax.plot(xs, ys, label=f"N = {n:,} identities")
+        ax.plot(xs, ys, label=f"N = {n:,} rows")
     ax.axhline(0.5, color="grey", lw=1, ls=":")
     ax.set(
         xlabel="distance of the best match",
@@ -70,7 +70,7 @@ def identification(sizes: list[int], rank1: list[float], rank5: list[float], syn
     ax.set_xscale("log")
     if synthetic_from:
         ax.axvspan(synthetic_from, max(sizes) * 1.5, color="orange", alpha=0.12, label="synthetic distractors")
-    ax.set(xlabel="gallery size (identities)", ylabel="% of probes", title="LFW identification vs gallery size")
+    ax.set(xlabel="gallery rows (1 per real person)", ylabel="% of probes", title="LFW identification vs gallery size")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     _save(fig, path)
