@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -96,19 +97,29 @@ class Echo(runtime.Actor):
         return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
 
 
-@pytest.fixture
-def running(ipc_config):
-    """An Echo actor in a thread, with the test's PUB on queries and PULL on candidates."""
+@contextlib.contextmanager
+def matcher_in_thread(actor: runtime.Actor):
+    """``actor`` (a matcher) running in a thread, with the test's PUB on queries and PULL on
+    candidates; yields (stop, thread, pub, pull) and stops and closes everything after."""
     ctx = zmq.Context()
-    actor = Echo(ipc_config)
     stop = runtime.StopFlag()
     thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
     thread.start()
-    pub = runtime.open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
-    pull = runtime.open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
-    yield actor, stop, thread, pub, pull
-    stop.set()
-    thread.join(2)
-    pub.close(0)
-    pull.close(0)
-    ctx.term()
+    pub = runtime.open_socket(ctx, actor.cfg, "queries", "detector", receiving=False)
+    pull = runtime.open_socket(ctx, actor.cfg, "candidates", "reducer", receiving=True)
+    try:
+        yield stop, thread, pub, pull
+    finally:
+        stop.set()
+        thread.join(2)
+        pub.close(0)
+        pull.close(0)
+        ctx.term()
+
+
+@pytest.fixture
+def running(ipc_config):
+    """An Echo actor in a thread, with the test's PUB on queries and PULL on candidates."""
+    actor = Echo(ipc_config)
+    with matcher_in_thread(actor) as (stop, thread, pub, pull):
+        yield actor, stop, thread, pub, pull

@@ -38,7 +38,7 @@ import zmq
 import config
 from messages import Query, decode, encode, endpoint
 
-from .conftest import DEMO_CLIP, PROJECT, Echo
+from .conftest import DEMO_CLIP, PROJECT, Echo, matcher_in_thread
 from .test_curve import _free_port_offset
 
 TRACED = (
@@ -533,7 +533,6 @@ class Forgetful(Echo):
 
 @pytest.mark.timeout(60)
 def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working(ipc_dir: Path):
-    from actors import runtime
 
     from .test_actors_logic import _query
     from .test_runtime import _send_until_answered
@@ -543,15 +542,8 @@ def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working
         "privacy": {"scrub_after_s": 0.3},
         "network": {"transport": "ipc", "ipc_dir": str(ipc_dir)},
     }
-    cfg = config.validate(raw)
-    ctx = zmq.Context()
-    actor = Forgetful(cfg)
-    stop = runtime.StopFlag()
-    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
-    thread.start()
-    pub = runtime.open_socket(ctx, cfg, "queries", "detector", receiving=False)
-    pull = runtime.open_socket(ctx, cfg, "candidates", "reducer", receiving=True)
-    try:
+    actor = Forgetful(config.validate(raw))
+    with matcher_in_thread(actor) as (_, _, pub, pull):
         _send_until_answered(pub, pull, [encode(_query(1))], 1)
         end = time.monotonic() + 10
         while actor.stats["privacy.scrubs"] < 1 and time.monotonic() < end:
@@ -564,9 +556,3 @@ def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working
         while actor.stats["privacy.scrubs"] < 2 and time.monotonic() < end:
             pull.poll(50)
         assert actor.scrubbed == 2, "the next visitor is scrubbed too"
-    finally:
-        stop.set()
-        thread.join(2)
-        pub.close(0)
-        pull.close(0)
-        ctx.term()

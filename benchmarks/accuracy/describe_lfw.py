@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -143,19 +144,31 @@ def run_flipped(root: Path, photos: list[str], upsample: int, jitter: int, worke
     if missing:
         raise SystemExit(f"{len(missing)} photos (e.g. {missing[0]}) are not described yet: run without --flip-photo")
     folder = flip_dir(upsample, jitter)
+    todo = _todo(folder, photos)
+    args = [(str(root), p, upsample, jitter, tuple(recs[p]["box"]), tuple(recs[p]["box_largest"])) for p in todo]
+    _describe_in_chunks(_describe_flipped_star, args, workers, lambda chunk: save_flip_chunk(folder, chunk))
+    return load(folder)
+
+
+def _todo(folder: Path, photos: list[str]) -> list[str]:
+    """The photos ``folder`` has no record of yet (printed with the count already cached)."""
     done = load(folder)
     todo = [p for p in photos if p not in done]
     print(f"{folder}: {len(done)} cached, {len(todo)} to do", flush=True)
+    return todo
+
+
+def _describe_in_chunks(describe: Callable[[tuple], dict], args: list[tuple], workers: int, save) -> None:
+    """``describe`` every argument tuple in a process pool, saving each chunk as it finishes (a
+    killed run keeps what it saved), with the rate and ETA."""
     started = time.monotonic()
-    args = [(str(root), p, upsample, jitter, tuple(recs[p]["box"]), tuple(recs[p]["box_largest"])) for p in todo]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(args), CHUNK):
-            chunk = list(pool.map(_describe_flipped_star, args[start : start + CHUNK], chunksize=8))
-            save_flip_chunk(folder, chunk)
-            n = start + len(chunk)
+            recs = list(pool.map(describe, args[start : start + CHUNK], chunksize=8))
+            save(recs)
+            n = start + len(recs)
             rate = n / (time.monotonic() - started)
-            print(f"  {n}/{len(todo)} photos, {rate:.2f}/s, eta {(len(todo) - n) / rate / 60:.1f} min", flush=True)
-    return load(folder)
+            print(f"  {n}/{len(args)} photos, {rate:.2f}/s, eta {(len(args) - n) / rate / 60:.1f} min", flush=True)
 
 
 def save_chunk(folder: Path, recs: list[dict]) -> None:
@@ -191,18 +204,8 @@ def run(
 ) -> dict[str, dict]:
     """Describe every photo not cached yet in ``folder`` (default: the setting's cache folder); all records."""
     folder = folder or setting_dir(upsample, jitter)
-    done = load(folder)
-    todo = [p for p in photos if p not in done]
-    print(f"{folder}: {len(done)} cached, {len(todo)} to do", flush=True)
-    started = time.monotonic()
-    args = [(str(root), p, upsample, jitter, mirror) for p in todo]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(args), CHUNK):
-            recs = list(pool.map(_describe_star, args[start : start + CHUNK], chunksize=8))
-            save_chunk(folder, recs)
-            n = start + len(recs)
-            rate = n / (time.monotonic() - started)
-            print(f"  {n}/{len(todo)} photos, {rate:.2f}/s, eta {(len(todo) - n) / rate / 60:.1f} min", flush=True)
+    args = [(str(root), p, upsample, jitter, mirror) for p in _todo(folder, photos)]
+    _describe_in_chunks(_describe_star, args, workers, lambda recs: save_chunk(folder, recs))
     return describe_fallbacks(root, photos, upsample, jitter, mirror, folder)
 
 
