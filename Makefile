@@ -36,7 +36,7 @@ demo: $(STAMP) $(DEMO_INDEX)/manifest.json
 # ~/.cache/megapixels/wheels, checked against the prebuilt dlib on the bundled faces, installed.
 # Without a compiler / cmake / OpenBLAS it says so and keeps the prebuilt dlib.
 kiosk-dlib: $(STAMP)
-	$(BIN)/python -m actors.fast_dlib
+	$(BIN)/python -m faces.fast_dlib
 
 kiosk: kiosk-dlib
 	@test -f "$${MEGAPIXELS_INDEX:-build/kiosk-index}/manifest.json" || { echo "no index at $${MEGAPIXELS_INDEX:-build/kiosk-index}: build one with 'megapixels index build <dataset> --out build/kiosk-index'"; exit 2; }

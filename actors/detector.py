@@ -22,31 +22,30 @@ from typing import Any
 
 import numpy as np
 
-from actors import runtime, tracking, vision
-from messages import DESCRIPTOR_DIM, Faces, Frame, Query
-from messages.schemas import Encoded, FaceJob
+import faces
+from actors import runtime
+from faces import tracking
+from messages import DIM, Encoded, FaceJob, Faces, Frame, Query
 
 MAX_IN_FLIGHT = 8  # jobs pushed but not answered; beyond this the encoders are behind, so skip
 
 
-def find_faces(rgb: np.ndarray, d: dict[str, Any]) -> list[vision.Box]:
+def find_faces(rgb: np.ndarray, d: dict[str, Any]) -> list[faces.Box]:
     """Every face box at least ``min_face_px`` wide, by the configured method."""
-    return vision.detect(
-        rgb, scale=d["scale"], upsample=d["upsample"], min_face_px=d["min_face_px"], method=d["method"]
-    )
+    return faces.detect(rgb, scale=d["scale"], upsample=d["upsample"], min_face_px=d["min_face_px"], method=d["method"])
 
 
 def find_visitor(
     rgb: np.ndarray, scale: float, upsample: int, min_face_px: int, policy: str = "largest"
-) -> tuple[list[vision.Box], int, bytes]:
+) -> tuple[list[faces.Box], int, bytes]:
     """All HOG face boxes, the index of the visitor's (-1: none) and the visitor's chip bytes."""
-    boxes = vision.detect(rgb, scale=scale, upsample=upsample, min_face_px=min_face_px)
+    boxes = faces.detect(rgb, scale=scale, upsample=upsample, min_face_px=min_face_px)
     visitor = tracking.choose(boxes, policy, rgb.shape[1], rgb.shape[0])
-    chip = vision.face_chip(rgb, boxes[visitor]).tobytes() if visitor >= 0 else b""
+    chip = faces.face_chip(rgb, boxes[visitor]).tobytes() if visitor >= 0 else b""
     return boxes, visitor, chip
 
 
-def targets(boxes: list[vision.Box], policy: str, width_px: int, height_px: int) -> list[int]:
+def targets(boxes: list[faces.Box], policy: str, width_px: int, height_px: int) -> list[int]:
     """Indexes of the faces to search for, the visitor first."""
     visitor = tracking.choose(boxes, "central" if policy == "central" else "largest", width_px, height_px)
     if visitor < 0:
@@ -64,14 +63,14 @@ class Detector(runtime.Actor):
 
     def on_start(self) -> None:
         d = self.cfg["detector"]
-        vision.load_models()
+        faces.load_models()
         try:
-            vision.detect(np.zeros((64, 64, 3), np.uint8), method=d["method"])  # load the chosen model now
+            faces.detect(np.zeros((64, 64, 3), np.uint8), method=d["method"])  # load the chosen model now
         except RuntimeError as err:
             raise runtime.StartupError(f"detector.method = {d['method']!r}: {err}") from err
         self.on_scrub()
         self.job_id = 0
-        self.log.info("using %s, detector %s, policy %s", vision.dlib_description(), d["method"], d["policy"])
+        self.log.info("using %s, detector %s, policy %s", faces.dlib_description(), d["method"], d["policy"])
 
     def on_scrub(self) -> None:
         """Fresh face tracks: the tracks' recent descriptors and the encoders' unreleased answers go."""
@@ -96,7 +95,7 @@ class Detector(runtime.Actor):
         tracks = self.tracks.update(boxes)
         wanted = targets(boxes, d["policy"], msg.width_px, msg.height_px)
         visitor = wanted[0] if wanted else -1
-        chips = {i: vision.face_chip(rgb, boxes[i]).tobytes() for i in wanted[:1]}
+        chips = {i: faces.face_chip(rgb, boxes[i]).tobytes() for i in wanted[:1]}
         self.stats["faces.with_visitor" if visitor >= 0 else "faces.empty"] += 1
         out: list[Any] = [
             Faces(
@@ -115,7 +114,7 @@ class Detector(runtime.Actor):
                 continue
             if not self.gate.allow(tracks[i], now_ns):
                 continue
-            chip = chips.get(i) or vision.face_chip(rgb, boxes[i]).tobytes()
+            chip = chips.get(i) or faces.face_chip(rgb, boxes[i]).tobytes()
             self.job_id += 1
             self.reorder.sent(self.job_id, now_ns)
             track_id = tracks[i].track_id
@@ -123,9 +122,9 @@ class Detector(runtime.Actor):
         return out
 
     def on_descriptor(self, msg: Encoded) -> list[Any]:
-        if len(msg.descriptor) != DESCRIPTOR_DIM * 4:
+        if len(msg.descriptor) != DIM * 4:
             self.stats["descriptors.malformed"] += 1
-            self.log.warning("dropped a descriptor of %d bytes (expected %d)", len(msg.descriptor), DESCRIPTOR_DIM * 4)
+            self.log.warning("dropped a descriptor of %d bytes (expected %d)", len(msg.descriptor), DIM * 4)
             return []
         return self._queries(self.reorder.add(msg.job_id, msg, time.monotonic_ns()))
 

@@ -1,20 +1,20 @@
 """display — subscribes to ``frames``, ``faces``, ``matches`` and ``camera_status``; sends ``print`` requests.
 
-With ``display.headless`` (or ``MEGAPIXELS_HEADLESS=1``) it opens no window and prints every
-result as one JSON line on stdout, and logs the camera's own words when it is lost and when it is
-back (``camera_status``); otherwise it starts the Kivy app in ``ui_kivy``, which shows them on its
-alert line.
+The headless display: no window; it prints every result as one JSON line on stdout and logs the
+camera's own words when it is lost and when it is back (``camera_status``). The display process
+(``python -m ui_kivy``, the Procfile's ``display`` line) runs this actor when ``display.headless``
+is set (or ``MEGAPIXELS_HEADLESS=1``), and the Kivy window of ``ui_kivy`` otherwise, which shows
+the same texts on its alert line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import sys
 from typing import Any
 
 from actors import runtime
-from messages import Matches
-from messages.schemas import CameraStatus
+from messages import CameraStatus, Matches
 
 
 def result_line(msg: Matches) -> str:
@@ -26,7 +26,7 @@ def result_line(msg: Matches) -> str:
             "partial": msg.partial,
             "missing_shards": msg.missing_shards,
             "latency_ms": round(msg.latency_ms, 1),
-            "results": msg.results,
+            "results": [dataclasses.asdict(r) for r in msg.results],
         }
     )
 
@@ -64,25 +64,5 @@ class HeadlessDisplay(runtime.Actor):
         self.camera_state = msg.state
 
 
-def main() -> int:
-    import config
-
-    try:
-        cfg = config.load()
-    except config.ConfigError as e:
-        print(f"display: configuration error: {e}", file=sys.stderr)
-        return 2
-    if cfg["display"]["headless"]:
-        return runtime.main(HeadlessDisplay)
-    from actors import privacy
-    from ui_kivy.app import main as kivy_main
-
-    if cfg["mode"]["kiosk"]:
-        privacy.restart_without_malloc_cache()
-        privacy.scrub_freed_memory()
-
-    return kivy_main(cfg)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(runtime.main(HeadlessDisplay))

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from actors import runtime, vision
-from messages import CHIP_PX
-from messages.schemas import Encoded, FaceJob
+import faces
+from actors import runtime
+from messages import CHIP_PX, Encoded, FaceJob
 
 
 class Encoder(runtime.Actor):
@@ -23,12 +23,12 @@ class Encoder(runtime.Actor):
     SENDS = ("descriptors",)
 
     def on_start(self) -> None:
-        vision.load_models()
-        self.log.info("using %s", vision.dlib_description())
+        faces.load_models()
+        self.log.info("using %s", faces.dlib_description())
 
     def on_scrub(self) -> None:
         """dlib's network keeps its last activations (the last descriptor among them): overwrite them."""
-        vision.describe(np.zeros((CHIP_PX, CHIP_PX, 3), np.uint8), self.cfg["encoder"]["jitter"])
+        faces.describe(np.zeros((CHIP_PX, CHIP_PX, 3), np.uint8), self.cfg["encoder"]["jitter"])
 
     def handle(self, msg: FaceJob) -> list[Any]:
         if len(msg.chip) != CHIP_PX * CHIP_PX * 3:
@@ -36,7 +36,7 @@ class Encoder(runtime.Actor):
             self.log.warning("dropped job %d: chip of %d bytes, expected %d", msg.job_id, len(msg.chip), CHIP_PX**2 * 3)
             return []
         chip = np.frombuffer(msg.chip, np.uint8).reshape(CHIP_PX, CHIP_PX, 3)
-        descriptor = vision.describe(chip, self.cfg["encoder"]["jitter"])
+        descriptor = faces.describe(chip, self.cfg["encoder"]["jitter"])
         return [
             Encoded(
                 self.header(msg.header.frame_id),

@@ -42,9 +42,9 @@ class Matcher(runtime.Actor):
             search.faiss.omp_set_num_threads(1)  # threads hurt single queries; shards use the cores
         try:
             manifest = store.read_manifest(index_dir)
-            self.n_shards = len(manifest["shards"])
+            self.n_shards = len(manifest.shards)
             mapped, self.first_row = store.open_shard(index_dir, self.shard)
-            self.index = search.ShardIndex(mapped, manifest, self.cfg["search"]["kernel"])
+            self.index = search.ShardIndex(mapped, manifest.codec, self.cfg["search"]["kernel"])
         except (store.IndexStoreError, RuntimeError) as e:
             raise runtime.StartupError(str(e)) from e
         self.log.info(
@@ -52,7 +52,7 @@ class Matcher(runtime.Actor):
             self.shard,
             self.n_shards,
             self.index.rows,
-            manifest["dtype"],
+            manifest.dtype,
             self.index.kernel,
             self.index.resident_bytes / 2**20,
             index_dir,

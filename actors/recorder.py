@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import config
-from actors import recording, runtime
+from actors import runtime
+from actors.camera import recording
 from messages import TOPICS, encode
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from actors import vision
+import faces
 from benchmarks import lfw_descriptors
 from index import build
 
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--baseline-photos", type=int, default=60, help="photos for the face_recognition baseline")
     args = p.parse_args()
     photos = lfw_descriptors.photo_order()[: args.photos]
-    print(f"{vision.dlib_description()}, {args.workers} workers, {len(photos)} LFW photos")
+    print(f"{faces.dlib_description()}, {args.workers} workers, {len(photos)} LFW photos")
     for upsample in (int(u) for u in args.upsample.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             manifest = Path(tmp) / "lfw.csv"

@@ -70,9 +70,9 @@ def time_open(index: Path) -> float:
 
     t = time.perf_counter()
     manifest = store.read_manifest(index)
-    for k in range(len(manifest["shards"])):
+    for k in range(len(manifest.shards)):
         stored, _ = store.open_shard(index, k)
-        search.ShardIndex(stored, manifest)
+        search.ShardIndex(stored, manifest.codec)
     store.Metadata(index).close()
     return time.perf_counter() - t
 
@@ -155,9 +155,9 @@ def main() -> None:
     p.add_argument("--sizes", default="600000,4200000")
     p.add_argument("--seconds", type=float, default=40)
     args = p.parse_args()
-    from actors import vision
+    import faces
 
-    print(f"{vision.dlib_description()}; load {os.getloadavg()}")
+    print(f"{faces.dlib_description()}; load {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         frames = frames_640x480(Path(tmp))
         for n in (int(s) for s in args.sizes.split(",")):

@@ -10,28 +10,26 @@ For every (sampled) frame of each clip, scaled to 640 px wide as the camera does
 Detection rate: of the frames where either finds a face ("frames that contain one"), the share
 where each finds one. Prints which dlib is active (BLAS or not) and the machine load.
 
-    .venv/bin/python benchmarks/pipeline.py                       # three talking-head clips
-    .venv/bin/python benchmarks/pipeline.py --every 2 --clips obama_2s.mp4
+    .venv/bin/python -m benchmarks.pipeline                       # three talking-head clips
+    .venv/bin/python -m benchmarks.pipeline --every 2 --clips obama_2s.mp4
     # with the fast dlib from `make kiosk` without installing it:
-    PYTHONPATH=<unpacked wheel> OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/pipeline.py
+    PYTHONPATH=<unpacked wheel> OPENBLAS_NUM_THREADS=1 .venv/bin/python -m benchmarks.pipeline
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import config
-from actors import sources, vision
-from actors.detector import find_faces
+import faces
+from actors.camera import sources
+from faces import find_faces
 
 CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "clips"
 DEFAULT_CLIPS = ("obama_2s.mp4", "ocasio_cortez_8s.mp4", "katie_hill_8s.mp4")
@@ -65,9 +63,9 @@ def run_clip(path: Path, every: int, detector_cfg: dict) -> dict:
         face_ms = 0.0
         if boxes:
             visitor = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
-            chip = vision.face_chip(rgb, visitor)
+            chip = faces.face_chip(rgb, visitor)
             t2 = time.perf_counter()
-            vision.describe(chip)
+            faces.describe(chip)
             t3 = time.perf_counter()
             t["chip"].append((t2 - t1) * 1000)
             t["describe"].append((t3 - t2) * 1000)
@@ -91,10 +89,10 @@ def main() -> int:
     args = parser.parse_args()
     d = config.validate({})["detector"]
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "-")
-    print(f"active dlib: {vision.dlib_description()}; OPENBLAS_NUM_THREADS={threads}")
+    print(f"active dlib: {faces.dlib_description()}; OPENBLAS_NUM_THREADS={threads}")
     print(f"machine load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} cores)")
     print(f"ours: {d['method']} scale {d['scale']} upsample {d['upsample']} min_face {d['min_face_px']} px")
-    vision.load_models()
+    faces.load_models()
     every_face, every_base = [], []
     for name in args.clips:
         r = run_clip(CLIPS / name, args.every, d)

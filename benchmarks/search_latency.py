@@ -43,7 +43,7 @@ from benchmarks import lfw_descriptors
 from index import search, store, synthetic
 
 CACHE = lfw_descriptors.CACHE.parent
-MANIFEST16 = {"dtype": "float16"}
+CODEC16 = store.RowCodec("float16")
 
 
 def gallery(n_total: int) -> tuple[np.ndarray, int, str]:
@@ -85,14 +85,14 @@ def bandwidth_gb_s(buf: np.ndarray, repeats: int = 5) -> float:
     return max(summed, dotted, copied)
 
 
-def _shard_worker(conn, path: str, start: int, stop: int, manifest: dict) -> None:
+def _shard_worker(conn, path: str, start: int, stop: int, codec: store.RowCodec) -> None:
     """A matcher's work in a fresh (spawned) process: map its rows, make them resident, answer."""
     mapped = np.load(path, mmap_mode="r")
     rows = mapped[start:stop]
-    if manifest["dtype"] == "int8":
+    if codec.dtype == "int8":
         chunks = (np.asarray(rows[a : a + 262_144], np.float32) for a in range(0, len(rows), 262_144))
-        rows = np.concatenate([store.encode_rows(c, "int8", manifest) for c in chunks])
-    index = search.ShardIndex(rows, manifest, "faiss")
+        rows = np.concatenate([store.encode_rows(c, codec) for c in chunks])
+    index = search.ShardIndex(rows, codec, "faiss")
     del mapped, rows  # unmapped: what stays resident is the index itself
     search.faiss.omp_set_num_threads(1)
     conn.send(_rss_mib())
@@ -181,21 +181,21 @@ def _batch_crossover(whole: search.ShardIndex, queries: np.ndarray, repeats: int
             "faiss scans": float(np.median(timed(lambda q=q: whole.index.search(q, 5), repeats))),
             "one pass": float(
                 np.median(
-                    timed(lambda q=q: search.topk_batch_coded(whole.codes, MANIFEST16, whole.norms_sq, q, 5), repeats)
+                    timed(lambda q=q: search.topk_batch_coded(whole.codes, CODEC16, whole.norms_sq, q, 5), repeats)
                 )
             ),
         }
     return out
 
 
-def _two_shards(n: int, path: str, manifest: dict, queries: np.ndarray, one, batch, repeats: int) -> tuple:
+def _two_shards(n: int, path: str, codec: store.RowCodec, queries: np.ndarray, one, batch, repeats: int) -> tuple:
     """The matcher layout: 2 spawned shard processes, scatter over pipes, merge. Returns the
     timings, the processes' resident MiB and the merged top-5 rows of every query."""
     half = n // 2
     spawn = mp.get_context("spawn")
     pipes = [spawn.Pipe() for _ in range(2)]
     procs = [
-        spawn.Process(target=_shard_worker, args=(child, path, a, b, manifest))
+        spawn.Process(target=_shard_worker, args=(child, path, a, b, codec))
         for (_, child), (a, b) in zip(pipes, ((0, half), (half, n)), strict=True)
     ]
     for p in procs:
@@ -242,15 +242,15 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
     rows.update(
         _float32_kernels(sub16, one, batch, repeats, naive_repeats=max(3, repeats // 5) if n > 1_000_000 else repeats)
     )
-    whole = search.ShardIndex(sub16, MANIFEST16, "faiss")  # the whole gallery on one thread
+    whole = search.ShardIndex(sub16, CODEC16, "faiss")  # the whole gallery on one thread
     search.faiss.omp_set_num_threads(1)
     rows.update(_faiss_whole(whole, one, batch, repeats))
     crossover = _batch_crossover(whole, queries, max(3, repeats // 5))
     del whole
-    rows["2 shards fp16 (2 processes)"], rss, top16 = _two_shards(n, path, MANIFEST16, queries, one, batch, repeats)
+    rows["2 shards fp16 (2 processes)"], rss, top16 = _two_shards(n, path, CODEC16, queries, one, batch, repeats)
     scale, offset = store.int8_codec(real)
-    manifest8 = {"dtype": "int8", "int8_scale": scale.tolist(), "int8_offset": offset.tolist()}
-    rows["2 shards int8 (2 processes)"], rss8, top8 = _two_shards(n, path, manifest8, queries, one, batch, repeats)
+    codec8 = store.RowCodec("int8", tuple(scale.tolist()), tuple(offset.tolist()))
+    rows["2 shards int8 (2 processes)"], rss8, top8 = _two_shards(n, path, codec8, queries, one, batch, repeats)
     same_top5 = float(np.mean([a == b for a, b in zip(top8, top16, strict=True)]))
     recall5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top8, top16, strict=True)]))
     bytes16 = n * 128 * 2

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,13 +22,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
-
-import config  # noqa: E402
-from actors import runtime  # noqa: E402
-from messages import decode  # noqa: E402
-from tests.graph import Graph  # noqa: E402
+import config
+from benchmarks.graph import Graph
+from config.loader import PROJECT_ROOT as PROJECT
+from messages import decode, open_socket
 
 
 @dataclass
@@ -86,7 +82,7 @@ def soak(seconds: float, warmup_s: float, index_dir: Path, sample_every_s: float
     graph = Graph(env)
     ctx = zmq.Context()
     cfg = config.load(env=env)
-    monitor = {t: runtime.open_socket(ctx, cfg, t, "display", receiving=True) for t in ("queries", "matches")}
+    monitor = {t: open_socket(ctx, cfg, t, "display", receiving=True) for t in ("queries", "matches")}
     for sock in monitor.values():
         sock.setsockopt(zmq.RCVHWM, 100_000)  # the monitor itself must not drop what it counts
     report = Report(seconds, warmup_s)

@@ -138,7 +138,7 @@ ENV_OVERRIDES = {
 
 
 class Config(dict):
-    """Validated settings: ``cfg["camera"]["source"]``, or ``cfg.get_path("index", "path")``."""
+    """Validated settings: ``cfg["camera"]["source"]``; ``cfg.path("index", "path")`` for a path setting."""
 
     def path(self, section: str, key: str) -> Path:
         """A path setting, relative paths taken from the project root."""

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from faces import IMAGE_SUFFIXES
 from index import calibration, store
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 JOURNAL = "build_journal.jsonl"
 REASONS = (
     "unreadable file",
@@ -158,56 +158,45 @@ def read_sidecar(photo_path: Path) -> tuple[int, int, int, int] | None:
 def describe_photo(root: str, photo: Photo, quality: Quality = Quality()) -> Outcome:
     """Runs in a worker process: the chosen face's descriptor, or the reason there is none."""
     import cv2
-    import dlib
 
-    from actors import vision
+    import faces
+    from faces.chips import aligned_chip
 
     path = Path(root) / photo.path
     out = Outcome(photo.path, photo.identity, "", url=photo.url, licence=photo.licence)
     try:
         data = path.read_bytes()
         out.sha1 = hashlib.sha1(data).hexdigest()
-        rgb = vision.read_image(path)
-    except (OSError, vision.ImageError) as e:
+        rgb = faces.read_image(path)
+    except (OSError, faces.ImageError) as e:
         out.reason, out.detail = "unreadable file", str(e)
         return out
     box = read_sidecar(path)
     if box is not None:
         out.box_from, out.faces = "sidecar", 1
     else:
-        boxes = vision.detect(rgb, scale=1.0, upsample=quality.upsample)
+        boxes = faces.detect(rgb, scale=1.0, upsample=quality.upsample)
         out.faces = len(boxes)
         if not boxes:
             out.reason = "no face"
             return out
-        box, out.box_from = boxes[vision.largest(boxes)], "detector"
+        box, out.box_from = boxes[faces.largest(boxes)], "detector"
     out.box = tuple(int(v) for v in box)
     if box[2] - box[0] < quality.min_face_px:
         out.reason, out.detail = "face too small", f"{box[2] - box[0]} px wide, minimum {quality.min_face_px}"
         return out
-    shape = vision.load_models().landmarks(rgb, dlib.rectangle(*box))
-    out.yaw = round(_yaw(shape), 3)
+    shape = faces.landmarks(rgb, box)
+    out.yaw = round(faces.yaw(shape), 3)
     if abs(out.yaw) > quality.max_yaw:
         out.reason, out.detail = "extreme pose", f"yaw ratio {out.yaw}, maximum {quality.max_yaw}"
         return out
-    chip = dlib.get_face_chip(rgb, shape, size=vision.CHIP_PX, padding=0.25)
+    chip = aligned_chip(rgb, shape)
     out.sharpness = round(float(cv2.Laplacian(cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()), 1)
     if out.sharpness < quality.min_sharpness:
         out.reason, out.detail = "too blurred", f"sharpness {out.sharpness}, minimum {quality.min_sharpness}"
         return out
-    out.descriptor = vision.describe(chip)
+    out.descriptor = faces.describe(chip)
     return out
-
-
-def _yaw(shape) -> float:
-    """Head turn from dlib's 5 landmarks (eye corners 0-3, nose 4): 0 frontal, ~0.5 half profile."""
-    p = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], dtype=np.float64)
-    eye_a, eye_b = p[0:2].mean(axis=0), p[2:4].mean(axis=0)
-    span = np.linalg.norm(eye_b - eye_a)
-    if span < 1:
-        return 1.0
-    axis = (eye_b - eye_a) / span
-    return float(np.dot(p[4] - (eye_a + eye_b) / 2, axis) / span)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -325,14 +314,14 @@ def build(
 
         model = synth.fit(descriptors, [o.identity for o in kept], source=f"this build: {source}")
         synthetic = {**synthetic, "model": model}
-    from actors import vision
+    import faces
 
     provenance = {
         "dataset": str(source),
         "dataset_root": str(root),
         "photos": len(todo),
         "dataset_sha256_of_list": hashlib.sha256("\n".join(p.path for p in todo).encode()).hexdigest(),
-        "descriptor": f"{vision.dlib_description()}, resnet v1, 5-point alignment, 1 jitter",
+        "descriptor": f"{faces.dlib_description()}, resnet v1, 5-point alignment, 1 jitter",
         "built_unix": int(time.time()),
     }
     parameters = {

@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from messages.schemas import LIKELY_YOU, LOOK_ALIKE
+
 FILENAME = "calibration.json"
 DEFAULT = Path(__file__).with_name("lfw_calibration.json")  # fitted on LFW by benchmarks/accuracy/calibrate.py
 FORMAT_VERSION = 1
-LIKELY_YOU = "likely you"
-LOOK_ALIKE = "look-alike"
 _GRID = np.linspace(0.0, 2.0, 2001)  # descriptor distances live in 0..~1.5
 
 

@@ -3,44 +3,35 @@
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
                        [--synthetic N [--synthetic-seed S]]
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
-megapixels search IMAGE --index INDEX_DIR [--top-k K]
+megapixels search IMAGE --index INDEX_DIR [--top-k K]   (answers exactly what the kiosk would show)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from actors.reducer import result_entry
-from index import build, calibration, search, store
+from index import build, calibration, store
+from index.gallery import Gallery
+from messages import Result
 
 
-def search_image(image: Path, index_dir: Path, k: int = 5) -> list[dict]:
-    """Detect the largest face in ``image``, describe it and return the top k of the whole index."""
-    from actors import vision
+def search_image(image: Path, index_dir: Path, k: int = 5) -> list[Result]:
+    """Detect the largest face in ``image``, describe it and answer as the kiosk would (index/gallery.py)."""
+    import faces
 
-    found = vision.describe_largest(vision.read_image(image))
+    found = faces.describe_largest(faces.read_image(image))
     if found is None:
         raise LookupError(f"no face found in {image}")
     _, descriptor = found
-    manifest = store.read_manifest(index_dir)
-    answers = []
-    for k_shard in range(len(manifest["shards"])):
-        stored, first = store.open_shard(index_dir, k_shard)
-        rows, dists = search.ShardIndex(stored, manifest).search(descriptor, k)
-        answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
-    merged = search.merge(answers, k)
-    meta = store.Metadata(index_dir)
-    entries = meta.lookup([r for r, _ in merged])
-    meta.close()
-    return [
-        result_entry(i + 1, r, d, entries[r]) | {"synthetic": True}
-        if entries[r].synthetic
-        else result_entry(i + 1, r, d, entries[r])
-        for i, (r, d) in enumerate(merged)
-    ]
+    gallery = Gallery(index_dir)
+    try:
+        return gallery.search(descriptor, k)
+    finally:
+        gallery.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         else:
-            print(json.dumps(search_image(args.image, args.index, args.top_k), indent=2))
+            results = search_image(args.image, args.index, args.top_k)
+            print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
     except (OSError, ValueError, LookupError, store.IndexStoreError, calibration.CalibrationError) as e:
         print(f"megapixels: {e}", file=sys.stderr)
         return 1

@@ -22,12 +22,14 @@ shards' answers equals one exact search over the whole stored gallery.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable
 
 import numpy as np
 
 from index import store
+from messages import DIM
 
 BLOCK_ROWS = 65_536  # rows per block of the numpy batch scan (8 MiB of float32: stays in cache)
 CODED_BLOCK_ROWS = 4_096  # rows decoded at a time for a coded batch: 2 MiB of float32, one core's L2
@@ -83,13 +85,13 @@ def topk_batch(gallery: np.ndarray, norms_sq: np.ndarray, queries: np.ndarray, k
     return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
 
-def block_decoder(manifest: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def block_decoder(codec: store.RowCodec) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``decode(stored_block, out)``: stored rows to float32 in ``out`` (the same values as
     :func:`index.store.decode_rows`), without allocating: the block is the hot loop."""
-    dtype = manifest["dtype"]
+    dtype = codec.dtype
     if dtype == "int8":
-        scale = np.asarray(manifest["int8_scale"], np.float32)
-        offset = np.asarray(manifest["int8_offset"], np.float32)
+        scale = np.asarray(codec.int8_scale, np.float32)
+        offset = np.asarray(codec.int8_offset, np.float32)
 
         def decode_int8(block: np.ndarray, out: np.ndarray) -> np.ndarray:
             np.copyto(out, block, casting="unsafe")
@@ -108,9 +110,9 @@ def block_decoder(manifest: dict) -> Callable[[np.ndarray, np.ndarray], np.ndarr
     return decode_plain
 
 
-def coded_squared_norms(stored: np.ndarray, manifest: dict) -> np.ndarray:
+def coded_squared_norms(stored: np.ndarray, codec: store.RowCodec) -> np.ndarray:
     """Squared norms of the decoded rows, computed block by block (no float32 copy of the shard)."""
-    decode = block_decoder(manifest)
+    decode = block_decoder(codec)
     buf = np.empty((CODED_BLOCK_ROWS, stored.shape[1]), np.float32)
     norms = np.empty(len(stored), np.float32)
     for start in range(0, len(stored), CODED_BLOCK_ROWS):
@@ -120,7 +122,7 @@ def coded_squared_norms(stored: np.ndarray, manifest: dict) -> np.ndarray:
 
 
 def topk_batch_coded(
-    stored: np.ndarray, manifest: dict, norms_sq: np.ndarray, queries: np.ndarray, k: int
+    stored: np.ndarray, codec: store.RowCodec, norms_sq: np.ndarray, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(m, k) local rows and distances for m queries over float16 / int8 rows, in ONE pass.
 
@@ -134,7 +136,7 @@ def topk_batch_coded(
     k = min(k, n)
     if n == 0 or k == 0:
         return np.empty((m, 0), np.int64), np.empty((m, 0), np.float32)
-    decode = block_decoder(manifest)
+    decode = block_decoder(codec)
     buf = np.empty((CODED_BLOCK_ROWS, stored.shape[1]), np.float32)
     scores = np.empty((CODED_BLOCK_ROWS, m), np.float32)  # rows x queries: BLAS's fast orientation
     beats = np.empty((CODED_BLOCK_ROWS, m), bool)
@@ -164,8 +166,8 @@ def topk_batch_coded(
 class ShardIndex:
     """One shard, resident in memory, searchable with the chosen kernel."""
 
-    def __init__(self, stored: np.ndarray, manifest: dict, kernel: str = "auto"):
-        dtype = manifest["dtype"]
+    def __init__(self, stored: np.ndarray, codec: store.RowCodec, kernel: str = "auto"):
+        dtype = codec.dtype
         if kernel == "auto":
             kernel = "faiss" if faiss is not None and (dtype != "float32") else "numpy"
         if kernel == "faiss" and faiss is None:
@@ -176,28 +178,28 @@ class ShardIndex:
         self.dtype = dtype
         self.rows = len(stored)
         if kernel == "numpy":
-            self.gallery = np.ascontiguousarray(store.decode_rows(stored, manifest))
+            self.gallery = np.ascontiguousarray(store.decode_rows(stored, codec))
             self.norms_sq = squared_norms(self.gallery)
             self.index = None
             self.codes = None
         else:
-            self.index = _faiss_index(np.ascontiguousarray(stored), manifest)
-            self.codes = _codes_view(self.index, manifest)  # faiss's own bytes, not a copy
-            self._decode_manifest = self._codes_manifest(manifest)
+            self.index = _faiss_index(np.ascontiguousarray(stored), codec)
+            self.codes = _codes_view(self.index, codec)  # faiss's own bytes, not a copy
+            self._decode_codec = self._codes_codec(codec)
             self.norms_sq = (
-                coded_squared_norms(self.codes, self._decode_manifest)
+                coded_squared_norms(self.codes, self._decode_codec)
                 if self.codes is not None
                 else np.empty(0, np.float32)
             )
 
     @staticmethod
-    def _codes_manifest(manifest: dict) -> dict:
-        """The manifest that decodes faiss's codes: int8 codes are stored there shifted by 127."""
-        if manifest["dtype"] != "int8":
-            return manifest
-        scale = np.asarray(manifest["int8_scale"], np.float32)
-        offset = np.asarray(manifest["int8_offset"], np.float32) - 127 * scale
-        return {**manifest, "int8_offset": offset.tolist()}
+    def _codes_codec(codec: store.RowCodec) -> store.RowCodec:
+        """The codec that decodes faiss's codes: int8 codes are stored there shifted by 127."""
+        if codec.dtype != "int8":
+            return codec
+        scale = np.asarray(codec.int8_scale, np.float32)
+        offset = np.asarray(codec.int8_offset, np.float32) - 127 * scale
+        return dataclasses.replace(codec, int8_offset=tuple(offset.tolist()))
 
     @property
     def resident_bytes(self) -> int:
@@ -215,34 +217,34 @@ class ShardIndex:
         if self.index is None:
             return topk_batch(self.gallery, self.norms_sq, q, k)
         if len(q) >= BATCH_SCAN_MIN and self.codes is not None:
-            return topk_batch_coded(self.codes, self._decode_manifest, self.norms_sq, q, k)
+            return topk_batch_coded(self.codes, self._decode_codec, self.norms_sq, q, k)
         d2, rows = self.index.search(q, k)
         return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
 
-def _codes_view(index, manifest: dict) -> np.ndarray | None:
+def _codes_view(index, codec: store.RowCodec) -> np.ndarray | None:
     """faiss's code bytes as a (rows, 128) numpy view: float16 rows, or int8 shifted to uint8."""
-    if manifest["dtype"] == "float32":
+    if codec.dtype == "float32":
         return None
     raw = faiss.rev_swig_ptr(index.codes.data(), index.codes.size())
-    return raw.view(np.float16 if manifest["dtype"] == "float16" else np.uint8).reshape(-1, store.DIM)
+    return raw.view(np.float16 if codec.dtype == "float16" else np.uint8).reshape(-1, DIM)
 
 
-def _faiss_index(stored: np.ndarray, manifest: dict):
+def _faiss_index(stored: np.ndarray, codec: store.RowCodec):
     """A faiss index that scans the shard's own bytes (no re-encoding, no float32 copy)."""
-    dtype = manifest["dtype"]
+    dtype = codec.dtype
     if dtype == "float32":
-        index = faiss.IndexFlatL2(store.DIM)
+        index = faiss.IndexFlatL2(DIM)
         index.add(stored)
         return index
     if dtype == "float16":
-        index = faiss.IndexScalarQuantizer(store.DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
+        index = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2)
         codes = stored.view(np.uint8)
     else:
         # faiss 8-bit: x = vmin + (c + 0.5) / 255 * vdiff with c in 0..255; ours: x = code * scale + offset
-        index = faiss.IndexScalarQuantizer(store.DIM, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
-        scale = np.asarray(manifest["int8_scale"], np.float32)
-        offset = np.asarray(manifest["int8_offset"], np.float32)
+        index = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
+        scale = np.asarray(codec.int8_scale, np.float32)
+        offset = np.asarray(codec.int8_offset, np.float32)
         trained = np.concatenate([offset - 127.5 * scale, 255.0 * scale]).astype(np.float32)
         faiss.copy_array_to_vector(trained, index.sq.trained)
         codes = (stored.astype(np.int16) + 127).astype(np.uint8)

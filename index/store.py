@@ -9,7 +9,7 @@ Layout of an index folder::
     build_report.json   what the build did and every file it rejected, with the reason
 
 Shard k holds global rows ``[start, stop)``; rows are numbered across shards in build order.
-Rows from ``manifest["synthetic"]["start"]`` on are synthetic distractors (index/synthetic.py):
+Rows from ``manifest.synthetic.start`` on are synthetic distractors (index/synthetic.py):
 they have no photo and no person, so they have no SQLite row; :class:`Metadata` answers for them
 with an :class:`Entry` whose ``synthetic`` is true.
 
@@ -25,14 +25,15 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from messages import DIM
+
 FORMAT_VERSION = 2
-DIM = 128
 DTYPES = ("float32", "float16", "int8")
 
 
@@ -57,6 +58,96 @@ def split(count: int, n_shards: int) -> list[tuple[int, int]]:
     return [(int(bounds[k]), int(bounds[k + 1])) for k in range(n_shards)]
 
 
+@dataclass(frozen=True)
+class RowCodec:
+    """How stored rows map to float32: the dtype, and for int8 each dimension's scale and offset."""
+
+    dtype: str
+    int8_scale: tuple[float, ...] | None = None
+    int8_offset: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    start: int  # global row of its first row
+    stop: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """The synthetic distractor rows [start, stop) of an index grown to scale (index/synthetic.py)."""
+
+    start: int
+    stop: int
+    seed: int
+    model_file: str
+    photos_per_identity: int
+    fitted_on: str
+    note: str = "synthetic distractor descriptors for measuring scale: no photo, no person"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json: what an index folder holds. Read with :func:`read_manifest`."""
+
+    dim: int
+    dtype: str
+    count: int  # rows searched, synthetic ones included
+    real: int  # rows with a photo and a person
+    identities: int
+    shards: tuple[ShardInfo, ...]
+    build_parameters: dict[str, Any]
+    provenance: dict[str, Any]
+    int8_scale: tuple[float, ...] | None = None
+    int8_offset: tuple[float, ...] | None = None
+    synthetic: SyntheticInfo | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def codec(self) -> RowCodec:
+        return RowCodec(self.dtype, self.int8_scale, self.int8_offset)
+
+    @property
+    def dataset_root(self) -> str:
+        return str(self.provenance.get("dataset_root", ""))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"format_version": self.format_version, **asdict(self)}
+        out["shards"] = [asdict(s) for s in self.shards]
+        for key in ("int8_scale", "int8_offset", "synthetic"):
+            if out[key] is None:
+                del out[key]
+        for key in ("int8_scale", "int8_offset"):
+            if key in out:
+                out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
+        try:
+            synthetic = data.get("synthetic")
+            scale, offset = data.get("int8_scale"), data.get("int8_offset")
+            return cls(
+                dim=int(data["dim"]),
+                dtype=str(data["dtype"]),
+                count=int(data["count"]),
+                real=int(data.get("real", data["count"])),
+                identities=int(data["identities"]),
+                shards=tuple(ShardInfo(**s) for s in data["shards"]),
+                build_parameters=dict(data.get("build_parameters") or {}),
+                provenance=dict(data.get("provenance") or {}),
+                int8_scale=tuple(scale) if scale is not None else None,
+                int8_offset=tuple(offset) if offset is not None else None,
+                synthetic=SyntheticInfo(**synthetic) if synthetic else None,
+                format_version=int(data["format_version"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise IndexStoreError(f"{where}: not a complete index manifest ({type(e).__name__}: {e}): rebuild") from e
+
+
 def int8_codec(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension (scale, offset) so that x ~= code * scale + offset with code in -127..127."""
     lo, hi = descriptors.min(axis=0).astype(np.float64), descriptors.max(axis=0).astype(np.float64)
@@ -64,24 +155,25 @@ def int8_codec(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale.astype(np.float32), ((hi + lo) / 2).astype(np.float32)
 
 
-def encode_rows(rows: np.ndarray, dtype: str, manifest: dict | None = None) -> np.ndarray:
-    """float32 rows in the on-disk dtype of ``dtype``."""
+def encode_rows(rows: np.ndarray, codec: RowCodec) -> np.ndarray:
+    """float32 rows in the on-disk form of ``codec``."""
     rows = np.asarray(rows, dtype=np.float32)
+    dtype = codec.dtype
     if dtype == "float32":
         return rows.astype("<f4")
     if dtype == "float16":
         return rows.astype("<f2")
     if dtype == "int8":
-        scale, offset = np.asarray(manifest["int8_scale"], np.float32), np.asarray(manifest["int8_offset"], np.float32)
+        scale, offset = np.asarray(codec.int8_scale, np.float32), np.asarray(codec.int8_offset, np.float32)
         return np.clip(np.rint((rows - offset) / scale), -127, 127).astype(np.int8)
     raise ValueError(f"dtype {dtype!r}: allowed {', '.join(DTYPES)}")
 
 
-def decode_rows(rows: np.ndarray, manifest: dict) -> np.ndarray:
+def decode_rows(rows: np.ndarray, codec: RowCodec) -> np.ndarray:
     """On-disk rows back to float32."""
-    if manifest["dtype"] == "int8":
-        return rows.astype(np.float32) * np.asarray(manifest["int8_scale"], np.float32) + np.asarray(
-            manifest["int8_offset"], np.float32
+    if codec.dtype == "int8":
+        return rows.astype(np.float32) * np.asarray(codec.int8_scale, np.float32) + np.asarray(
+            codec.int8_offset, np.float32
         )
     return np.asarray(rows, dtype=np.float32)
 
@@ -118,7 +210,7 @@ def write(
     dtype: str = "float32",
     synthetic: dict[str, Any] | None = None,
     build_parameters: dict[str, Any] | None = None,
-) -> dict:
+) -> Manifest:
     """Write a complete index into ``out`` (created) and return its manifest.
 
     ``descriptors`` are the real entries' rows. ``synthetic``, when given, appends synthetic rows:
@@ -136,16 +228,7 @@ def write(
     count = n_real + n_synth
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an index without a manifest is an unfinished one
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "dim": DIM,
-        "dtype": dtype,
-        "count": count,
-        "real": n_real,
-        "identities": len({e.identity for e in entries}),
-        "build_parameters": build_parameters or {},
-        "provenance": provenance,
-    }
+    codec = RowCodec(dtype)
     if dtype == "int8":
         sample = np.asarray(descriptors, np.float32)
         if n_synth:
@@ -153,31 +236,43 @@ def write(
                 [sample, synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])]
             )
         scale, offset = int8_codec(sample)
-        manifest["int8_scale"], manifest["int8_offset"] = scale.tolist(), offset.tolist()
+        codec = RowCodec(dtype, tuple(scale.tolist()), tuple(offset.tolist()))
     shards = []
     for k, (start, stop) in enumerate(split(count, n_shards)):
         writer = ShardWriter(out / f"shard_{k:03d}.npy", stop - start, dtype)
         if start < n_real:
-            writer.add(encode_rows(descriptors[start : min(stop, n_real)], dtype, manifest))
+            writer.add(encode_rows(descriptors[start : min(stop, n_real)], codec))
         for at in range(max(start, n_real), stop, 262_144):
             block = synth.generate(synthetic["model"], min(262_144, stop - at), synthetic["seed"], start=at - n_real)
-            writer.add(encode_rows(block, dtype, manifest))
-        shards.append({"start": start, "stop": stop, **writer.close()})
-    manifest["shards"] = shards
+            writer.add(encode_rows(block, codec))
+        shards.append(ShardInfo(start=start, stop=stop, **writer.close()))
+    synthetic_info = None
     if n_synth:
         synthetic["model"].save(out / "distractor_model.npz")
-        manifest["synthetic"] = {
-            "start": n_real,
-            "stop": count,
-            "seed": int(synthetic["seed"]),
-            "model_file": "distractor_model.npz",
-            "photos_per_identity": synthetic["model"].photos_per_identity,
-            "fitted_on": synthetic["model"].fitted_on,
-            "note": "synthetic distractor descriptors for measuring scale: no photo, no person",
-        }
+        synthetic_info = SyntheticInfo(
+            start=n_real,
+            stop=count,
+            seed=int(synthetic["seed"]),
+            model_file="distractor_model.npz",
+            photos_per_identity=synthetic["model"].photos_per_identity,
+            fitted_on=synthetic["model"].fitted_on,
+        )
+    manifest = Manifest(
+        dim=DIM,
+        dtype=dtype,
+        count=count,
+        real=n_real,
+        identities=len({e.identity for e in entries}),
+        shards=tuple(shards),
+        build_parameters=build_parameters or {},
+        provenance=provenance,
+        int8_scale=codec.int8_scale,
+        int8_offset=codec.int8_offset,
+        synthetic=synthetic_info,
+    )
     _write_metadata(out / "meta.sqlite", entries)
     tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2))
     os.replace(tmp, out / "manifest.json")
     return manifest
 
@@ -201,7 +296,7 @@ def _write_metadata(db: Path, entries: list[Entry]) -> None:
     con.close()
 
 
-def read_manifest(index_dir: Path) -> dict:
+def read_manifest(index_dir: Path) -> Manifest:
     path = Path(index_dir) / "manifest.json"
     try:
         manifest = json.loads(path.read_text())
@@ -213,7 +308,7 @@ def read_manifest(index_dir: Path) -> dict:
         raise IndexStoreError(
             f"{path}: format version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}: rebuild the index"
         )
-    return manifest
+    return Manifest.from_json(manifest, path)
 
 
 def open_shard(index_dir: Path, k: int, verify: bool = True) -> tuple[np.ndarray, int]:
@@ -223,25 +318,25 @@ def open_shard(index_dir: Path, k: int, verify: bool = True) -> tuple[np.ndarray
     with ``verify`` its sha256 is checked too (one sequential read: ~1 s per GB).
     """
     manifest = read_manifest(index_dir)
-    shards = manifest["shards"]
+    shards = manifest.shards
     if not 0 <= k < len(shards):
         raise IndexStoreError(f"{index_dir} has {len(shards)} shards, there is no shard {k}")
     info = shards[k]
-    path = Path(index_dir) / info["file"]
+    path = Path(index_dir) / info.file
     if not path.exists():
         raise IndexStoreError(f"{path}: shard file is missing")
-    if path.stat().st_size != info["bytes"]:
-        raise IndexStoreError(f"{path}: {path.stat().st_size} bytes, manifest says {info['bytes']} (truncated?)")
+    if path.stat().st_size != info.bytes:
+        raise IndexStoreError(f"{path}: {path.stat().st_size} bytes, manifest says {info.bytes} (truncated?)")
     try:
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as e:
         raise IndexStoreError(f"{path}: unreadable or truncated shard ({e})") from e
-    want = (info["stop"] - info["start"], manifest["dim"])
-    if array.shape != want or array.dtype != np.dtype(_NP[manifest["dtype"]]):
-        raise IndexStoreError(f"{path}: shape {array.shape} {array.dtype}, manifest says {want} {manifest['dtype']}")
-    if verify and _sha256(path) != info["sha256"]:
+    want = (info.stop - info.start, manifest.dim)
+    if array.shape != want or array.dtype != np.dtype(_NP[manifest.dtype]):
+        raise IndexStoreError(f"{path}: shape {array.shape} {array.dtype}, manifest says {want} {manifest.dtype}")
+    if verify and _sha256(path) != info.sha256:
         raise IndexStoreError(f"{path}: checksum differs from the manifest (corrupt shard): rebuild the index")
-    return array, int(info["start"])
+    return array, info.start
 
 
 class Metadata:
@@ -251,9 +346,9 @@ class Metadata:
         path = Path(index_dir) / "meta.sqlite"
         if not path.exists():
             raise IndexStoreError(f"{path} does not exist")
-        synthetic = read_manifest(index_dir).get("synthetic") or {}
-        self._synthetic = (int(synthetic.get("start", -1)), int(synthetic.get("stop", -1)))
-        self._per_identity = int(synthetic.get("photos_per_identity", 1))
+        synthetic = read_manifest(index_dir).synthetic
+        self._synthetic = (synthetic.start, synthetic.stop) if synthetic else (-1, -1)
+        self._per_identity = synthetic.photos_per_identity if synthetic else 1
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
     def is_synthetic(self, row: int) -> bool:

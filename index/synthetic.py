@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-DIM = 128
+from messages import DIM
+
 CHUNK_GROUPS = 8192  # synthetic identities per generated chunk (chunk = 8192 * photos_per_identity rows)
 NORM_QUANTILES = 201
 
@@ -236,18 +237,3 @@ def _same_identity_pairs(synthetic: np.ndarray, rng: np.random.Generator, photos
     groups = len(synthetic) // photos_per_identity
     g = rng.integers(0, groups, 5000) * photos_per_identity
     return np.linalg.norm(synthetic[g] - synthetic[g + 1], axis=1)
-
-
-def main() -> None:
-    from benchmarks import lfw_descriptors
-
-    real, identities, _ = lfw_descriptors.load()
-    model = fit(real, identities, source=f"LFW, {len(real)} photos, dlib HOG upsample 1, largest face")
-    synthetic = generate(model, len(real), seed=1)
-    print(f"fitted on {model.fitted_on}; photos per synthetic identity: {model.photos_per_identity}")
-    for name, stats in compare(real, identities, synthetic, np.random.default_rng(0)).items():
-        print(f"{name:40s} " + "  ".join(f"{k} {v:.3f}" for k, v in stats.items()))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,25 @@
-"""Wire contract of the kiosk: topic registry, message schemas and the msgpack codec."""
+"""The kiosk's wire and transport: topic registry, message schemas, codec, sockets, one inbox.
 
+- :mod:`messages.schemas` every message type, declared once;
+- :mod:`messages.topics` every topic (port, pattern, binder, message class, rate, flags);
+- :mod:`messages.codec` the one msgpack encode / validating decode path;
+- :mod:`messages.sockets` opening a topic's socket as the registry says (with :mod:`messages.curve`);
+- :mod:`messages.inbox` non-blocking, counted, validated receiving, used by every receiver.
+"""
+
+from messages import curve
 from messages.codec import DecodeError, decode, encode
+from messages.inbox import Inbox
 from messages.schemas import (
     CHIP_PX,
-    DESCRIPTOR_DIM,
+    DIM,
+    LIKELY_YOU,
+    LOOK_ALIKE,
+    VERDICTS,
+    CameraStatus,
     Candidates,
+    Encoded,
+    FaceJob,
     Faces,
     Frame,
     Header,
@@ -12,24 +27,40 @@ from messages.schemas import (
     PrintJob,
     PrintReply,
     Query,
+    ReplayControl,
+    Result,
 )
-from messages.topics import TOPICS, Topic, endpoint
+from messages.sockets import open_socket
+from messages.topics import REMOTE_TOPICS, TOPICS, VISITOR_TOPICS, Topic, endpoint
 
 __all__ = [
     "CHIP_PX",
-    "DESCRIPTOR_DIM",
+    "DIM",
+    "LIKELY_YOU",
+    "LOOK_ALIKE",
+    "REMOTE_TOPICS",
     "TOPICS",
+    "VERDICTS",
+    "VISITOR_TOPICS",
+    "CameraStatus",
     "Candidates",
     "DecodeError",
+    "Encoded",
+    "FaceJob",
     "Faces",
     "Frame",
     "Header",
+    "Inbox",
     "Matches",
     "PrintJob",
     "PrintReply",
     "Query",
+    "ReplayControl",
+    "Result",
     "Topic",
+    "curve",
     "decode",
     "encode",
     "endpoint",
+    "open_socket",
 ]

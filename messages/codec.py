@@ -9,6 +9,7 @@ topic, the schema version, every field's type and every size limit, and raises
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from functools import cache
 from typing import Any
@@ -17,27 +18,19 @@ import msgpack
 
 from messages.schemas import (
     CHIP_PX,
-    DESCRIPTOR_DIM,
+    DIM,
     LIMITS,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
+    VERDICTS,
     Candidates,
     Faces,
     Frame,
     Header,
     Query,
+    Result,
 )
 
-# Result entries inside Matches / PrintJob: required keys and their types.
-RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "rank": int,
-    "identity": str,
-    "distance": (float, int),
-    "photo": str,
-    "row": int,
-}
-# Optional result keys: checked when present (the calibrated confidence, see index/calibration.py).
-VERDICTS = ("likely you", "look-alike")
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -48,8 +41,7 @@ class DecodeError(ValueError):
 def encode(msg: Any) -> list[bytes]:
     """The multipart frames for ``msg`` (a dataclass from messages.schemas)."""
     cls = type(msg)
-    fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
-    fields["header"] = dataclasses.asdict(msg.header)
+    fields = {f.name: _plain(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
     parts = [cls.TOPIC.encode()]
     payload_name = _payload_field(cls)
     if payload_name:
@@ -59,6 +51,15 @@ def encode(msg: Any) -> list[bytes]:
     else:
         parts.append(msgpack.packb(fields, use_bin_type=True))
     return parts
+
+
+def _plain(value: Any) -> Any:
+    """Nested dataclasses (the header, results) as the maps msgpack packs."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        return [dataclasses.asdict(v) for v in value]
+    return value
 
 
 def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
@@ -123,8 +124,8 @@ def _consistency(msg: Any) -> None:
         if len(msg.chip) != want:
             raise DecodeError(f"{where}: chip of {len(msg.chip)} bytes, expected {want}")
     elif isinstance(msg, Query):
-        if len(msg.descriptor) != DESCRIPTOR_DIM * 4:
-            raise DecodeError(f"{where}: descriptor of {len(msg.descriptor)} bytes, expected {DESCRIPTOR_DIM * 4}")
+        if len(msg.descriptor) != DIM * 4:
+            raise DecodeError(f"{where}: descriptor of {len(msg.descriptor)} bytes, expected {DIM * 4}")
         if not 1 <= msg.k <= 100:
             raise DecodeError(f"{where}: k={msg.k} out of range 1..100")
     elif isinstance(msg, Candidates):
@@ -171,29 +172,24 @@ def _check(value: Any, hint: Any, where: str, name: str) -> Any:
             raise DecodeError(f"{where}: {len(value)} items exceed the limit of {limit}")
         (item_hint,) = typing.get_args(hint)
         return [_check(v, item_hint, f"{where}[{i}]", "") for i, v in enumerate(value)]
-    if origin is dict:
+    if hint is Result:
         if not isinstance(value, dict):
-            raise DecodeError(f"{where}: expected a map, got {type(value).__name__}")
-        return _result(value, where)
+            raise DecodeError(f"{where}: expected a result map, got {type(value).__name__}")
+        return _result(_build(Result, value, where), where)
+    if origin is types.UnionType and type(None) in typing.get_args(hint):
+        (inner,) = (a for a in typing.get_args(hint) if a is not type(None))
+        return None if value is None else _check(value, inner, where, name)
     raise TypeError(f"{where}: schema uses an unsupported type {hint!r}")  # a bug in schemas.py
 
 
-def _result(value: dict, where: str) -> dict:
-    for key, typ in RESULT_FIELDS.items():
-        if key not in value:
-            raise DecodeError(f"{where}: result lacks {key!r}")
-        item = value[key]
-        if not isinstance(item, typ) or isinstance(item, bool):
-            raise DecodeError(f"{where}.{key}: wrong type {type(item).__name__}")
-    if len(value) > 32:
-        raise DecodeError(f"{where}: result has {len(value)} keys, the limit is 32")
-    if "p_same" in value:
-        p = value["p_same"]
-        if not isinstance(p, (float, int)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
-            raise DecodeError(f"{where}.p_same: expected a probability in 0..1, got {p!r}")
-    if "verdict" in value and value["verdict"] not in VERDICTS:
-        raise DecodeError(f"{where}.verdict: expected one of {', '.join(VERDICTS)}, got {value['verdict']!r}")
-    return value
+def _result(r: Result, where: str) -> Result:
+    if len(r.box) not in (0, 4):
+        raise DecodeError(f"{where}.box: expected [] or [left, top, right, bottom], got {len(r.box)} numbers")
+    if r.p_same is not None and not 0.0 <= r.p_same <= 1.0:
+        raise DecodeError(f"{where}.p_same: expected a probability in 0..1, got {r.p_same!r}")
+    if r.verdict and r.verdict not in VERDICTS:
+        raise DecodeError(f"{where}.verdict: expected one of {', '.join(VERDICTS)}, got {r.verdict!r}")
+    return r
 
 
 @cache

@@ -11,12 +11,15 @@ hostile message can't make an actor allocate without bound.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 SCHEMA_VERSION = 1
 MAX_FRAME_BYTES = 3840 * 2160 * 3  # a 4K RGB frame
-DESCRIPTOR_DIM = 128
-CHIP_PX = 150
+DIM = 128  # a face descriptor's dimensions (dlib's ResNet); every descriptor is DIM little-endian float32
+CHIP_PX = 150  # the side of an aligned face chip, in pixels
+LIKELY_YOU = "likely you"  # the calibrated verdicts a Result can carry (index/calibration.py decides)
+LOOK_ALIKE = "look-alike"
+VERDICTS = (LIKELY_YOU, LOOK_ALIKE)
 
 
 @dataclass(frozen=True)
@@ -90,18 +93,40 @@ class Candidates:
 
 
 @dataclass(frozen=True)
-class Matches:
-    """The merged top-k for one query, with identity metadata.
+class Result:
+    """One gallery match, as the display and the printer receive it (a map inside Matches and PrintJob).
 
-    Each result is a map: ``rank``, ``identity``, ``distance``, ``photo``, ``row``.
+    ``rank`` counts every searched row, so a gap shows that a synthetic distractor (never shown)
+    came closer. ``photo`` is relative to the dataset root and ``box`` is the face in it,
+    ``[left, top, right, bottom]`` (``[]`` when the index has none). ``p_same`` (the probability
+    that this is the visitor rather than a look-alike) and ``verdict`` are set when the index is
+    calibrated, else ``None`` and ``""``.
+    """
+
+    rank: int
+    identity: str
+    distance: float
+    photo: str
+    row: int
+    box: list[int] = field(default_factory=list)
+    p_same: float | None = None
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The merged top-k for one query, with identity metadata, best first.
+
     ``partial`` is true when shards in ``missing_shards`` did not answer by the deadline.
+    ``captured_ns`` is when the camera made the frame the query came from (monotonic clock).
     """
 
     TOPIC: ClassVar[str] = "matches"
     PAYLOAD: ClassVar[bool] = False
     header: Header
     query_id: int
-    results: list[dict[str, Any]]
+    captured_ns: int
+    results: list[Result]
     partial: bool
     missing_shards: list[int]
     latency_ms: float  # from the camera's frame to this message
@@ -115,7 +140,7 @@ class PrintJob:
     PAYLOAD: ClassVar[bool] = False
     header: Header
     query_id: int
-    results: list[dict[str, Any]]
+    results: list[Result]
     # The visitor's face chip as JPEG, sent only when the operator set printer.print_visitor_face.
     visitor_face_jpeg: bytes = field(repr=False, default=b"")
 
@@ -212,7 +237,11 @@ MESSAGE_TYPES: dict[str, type] = {
 LIMITS: dict[str, int] = {
     "pixels": MAX_FRAME_BYTES,
     "chip": CHIP_PX * CHIP_PX * 3,
-    "descriptor": DESCRIPTOR_DIM * 4,
+    "descriptor": DIM * 4,
+    "box": 4,
+    "identity": 256,
+    "photo": 1024,
+    "verdict": 16,
     "boxes": 64,
     "rows": 1000,
     "distances": 1000,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
-from actors import runtime
-from messages import Candidates, Query
+from tests.factories import Echo, matcher_in_thread
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO_GALLERY = PROJECT / "demo" / "gallery"
@@ -47,7 +43,7 @@ def demo_rows(demo_index: Path) -> tuple[np.ndarray, list]:
     from index import store
 
     manifest = store.read_manifest(demo_index)
-    rows = np.concatenate([store.open_shard(demo_index, k)[0] for k in range(len(manifest["shards"]))])
+    rows = np.concatenate([store.open_shard(demo_index, k)[0] for k in range(len(manifest.shards))])
     meta = store.Metadata(demo_index)
     entries = meta.lookup(list(range(len(rows))))
     meta.close()
@@ -82,39 +78,6 @@ def ipc_config(ipc_dir: Path):
     import config
 
     return config.load(PROJECT / "config" / "test.toml", env={"MEGAPIXELS_IPC_DIR": str(ipc_dir)})
-
-
-class Echo(runtime.Actor):
-    """Answers each query with one candidate; query 666 makes the handler raise."""
-
-    ROLE = "matcher"
-    RECEIVES = ("queries",)
-    SENDS = ("candidates",)
-
-    def handle(self, msg: Query):
-        if msg.query_id == 666:
-            raise RuntimeError("boom")
-        return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
-
-
-@contextlib.contextmanager
-def matcher_in_thread(actor: runtime.Actor):
-    """``actor`` (a matcher) running in a thread, with the test's PUB on queries and PULL on
-    candidates; yields (stop, thread, pub, pull) and stops and closes everything after."""
-    ctx = zmq.Context()
-    stop = runtime.StopFlag()
-    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
-    thread.start()
-    pub = runtime.open_socket(ctx, actor.cfg, "queries", "detector", receiving=False)
-    pull = runtime.open_socket(ctx, actor.cfg, "candidates", "reducer", receiving=True)
-    try:
-        yield stop, thread, pub, pull
-    finally:
-        stop.set()
-        thread.join(2)
-        pub.close(0)
-        pull.close(0)
-        ctx.term()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.accuracy import describe_lfw, lfw
 from index import calibration
-from messages import codec
+from messages import Result, codec
 
 # Two folds of two same-person and two different-person pairs, written by hand.
 HAND_PAIRS = """2\t2
@@ -161,19 +161,27 @@ def test_gallery_scale_shrinks_the_correction(cal):
     assert calibration.match_probability(scaled, 0.45, 600_000) == calibration.match_probability(cal, 0.45, 6_000)
 
 
-def _result(**extra):
-    return {"rank": 1, "identity": "A", "distance": 0.4, "photo": "A/1.jpg", "row": 0, **extra}
+def _result_map(**extra):
+    return {"rank": 1, "identity": "A", "distance": 0.4, "photo": "A/1.jpg", "row": 0, "box": [], **extra}
+
+
+def _decode_result(**extra):
+    """One result map, through the codec as it travels inside Matches."""
+    body = {"p_same": None, "verdict": ""} | extra
+    return codec._check(_result_map(**body), Result, "r", "")
 
 
 def test_codec_checks_the_optional_confidence_keys():
-    assert codec._result(_result(), "r") == _result()
-    assert codec._result(_result(p_same=0.7, verdict="likely you"), "r")["p_same"] == 0.7
+    assert _decode_result() == Result(1, "A", 0.4, "A/1.jpg", 0)
+    assert _decode_result(p_same=0.7, verdict="likely you").p_same == 0.7
     with pytest.raises(codec.DecodeError, match="p_same"):
-        codec._result(_result(p_same=1.5), "r")
+        _decode_result(p_same=1.5)
     with pytest.raises(codec.DecodeError, match="p_same"):
-        codec._result(_result(p_same="high"), "r")
+        _decode_result(p_same="high")
     with pytest.raises(codec.DecodeError, match="verdict"):
-        codec._result(_result(verdict="maybe"), "r")
+        _decode_result(verdict="maybe")
+    with pytest.raises(codec.DecodeError, match="box"):
+        _decode_result(box=[1, 2])
 
 
 def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index, cal, tmp_path):
@@ -196,13 +204,13 @@ def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index
         (out,) = r.handle(Candidates(h, 1, time.monotonic_ns(), 5, 1, 2, [200], [0.75]))
     finally:
         r.on_stop()
-    assert [x["distance"] for x in out.results] == [0.3, 0.75]
+    assert [x.distance for x in out.results] == [0.3, 0.75]
     close, far = out.results
-    assert close["verdict"] == "likely you" and far["verdict"] == "look-alike"
-    assert 1 >= close["p_same"] > 0.5 > far["p_same"] >= 0
-    n = r.n_rows
+    assert close.verdict == "likely you" and far.verdict == "look-alike"
+    assert 1 >= close.p_same > 0.5 > far.p_same >= 0
+    n = r.gallery.n_rows
     assert n == json.loads((index_dir / "manifest.json").read_text())["count"]  # rows, synthetic ones included
-    assert close["p_same"] == pytest.approx(calibration.match_probability(cal, 0.3, n), abs=1e-4)
+    assert close.p_same == pytest.approx(calibration.match_probability(cal, 0.3, n), abs=1e-4)
     codec.decode(codec.encode(out))  # the wire contract accepts the new keys
 
 
@@ -304,7 +312,7 @@ def test_the_demo_says_likely_you_for_obama_with_the_shipped_calibration(demo_in
     """A frame of the bundled Obama clip against the demo index, with the LFW calibration stored in it."""
     import cv2
 
-    from actors import vision
+    import faces
     from index import store
     from tests.conftest import DEMO_CLIP
 
@@ -313,14 +321,14 @@ def test_the_demo_says_likely_you_for_obama_with_the_shipped_calibration(demo_in
     ok, frame = cap.read()
     cap.release()
     assert ok
-    found = vision.describe_largest(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), upsample=0)
+    found = faces.describe_largest(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), upsample=0)
     assert found is not None
     rows, entries = demo_rows
     d = np.linalg.norm(rows - found[1], axis=1)
     best = int(np.argmin(d))
     assert entries[best].identity == "barack_obama"
     cal = calibration.load(demo_index)
-    n_rows = store.read_manifest(demo_index)["count"]
+    n_rows = store.read_manifest(demo_index).count
     p = calibration.match_probability(cal, float(d[best]), n_rows)
     assert calibration.verdict(p) == calibration.LIKELY_YOU, (float(d[best]), p)
     # The same distance in a 600,000-row gallery means less.

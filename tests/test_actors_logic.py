@@ -9,77 +9,58 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import config
 from actors.matcher import Matcher, shard_number
 from actors.printer import Printer
-from actors.receipt import WRAP_CHARS, compose
+from actors.printer.receipt import WRAP_CHARS, compose
 from actors.reducer import Reducer
 from index import store
-from messages import Candidates, Header, PrintJob, Query
-
-
-def _cfg(**sections):
-    raw = {"search": {"shard_deadline_ms": 50}}
-    raw.update(sections)
-    return config.validate(raw)
-
-
-def _header(frame_id=1):
-    return Header(seq=1, t_ns=time.monotonic_ns(), src="test", frame_id=frame_id)
-
-
-def _query(qid, descriptor=None):
-    descriptor = np.zeros(128) if descriptor is None else descriptor
-    return Query(_header(), qid, time.monotonic_ns(), 5, descriptor.astype("<f4").tobytes())
-
-
-def _candidates(qid, shard, rows, dists):
-    return Candidates(_header(), qid, time.monotonic_ns(), 5, shard, 2, rows, dists)
+from messages import PrintJob, Result
+from tests import factories
 
 
 @pytest.fixture
 def reducer(demo_index):
-    r = Reducer(_cfg(index={"path": str(demo_index)}))
+    r = Reducer(factories.cfg(index={"path": str(demo_index)}))
     r.on_start()
     yield r
     r.on_stop()
 
 
 def test_reducer_merges_when_every_shard_answered(reducer):
-    assert reducer.handle(_query(1)) == []
-    assert reducer.handle(_candidates(1, 0, [0, 1], [0.5, 0.7])) == []
-    (out,) = reducer.handle(_candidates(1, 1, [200, 201], [0.4, 0.6]))
-    assert [r["row"] for r in out.results] == [200, 0, 201, 1]
-    assert [r["rank"] for r in out.results] == [1, 2, 3, 4]
+    assert reducer.handle(factories.query(1)) == []
+    assert reducer.handle(factories.candidates(1, 0, [0, 1], [0.5, 0.7])) == []
+    (out,) = reducer.handle(factories.candidates(1, 1, [200, 201], [0.4, 0.6]))
+    assert [r.row for r in out.results] == [200, 0, 201, 1]
+    assert [r.rank for r in out.results] == [1, 2, 3, 4]
     assert not out.partial and out.missing_shards == []
-    assert all(r["identity"] and r["photo"] for r in out.results)
+    assert all(r.identity and r.photo for r in out.results)
 
 
 def test_reducer_marks_a_late_shard_partial_after_the_deadline(reducer):
-    reducer.handle(_query(2))
-    reducer.handle(_candidates(2, 1, [200], [0.4]))
+    reducer.handle(factories.query(2))
+    reducer.handle(factories.candidates(2, 1, [200], [0.4]))
     assert reducer.tick(time.monotonic_ns()) == []
     (out,) = reducer.tick(time.monotonic_ns() + 60_000_000)
-    assert out.partial and out.missing_shards == [0] and [r["row"] for r in out.results] == [200]
-    assert reducer.handle(_candidates(2, 0, [0], [0.1])) == []  # too late: counted, not re-published
+    assert out.partial and out.missing_shards == [0] and [r.row for r in out.results] == [200]
+    assert reducer.handle(factories.candidates(2, 0, [0], [0.1])) == []  # too late: counted, not re-published
     assert reducer.stats["candidates.after_close"] == 1
 
 
 def test_reducer_accepts_shards_that_beat_the_query(reducer):
-    reducer.handle(_candidates(3, 0, [0], [0.5]))
-    (out,) = reducer.handle(_candidates(3, 1, [200], [0.4]))
+    reducer.handle(factories.candidates(3, 0, [0], [0.5]))
+    (out,) = reducer.handle(factories.candidates(3, 1, [200], [0.4]))
     assert not out.partial
-    assert reducer.handle(_query(3)) == []  # the query itself arrives last: nothing re-opened
+    assert reducer.handle(factories.query(3)) == []  # the query itself arrives last: nothing re-opened
     assert reducer.pending == {}
 
 
 def test_matcher_answers_with_global_rows(demo_index, monkeypatch):
     monkeypatch.delenv("MEGAPIXELS_SHARD", raising=False)
-    m = Matcher(_cfg(index={"path": str(demo_index)}), name="matcher.2")
+    m = Matcher(factories.cfg(index={"path": str(demo_index)}), name="matcher.2")
     m.on_start()
     first_row_of_shard_1 = m.first_row
     stored, _ = store.open_shard(demo_index, 1)
-    (out,) = m.handle(_query(9, np.asarray(stored[0], np.float32)))
+    (out,) = m.handle(factories.query(9, np.asarray(stored[0], np.float32)))
     assert out.shard == 1 and out.n_shards == 2
     assert out.rows[0] == first_row_of_shard_1 and out.distances[0] < 1e-3
     assert len(out.rows) == 5
@@ -87,10 +68,10 @@ def test_matcher_answers_with_global_rows(demo_index, monkeypatch):
 
 def test_matcher_answers_a_batch_like_single_queries(demo_index, monkeypatch):
     monkeypatch.delenv("MEGAPIXELS_SHARD", raising=False)
-    m = Matcher(_cfg(index={"path": str(demo_index)}), name="matcher.1")
+    m = Matcher(factories.cfg(index={"path": str(demo_index)}), name="matcher.1")
     m.on_start()
     stored, _ = store.open_shard(demo_index, 0)
-    queries = [_query(100 + i, np.asarray(stored[i * 7], np.float32)) for i in range(6)]
+    queries = [factories.query(100 + i, np.asarray(stored[i * 7], np.float32)) for i in range(6)]
     queries[2] = dataclasses.replace(queries[2], k=3)
     batch = m.handle_batch(queries)
     assert [c.query_id for c in batch] == [100, 101, 102, 103, 104, 105]
@@ -107,8 +88,8 @@ def test_shard_number_from_honcho_name_or_environment():
 
 
 RESULTS = [
-    {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/obama.jpg", "row": 1},
-    {"rank": 2, "identity": "Joseph_Biden", "distance": 0.62, "photo": "Joseph_Biden/Joseph_Biden_0001.jpg", "row": 2},
+    Result(1, "barack_obama", 0.35, "barack_obama/obama.jpg", 1),
+    Result(2, "Joseph_Biden", 0.62, "Joseph_Biden/Joseph_Biden_0001.jpg", 2),
 ]
 
 
@@ -123,9 +104,9 @@ def test_receipt_text_names_the_match_and_the_dataset():
 
 
 def test_printer_spools_a_receipt_image(tmp_path):
-    p = Printer(_cfg(printer={"spool_dir": str(tmp_path / "spool")}))
+    p = Printer(factories.cfg(printer={"spool_dir": str(tmp_path / "spool")}))
     p.on_start()
-    (reply,) = p.handle(PrintJob(_header(), 77, RESULTS))
+    (reply,) = p.handle(PrintJob(factories.header(), 77, RESULTS))
     assert reply.ok and reply.query_id == 77
     image = Image.open(reply.detail)
     assert image.width == 576 and image.height > 200
@@ -135,9 +116,9 @@ def test_printer_spools_a_receipt_image(tmp_path):
 def test_printer_reports_an_unwritable_spool(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    p = Printer(_cfg(printer={"spool_dir": str(blocker / "spool")}))
+    p = Printer(factories.cfg(printer={"spool_dir": str(blocker / "spool")}))
     p.on_start()
-    (reply,) = p.handle(PrintJob(_header(), 78, RESULTS))
+    (reply,) = p.handle(PrintJob(factories.header(), 78, RESULTS))
     assert not reply.ok and "spool folder" in reply.detail
 
 

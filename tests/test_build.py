@@ -15,10 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from actors import vision
+import faces
 from index import build, store
-
-from .conftest import PROJECT
+from tests.conftest import PROJECT
 
 PEOPLE = ("Tony_Blair", "Colin_Powell", "Gerhard_Schroeder")
 
@@ -38,9 +37,9 @@ def test_megaface_layout_with_sidecars_and_every_rejection_reason(shared_data, t
     two = root / "104" / "99@N01"
     two.mkdir(parents=True)
     pair = shared_data / "enroll" / "probes" / "obama_and_biden.jpg"
-    boxes = vision.detect(vision.read_image(pair), upsample=1)
+    boxes = faces.detect(faces.read_image(pair), upsample=1)
     assert len(boxes) >= 2
-    smaller = next(b for i, b in enumerate(boxes) if i != vision.largest(boxes))
+    smaller = next(b for i, b in enumerate(boxes) if i != faces.largest(boxes))
     shutil.copy(pair, two / "1_0.jpg")  # sidecar names the smaller face
     left, t, r, b = smaller
     sidecar = {"bounding_box": {"x": left, "y": t, "width": r - left, "height": b - t}}
@@ -95,8 +94,8 @@ def test_csv_manifest_keeps_urls_and_licences(shared_data, tmp_path):
     report = build.build(manifest_csv, tmp_path / "idx", n_shards=3, workers=2, progress=False, dtype="int8")
     assert report["indexed"] == 4
     manifest = store.read_manifest(tmp_path / "idx")
-    assert manifest["dtype"] == "int8" and manifest["count"] == 4 and len(manifest["shards"]) == 3
-    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    assert manifest.dtype == "int8" and manifest.count == 4 and len(manifest.shards) == 3
+    assert all(len(s.sha256) == 64 for s in manifest.shards)
     meta = store.Metadata(tmp_path / "idx")
     entries = meta.lookup([0, 1, 2, 3])
     meta.close()
@@ -166,4 +165,4 @@ def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tm
     assert sorted(lines) == sorted(set(lines)) and len(lines) == 15  # every photo once
     assert report["resumed_from_journal"] == done_before and report["described_this_run"] == 15 - done_before
     assert report["indexed"] + sum(report["rejected"].values()) == 15
-    assert store.read_manifest(out)["count"] == report["indexed"]
+    assert store.read_manifest(out).count == report["indexed"]

@@ -17,13 +17,11 @@ import pytest
 import zmq
 
 import config
-from actors import recording, runtime, sources
-from actors.camera import Camera
+from actors import runtime
+from actors.camera import Camera, recording, sources
 from actors.recorder import Recorder
-from messages import Frame, Header
-from messages.schemas import CameraStatus, ReplayControl
-
-from .conftest import DEMO_CLIP, PROJECT
+from messages import CameraStatus, Frame, Header, ReplayControl
+from tests.conftest import DEMO_CLIP, PROJECT
 
 FPS = 29.97
 
@@ -235,7 +233,7 @@ def _wait(predicate, deadline_s: float, what: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_a_recording_replays_the_same_frames_in_order_with_the_same_timing(ipc_dir: Path, tmp_path: Path):
-    from actors import replay_control
+    from actors.camera import replay_control
 
     path = tmp_path / "obama.mprec"
     raw = {

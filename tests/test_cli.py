@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .conftest import DEMO_CLIP, DEMO_GALLERY
+from messages import Result
+from tests.conftest import DEMO_CLIP, DEMO_GALLERY
 
 MEGAPIXELS = str(Path(sys.executable).parent / "megapixels")
 
@@ -33,7 +35,9 @@ def test_search_a_frame_of_the_clip_finds_obama(demo_index, tmp_path):
     results = json.loads(done.stdout)
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert results[0]["identity"] == "barack_obama" and results[0]["distance"] < 0.45
-    assert set(results[0]) == {"rank", "identity", "distance", "photo", "row"}
+    assert set(results[0]) == {f.name for f in dataclasses.fields(Result)}
+    assert results[0]["verdict"] == "likely you" and 0.5 < results[0]["p_same"] <= 1  # calibrated, as on screen
+    assert len(results[0]["box"]) == 4
     assert (DEMO_GALLERY / results[0]["photo"]).exists()
 
 

@@ -8,9 +8,7 @@ nothing through in either direction while the authorised matcher works.
 from __future__ import annotations
 
 import contextlib
-import random
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -19,25 +17,9 @@ import zmq
 import zmq.auth
 
 import config
-from actors import runtime, security
-from messages import TOPICS, decode, encode
-
-from .conftest import PROJECT
-from .test_actors_logic import _query
-
-
-def _free_port_offset() -> int:
-    """An offset that puts every registered port on a free loopback port (no fixed ports here)."""
-    for _ in range(50):
-        offset = random.randrange(10_000, 50_000)
-        try:
-            for t in TOPICS.values():
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", t.port + offset))
-            return offset
-        except OSError:
-            continue
-    raise RuntimeError("no free port range found")
+from messages import TOPICS, curve, decode, encode, open_socket
+from tests import factories
+from tests.conftest import PROJECT
 
 
 @pytest.fixture
@@ -54,7 +36,7 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     return made
 
 
-def _cfg(keys: dict[str, Path], offset: int, who: str | None) -> config.Config:
+def _curve_cfg(keys: dict[str, Path], offset: int, who: str | None) -> config.Config:
     raw = config.load(PROJECT / "config" / "test.toml", env={}).copy()
     raw["network"] = {"transport": "tcp", "port_offset": offset}
     if who is not None:
@@ -71,23 +53,23 @@ def _cfg(keys: dict[str, Path], offset: int, who: str | None) -> config.Config:
 
 @pytest.mark.timeout(60)
 def test_only_the_authorised_matcher_gets_through(keys):
-    offset = _free_port_offset()
+    offset = factories.free_port_offset()
     server_ctx, ctxs = zmq.Context(), {name: zmq.Context() for name in ("a", "b", "plain")}
-    server_cfg = _cfg(keys, offset, "server")
-    pub = runtime.open_socket(server_ctx, server_cfg, "queries", "detector", receiving=False)
-    pull = runtime.open_socket(server_ctx, server_cfg, "candidates", "reducer", receiving=True)
+    server_cfg = _curve_cfg(keys, offset, "server")
+    pub = open_socket(server_ctx, server_cfg, "queries", "detector", receiving=False)
+    pull = open_socket(server_ctx, server_cfg, "candidates", "reducer", receiving=True)
     subs, pushes = {}, {}
     for name, ctx in ctxs.items():
-        cfg = _cfg(keys, offset, None if name == "plain" else name)
-        subs[name] = runtime.open_socket(ctx, cfg, "queries", "matcher", receiving=True)
-        pushes[name] = runtime.open_socket(ctx, cfg, "candidates", "matcher", receiving=False)
+        cfg = _curve_cfg(keys, offset, None if name == "plain" else name)
+        subs[name] = open_socket(ctx, cfg, "queries", "matcher", receiving=True)
+        pushes[name] = open_socket(ctx, cfg, "candidates", "matcher", receiving=False)
     assert pub.getsockopt(zmq.LAST_ENDPOINT).decode() == f"tcp://127.0.0.1:{TOPICS['queries'].port + offset}"
     got: dict[str, int] = {name: 0 for name in ctxs}
     pulled: set[str] = set()
     try:
         end = time.monotonic() + 20
         while time.monotonic() < end and (got["a"] < 20 or "a" not in pulled):
-            pub.send_multipart(encode(_query(1)))
+            pub.send_multipart(encode(factories.query(1)))
             for name, sub in subs.items():
                 while sub.poll(0):
                     assert decode(sub.recv_multipart()).query_id == 1
@@ -102,7 +84,7 @@ def test_only_the_authorised_matcher_gets_through(keys):
     finally:
         for sock in [pub, pull, *subs.values(), *pushes.values()]:
             sock.close(0)
-        security.stop(server_ctx)
+        curve.stop(server_ctx)
         for ctx in [server_ctx, *ctxs.values()]:
             ctx.term()
 
@@ -112,28 +94,28 @@ def test_exposing_the_shard_topics_needs_curve(keys):
         config.validate({"network": {"bind_host": "0.0.0.0"}})
     with pytest.raises(config.ConfigError, match=r"curve.secret_key_file must be set"):
         config.validate({"curve": {"enabled": True}})
-    no_server_key = _cfg(keys, 0, "a")
+    no_server_key = _curve_cfg(keys, 0, "a")
     no_server_key["curve"]["server_key_file"] = ""
     with pytest.raises(config.ConfigError, match=r"curve.server_key_file must be set"):
-        runtime.open_socket(zmq.Context.instance(), no_server_key, "queries", "matcher", receiving=True)
-    public_only = _cfg(keys, 0, "a")
+        open_socket(zmq.Context.instance(), no_server_key, "queries", "matcher", receiving=True)
+    public_only = _curve_cfg(keys, 0, "a")
     public_only["curve"]["secret_key_file"] = str(keys["a"])
     with pytest.raises(config.ConfigError, match="holds no secret key"):
-        runtime.open_socket(zmq.Context.instance(), public_only, "queries", "matcher", receiving=True)
+        open_socket(zmq.Context.instance(), public_only, "queries", "matcher", receiving=True)
 
 
 def test_other_topics_stay_on_loopback_whatever_bind_host_says(keys):
-    cfg = _cfg(keys, _free_port_offset(), "server")
+    cfg = _curve_cfg(keys, factories.free_port_offset(), "server")
     cfg["network"]["bind_host"] = "0.0.0.0"  # allowed with CURVE, for the shard topics only
     ctx = zmq.Context()
     try:
-        frames = runtime.open_socket(ctx, cfg, "frames", "camera", receiving=False)
-        queries = runtime.open_socket(ctx, cfg, "queries", "detector", receiving=False)
+        frames = open_socket(ctx, cfg, "frames", "camera", receiving=False)
+        queries = open_socket(ctx, cfg, "queries", "detector", receiving=False)
         assert frames.getsockopt(zmq.LAST_ENDPOINT).decode().startswith("tcp://127.0.0.1:")
         assert queries.getsockopt(zmq.LAST_ENDPOINT).decode().startswith("tcp://0.0.0.0:")
         assert queries.getsockopt(zmq.CURVE_SERVER) == 1 and frames.getsockopt(zmq.CURVE_SERVER) == 0
         frames.close(0)
         queries.close(0)
     finally:
-        security.stop(ctx)
+        curve.stop(ctx)
         ctx.term()

@@ -16,6 +16,7 @@ placeholder: a result without a readable photo must never break the window.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import multiprocessing
 import subprocess
@@ -30,13 +31,23 @@ import zmq
 
 import config
 from actors.display import camera_alert
-from actors.runtime import open_socket
-from messages import TOPICS, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
-from messages.schemas import CameraStatus
+from messages import (
+    TOPICS,
+    CameraStatus,
+    Faces,
+    Frame,
+    Header,
+    Matches,
+    PrintJob,
+    PrintReply,
+    Result,
+    decode,
+    encode,
+    open_socket,
+)
 from tests import cups_server
 from tests import kiosk_screen as ks
-
-from .conftest import DEMO_CLIP
+from tests.conftest import DEMO_CLIP
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("mss", reason="the screen grab needs the mss package (pip install mss)")
@@ -48,11 +59,11 @@ N_FRAMES = 20
 PERIOD_S = 0.1  # one round of frame, faces and matches
 QUERY_ID = 7
 RESULTS = [
-    {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/0001.jpg", "row": 11},
-    {"rank": 2, "identity": "Ari_Fleischer", "distance": 0.702, "photo": "Ari_Fleischer/0003.jpg", "row": 27},
-    {"rank": 3, "identity": "Abdullah_Gul", "distance": 0.731, "photo": "Abdullah_Gul/0002.jpg", "row": 3},
-    {"rank": 4, "identity": "synthetic_0042", "distance": 0.764, "photo": "", "row": 8},
-    {"rank": 5, "identity": "Atom_Egoyan", "distance": 0.78, "photo": "Atom_Egoyan/0001.jpg", "row": 30},
+    Result(1, "barack_obama", 0.35, "barack_obama/0001.jpg", 11),
+    Result(2, "Ari_Fleischer", 0.702, "Ari_Fleischer/0003.jpg", 27),
+    Result(3, "Abdullah_Gul", 0.731, "Abdullah_Gul/0002.jpg", 3),
+    Result(4, "synthetic_0042", 0.764, "", 8),
+    Result(5, "Atom_Egoyan", 0.78, "Atom_Egoyan/0001.jpg", 30),
 ]
 
 
@@ -74,7 +85,7 @@ level = "DEBUG"
 @cache
 def clip_frames() -> list[tuple[np.ndarray, list[list[int]], int, bytes]]:
     """Frames of the clip scaled to FRAME_W wide, with the detector's boxes, visitor and chip (faces only)."""
-    from actors.detector import find_visitor  # dlib: imported only when a test runs
+    from faces import find_visitor  # dlib: imported only when a test runs
 
     d = config.load(ks.PROJECT_ROOT / "config" / "test.toml", env={})["detector"]
     cap = cv2.VideoCapture(str(DEMO_CLIP))
@@ -147,7 +158,9 @@ class FakeUpstream:
         else:
             msgs.append(Faces(Header(n, now, "detector", n), w, h, now, boxes, visitor, chip))
             # The result of the previous round's frame, 50 ms after it was captured.
-            msgs.append(Matches(Header(n, now, "reducer", n - 1), self.query_id, RESULTS, False, [], 50.0))
+            msgs.append(
+                Matches(Header(n, now, "reducer", n - 1), self.query_id, now - 50_000_000, RESULTS, False, [], 50.0)
+            )
         for msg in msgs:
             pubs[type(msg).TOPIC].send_multipart(encode(msg))
         if self.send_garbage:
@@ -191,7 +204,7 @@ def upstream(ipc_dir: Path) -> Iterator[FakeUpstream]:
 
 
 def start_display(actors: ks.Actors, upstream: FakeUpstream) -> None:
-    actors.start("display", "actors.display")
+    actors.start("display", "ui_kivy")
     actors.wait_for(ks.logged("display", "window ready"), "the window", 60)
     actors.wait_for(ks.logged("display", "view: mode=results"), "the results view", 20, since=0)
 
@@ -210,14 +223,14 @@ def test_cards_alerts_and_boxes() -> None:
         "close": True,
     }
     assert [r["close"] for r in rows] == [True, False, False, False, False]
-    calibrated = app.card_rows([{**RESULTS[1], "p_same": 0.12, "verdict": "look-alike"}], 0.6)
+    calibrated = app.card_rows([dataclasses.replace(RESULTS[1], p_same=0.12, verdict="look-alike")], 0.6)
     assert calibrated[0]["confidence"] == "12 % · look-alike"
     # A 640x360 frame shown 2x at (10, 20): its top-left box lands at the top-left, y going up...
     assert app.box_rect([0, 0, 64, 36], 640, 360, (10, 20, 1280, 720)) == (10, 20 + 720 - 72, 128, 72)
     # ...and at the top-right when the view is mirrored.
     assert app.box_rect([0, 0, 64, 36], 640, 360, (10, 20, 1280, 720), mirror=True) == (1162, 668, 128, 72)
     assert app.fit_rect(640, 360, 0, 0, 700, 700) == (0, 153.125, 700, 393.75)
-    partial = Matches(Header(1, 0, "reducer", 1), QUERY_ID, RESULTS, True, [1, 3], 80.0)
+    partial = Matches(Header(1, 0, "reducer", 1), QUERY_ID, 0, RESULTS, True, [1, 3], 80.0)
     assert app.partial_note(partial) == "partial results: shard 1, 3 did not answer, some faces were not searched"
     assert app.alerts_text(False, False, "", "") == "waiting for the camera…"
     assert app.alerts_text(True, False, "", "") == "camera lost: no picture for a while"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors import fast_dlib
+from faces import fast_dlib
 
 
 def test_without_tools_it_says_what_is_missing_and_keeps_the_prebuilt_dlib(monkeypatch, capsys, tmp_path):

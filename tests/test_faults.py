@@ -16,12 +16,10 @@ import pytest
 import zmq
 
 import config
-from actors import runtime
+from benchmarks.graph import Graph
 from index import store
-from messages import decode
-
-from .conftest import DEMO_CLIP, PROJECT
-from .graph import Graph
+from messages import decode, open_socket
+from tests.conftest import DEMO_CLIP, PROJECT
 
 DEADLINE_MS = 400
 
@@ -58,7 +56,7 @@ def test_a_killed_shard_gives_partial_results_and_a_restart_completes_them(graph
         partial = graph.results(lambda r: r[-1]["partial"], 30)[-1]
         assert partial["missing_shards"] == [1]
         assert partial["results"], "the surviving shard's candidates are still shown"
-        first_row_of_shard_1 = store.read_manifest(Path(graph_env["MEGAPIXELS_INDEX"]))["shards"][1]["start"]
+        first_row_of_shard_1 = store.read_manifest(Path(graph_env["MEGAPIXELS_INDEX"])).shards[1].start
         assert all(r["row"] < first_row_of_shard_1 for r in partial["results"])
         # Keep coming, each within the deadline after its query (plus the pipeline's own latency).
         more = graph.results(lambda r: len(r) >= 3 and all(x["partial"] for x in r[-3:]), 30)
@@ -94,7 +92,7 @@ def test_a_frozen_display_stalls_nothing_and_catches_up(graph_env):
     graph.start_all()
     ctx = zmq.Context()
     cfg = config.load(env=graph_env)
-    watch = {t: runtime.open_socket(ctx, cfg, t, "display", receiving=True) for t in ("frames", "matches")}
+    watch = {t: open_socket(ctx, cfg, t, "display", receiving=True) for t in ("frames", "matches")}
     try:
         graph.results(lambda r: len(r) >= 2, 150)
         display = graph.procs["display.1"]

@@ -17,12 +17,11 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import runtime
-from messages import TOPICS, DecodeError, decode, encode
+from messages import TOPICS, DecodeError, decode, encode, open_socket
 from messages.codec import MAX_HEADER_BYTES
 from messages.schemas import MESSAGE_TYPES
-
-from .test_messages import SAMPLES
+from tests import factories
+from tests.factories import SAMPLES
 
 TOPIC_NAMES = sorted(MESSAGE_TYPES)
 
@@ -130,7 +129,7 @@ def test_every_receiving_socket_has_a_message_size_limit(ipc_config):
     try:
         for name, topic in TOPICS.items():
             receiver = "printer" if name == "print" else "detector"
-            sock = runtime.open_socket(ctx, ipc_config, name, receiver if topic.binder != receiver else "x", True)
+            sock = open_socket(ctx, ipc_config, name, receiver if topic.binder != receiver else "x", True)
             assert sock.getsockopt(zmq.MAXMSGSIZE) == topic.max_bytes > 0
             sock.close(0)
     finally:
@@ -140,7 +139,6 @@ def test_every_receiving_socket_has_a_message_size_limit(ipc_config):
 @pytest.mark.timeout(180)
 def test_a_live_actor_survives_fuzzed_input(running):
     """Real sockets: the actor counts what it drops and answers the good query after each batch."""
-    from .test_actors_logic import _query
 
     actor, stop, thread, pub, pull = running
     pub.setsockopt(zmq.SNDHWM, 10_000)  # the test's own queue must not drop the good query
@@ -151,7 +149,7 @@ def test_a_live_actor_survives_fuzzed_input(running):
             pub.send_multipart(parts)
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:  # repeated: the actor's small queue may drop it behind the fuzz
-            pub.send_multipart(encode(_query(qid)))
+            pub.send_multipart(encode(factories.query(qid)))
             while pull.poll(100):
                 if decode(pull.recv_multipart()).query_id == qid:
                     return True

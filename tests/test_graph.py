@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DEMO_CLIP, PROJECT
+from tests.conftest import DEMO_CLIP, PROJECT
 
 STARTED = re.compile(r"system\s+\| (\S+) started \(pid=(\d+)\)")
 

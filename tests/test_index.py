@@ -9,29 +9,26 @@ import numpy as np
 import pytest
 
 from index import build, search, store
-
-from .conftest import DEMO_GALLERY
+from tests.conftest import DEMO_GALLERY
 
 
 def _all_rows(index_dir):
     manifest = store.read_manifest(index_dir)
-    return np.concatenate([store.open_shard(index_dir, k)[0] for k in range(len(manifest["shards"]))])
+    return np.concatenate([store.open_shard(index_dir, k)[0] for k in range(len(manifest.shards))])
 
 
 def test_demo_index_layout(demo_index):
     manifest = store.read_manifest(demo_index)
-    assert manifest["dim"] == 128 and len(manifest["shards"]) == 2
-    shards = manifest["shards"]
-    assert (
-        shards[0]["start"] == 0 and shards[0]["stop"] == shards[1]["start"] and shards[1]["stop"] == manifest["count"]
-    )
+    assert manifest.dim == 128 and len(manifest.shards) == 2
+    shards = manifest.shards
+    assert shards[0].start == 0 and shards[0].stop == shards[1].start and shards[1].stop == manifest.count
     report = json.loads((demo_index / "build_report.json").read_text())
-    assert report["indexed"] == manifest["count"] and report["photos"] == len(build.scan(DEMO_GALLERY)[1])
+    assert report["indexed"] == manifest.count and report["photos"] == len(build.scan(DEMO_GALLERY)[1])
     assert report["indexed"] + sum(report["rejected"].values()) == report["photos"]
     for rejected in report["rejected_files"]:
         assert rejected["reason"] and (DEMO_GALLERY / rejected["photo"]).exists()
     meta = store.Metadata(demo_index)
-    entries = meta.lookup(list(range(manifest["count"])))
+    entries = meta.lookup(list(range(manifest.count)))
     meta.close()
     assert sum(e.identity == "barack_obama" for e in entries.values()) == 3
 
@@ -78,7 +75,7 @@ def test_corrupt_images_are_reported_and_skipped(tmp_path):
     reasons = {r["photo"]: r["reason"] for r in report["rejected_files"]}
     assert reasons == {"joe_biden/corrupt.jpg": "unreadable file", "nobody/blank.png": "unreadable file"}
     assert report["indexed"] == 5
-    assert len(store.read_manifest(tmp_path / "idx")["shards"]) == 3
+    assert len(store.read_manifest(tmp_path / "idx").shards) == 3
 
 
 def test_truncated_shard_is_refused_naming_the_file(demo_index, tmp_path):

@@ -24,8 +24,7 @@ import pytest
 from PIL import Image
 
 from tests import kiosk_screen as ks
-
-from .conftest import DEMO_CLIP
+from tests.conftest import DEMO_CLIP
 
 pytest.importorskip("mss", reason="the screen grab needs the mss package (pip install mss)")
 if importlib.util.find_spec("kivy") is None:
@@ -70,7 +69,7 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
     actors = ks.Actors(env)
     try:
         actors.start("printer", "actors.printer")
-        actors.start("display", "actors.display")
+        actors.start("display", "ui_kivy")
         actors.wait_for(ks.logged("display", "window ready"), "the window", 60)
 
         # Attract: nobody there, no camera yet.

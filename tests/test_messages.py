@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
 
 import msgpack
-import numpy as np
 import pytest
 
 from messages import (
-    CHIP_PX,
     TOPICS,
-    Candidates,
     DecodeError,
-    Faces,
-    Frame,
-    Header,
-    Matches,
-    PrintJob,
-    PrintReply,
-    Query,
     decode,
     encode,
     endpoint,
 )
-from messages.schemas import MESSAGE_TYPES, CameraStatus, Encoded, FaceJob, ReplayControl
+from messages.schemas import MESSAGE_TYPES
+from tests import factories
+from tests.factories import RESULT, SAMPLES
 
-H = Header(seq=7, t_ns=time.monotonic_ns(), src="test", frame_id=42)
-RESULT = {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/obama.jpg", "row": 3}
-SAMPLES = [
-    Frame(H, 4, 2, "replay:x.mp4", bytes(range(24))),
-    Faces(H, 640, 360, 123, [[1, 2, 50, 60]], 0, bytes(CHIP_PX * CHIP_PX * 3)),
-    Faces(H, 640, 360, 123, [], -1, b""),
-    Query(H, 99, 123, 5, np.arange(128, dtype="<f4").tobytes()),
-    Candidates(H, 99, 123, 5, 1, 2, [10, 11], [0.3, 0.4]),
-    Matches(H, 99, [RESULT], True, [1], 12.5),
-    PrintJob(H, 99, [RESULT]),
-    PrintReply(H, 99, True, "/tmp/receipt.png"),
-    FaceJob(H, 3, 123, 7, bytes(CHIP_PX * CHIP_PX * 3)),
-    Encoded(H, 3, 123, 7, np.arange(128, dtype="<f4").tobytes()),
-    CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
-    ReplayControl(H, "rate", 0.5),
-]
+H = factories.H
 
 
 def test_every_type_has_a_sample():
@@ -88,8 +65,10 @@ def _with(msg, **changes) -> list[bytes]:
         (_with(SAMPLES[3], descriptor=b"\0" * 12), "descriptor of 12 bytes"),
         (_with(SAMPLES[3], descriptor=b"\0" * 4096), "exceeds the limit"),
         (_with(SAMPLES[3], surprise=1), "unexpected field"),
-        (_with(SAMPLES[5], results=[{"rank": 1}]), "result lacks"),
-        (_with(SAMPLES[5], results=[RESULT] * 101), "exceed the limit"),
+        (_with(SAMPLES[5], results=[{"rank": 1}]), r"results\[0\]: missing field"),
+        (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT)] * 101), "exceed the limit"),
+        (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT) | {"p_same": 2.0}]), "p_same"),
+        (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT) | {"box": [1, 2, 3]}]), "box"),
         (_with(SAMPLES[4], distances=[0.3]), "2 rows but 1 distances"),
         (_with(SAMPLES[1], visitor=3), "does not index"),
     ],
@@ -148,9 +127,16 @@ def test_default_endpoints_are_loopback_only():
         assert endpoint(name).startswith("tcp://127.0.0.1:")
 
 
-def test_registry_schemas_exist_and_every_topic_has_a_binder():
-    from messages import schemas
-
+def test_registry_holds_each_topics_message_class_and_every_topic_has_a_binder():
     for t in TOPICS.values():
-        assert hasattr(schemas, t.schema), t
+        assert MESSAGE_TYPES[t.message.TOPIC] is t.message and t.name == t.message.TOPIC, t
+        assert t.reply is None or (t.pattern == "REQ/REP" and t.reply in MESSAGE_TYPES.values()), t
         assert t.binder and t.hwm > 0 and t.pattern in ("PUB/SUB", "PUSH/PULL", "REQ/REP")
+
+
+def test_registry_flags_say_which_topics_carry_the_visitor_and_which_may_leave_the_host():
+    from messages import REMOTE_TOPICS, VISITOR_TOPICS
+
+    assert {"queries", "candidates"} == REMOTE_TOPICS  # the query side's link to remote shards only
+    assert {"chips", "descriptors", "queries", "candidates", "matches", "print"} == VISITOR_TOPICS
+    assert not {"frames", "faces", "camera_status"} & VISITOR_TOPICS  # they flow while nobody is there

@@ -16,13 +16,14 @@ import pytest
 import zmq
 
 import config
-from actors import runtime, sources, tracking, vision
-from actors.detector import Detector, find_faces, targets
+import faces
+from actors import runtime
+from actors.camera import sources
+from actors.detector import Detector, targets
 from actors.encoder import Encoder
-from messages import Frame, Header, decode, encode
-from messages.schemas import Encoded, FaceJob
-
-from .conftest import DEMO_CLIP
+from faces import find_faces, tracking
+from messages import Encoded, FaceJob, Frame, Header, decode, encode, open_socket
+from tests.conftest import DEMO_CLIP
 
 DETECTOR = config.validate({})["detector"]
 
@@ -141,11 +142,11 @@ def test_alternative_detectors_find_obama(method):
 
 
 def test_replayed_obama_stays_close_to_his_enroll_stills(shared_data):
-    stills = [vision.describe_largest(vision.read_image(p))[1] for p in (shared_data / "enroll/barack_obama").glob("*")]
+    stills = [faces.describe_largest(faces.read_image(p))[1] for p in (shared_data / "enroll/barack_obama").glob("*")]
     avg = tracking.TrackAverage(4)
     for rgb in _frames(shared_data / "clips" / "obama_2s.mp4", every=8, skip=14):
         (box,) = find_faces(rgb, DETECTOR)
-        d = vision.describe(vision.face_chip(rgb, box))
+        d = faces.describe(faces.face_chip(rgb, box))
         averaged = avg.add(1, d)
         for s in stills:
             assert np.linalg.norm(d - s) < 0.45
@@ -171,8 +172,8 @@ def test_two_encoders_answer_every_query_exactly_once_in_order(ipc_config):
     ]
     for t in threads:
         t.start()
-    pub = runtime.open_socket(ctx, cfg, "frames", "camera", receiving=False)
-    sub = runtime.open_socket(ctx, cfg, "queries", "matcher", receiving=True)
+    pub = open_socket(ctx, cfg, "frames", "camera", receiving=False)
+    sub = open_socket(ctx, cfg, "queries", "matcher", receiving=True)
     frames = _frames(DEMO_CLIP, every=2, skip=14)
     queries = []
     try:

@@ -4,6 +4,7 @@ device file, a real CUPS server (started here) with a PDF queue, a stopped queue
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import socket
@@ -17,28 +18,21 @@ import pytest
 from PIL import Image
 
 import config
-from actors import print_backends, receipt
-from actors.dataset_info import DatasetFacts, DatasetPhotos, crop_box, photo_source
-from actors.printer import Printer
-from messages import Header, PrintJob
-
-from . import cups_server
-from .conftest import PROJECT
+from actors.printer import Printer, receipt
+from actors.printer import backends as print_backends
+from index.photos import DatasetFacts, DatasetPhotos, crop_box, photo_source
+from messages import Header, PrintJob, Result
+from tests import cups_server
+from tests.conftest import PROJECT
 
 GOLDEN = Path(__file__).with_name("golden") / "receipt.png"
 ARTIFACTS = PROJECT / "test-artifacts"
 WHEN = dt.datetime(2026, 11, 26, 10, 0)
 FACTS = DatasetFacts("Labeled Faces in the Wild", 13233, 5749, "/data/lfw")
 RESULTS = [
-    {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/obama.jpg", "row": 1},
-    {
-        "rank": 2,
-        "identity": "Ari_Fleischer",
-        "distance": 0.70,
-        "photo": "Ari_Fleischer/Ari_Fleischer_0001.jpg",
-        "row": 9,
-    },
-    {"rank": 3, "identity": "Abdullah_Gul", "distance": 0.73, "photo": "Abdullah_Gul/Abdullah_Gul_0001.jpg", "row": 3},
+    Result(1, "barack_obama", 0.35, "barack_obama/obama.jpg", 1),
+    Result(2, "Ari_Fleischer", 0.70, "Ari_Fleischer/Ari_Fleischer_0001.jpg", 9),
+    Result(3, "Abdullah_Gul", 0.73, "Abdullah_Gul/Abdullah_Gul_0001.jpg", 3),
 ]
 
 
@@ -88,7 +82,7 @@ def test_receipt_text_and_privacy() -> None:
     assert "Ari Fleischer" in text and len(r.photos) == 1  # the match only: no visitor face
     with_face = receipt.compose(RESULTS, 0.6, WHEN, FACTS, obama_crop(), visitor_face=obama_crop())
     assert len(with_face.photos) == 2 and "You:" in with_face.text()
-    calibrated = [{**RESULTS[0], "p_same": 0.91, "verdict": "likely you"}]
+    calibrated = [dataclasses.replace(RESULTS[0], p_same=0.91, verdict="likely you")]
     assert "91 % · likely you" in receipt.compose(calibrated, 0.6, WHEN).text()
     assert "Nobody in the dataset" in receipt.compose([], 0.6, WHEN).text()
 
@@ -109,17 +103,21 @@ def test_pdf_has_searchable_text() -> None:
     assert "Your closest match: barack obama" in text and "99 % · close match" in text
 
 
-def test_dataset_photos_crop_and_placeholders(demo_index: Path) -> None:
+def test_dataset_photos_crop_and_placeholders(demo_index: Path, demo_rows) -> None:
+    """The crop comes from the result alone (its photo and face box): no metadata lookup again."""
+    _, entries = demo_rows
+    row = next(i for i, e in enumerate(entries) if e.identity == "barack_obama")
+    entry = entries[row]
     photos = DatasetPhotos(demo_index)
     try:
         assert photos.facts is not None and photos.facts.photos == 259
-        meta_row = next(r for r in range(photos.facts.photos) if photos._meta.lookup([r])[r].identity == "barack_obama")
-        entry = photos._meta.lookup([meta_row])[meta_row]
-        crop = photos.crop({"row": meta_row, "photo": entry.photo, "identity": "barack_obama"})
-        assert crop is not None and crop.shape == (200, 200, 3) and crop.std() > 20
-        assert photos.crop({"row": 3, "photo": "nobody/missing.jpg", "identity": "x"}) is None
-        assert photos.crop({"row": 3, "photo": "../../etc/passwd", "identity": "x"}) is None
-        assert photos.crop({"row": 999, "photo": entry.photo, "identity": "synthetic_0007"}) is None
+        boxed = photos.crop(Result(1, "barack_obama", 0.3, entry.photo, row, list(entry.box)))
+        assert boxed is not None and boxed.shape == (200, 200, 3) and boxed.std() > 20
+        whole = photos.crop(Result(1, "barack_obama", 0.3, entry.photo, row + 10_000))  # no box: the whole photo
+        assert whole is not None and not np.array_equal(whole, boxed)
+        assert photos.crop(Result(1, "x", 0.3, "nobody/missing.jpg", 3)) is None
+        assert photos.crop(Result(1, "x", 0.3, "../../etc/passwd", 3)) is None
+        assert photos.crop(Result(1, "synthetic-7", 0.3, "", 999)) is None  # a row with no photo
     finally:
         photos.close()
     assert DatasetPhotos(demo_index / "nowhere").crop(RESULTS[0]) is None  # no index: placeholders

@@ -37,9 +37,9 @@ import zmq
 
 import config
 from messages import Query, decode, encode, endpoint
-
-from .conftest import DEMO_CLIP, PROJECT, Echo, matcher_in_thread
-from .test_curve import _free_port_offset
+from tests import factories
+from tests.conftest import DEMO_CLIP, PROJECT
+from tests.factories import Echo, matcher_in_thread
 
 TRACED = (
     "open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,link,linkat,symlink,symlinkat,"
@@ -112,7 +112,7 @@ def test_kiosk_mode_writes_nothing_and_stays_on_loopback(demo_index: Path, tmp_p
         pytest.skip("strace is not installed (apt-get install strace)")
     kiosk = (PROJECT / "config" / "kiosk.toml").read_text()
     config_file = tmp_path / "kiosk-on-free-ports.toml"  # written before tracing starts
-    config_file.write_text(kiosk + f"\n[network]\nport_offset = {_free_port_offset()}\n")
+    config_file.write_text(kiosk + f"\n[network]\nport_offset = {factories.free_port_offset()}\n")
     home = tmp_path / "home"
     home.mkdir()
     trace_file = tmp_path / "trace.txt"
@@ -394,9 +394,9 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
 ):
     """A visitor in 20 frames, then an empty scene: once every actor has scrubbed, no actor's memory
     holds the visitor's pixels (frames, face chips) or descriptors; a second visitor is searched as usual."""
-    from actors import replay_control, vision
-
-    from .graph import Graph
+    import faces
+    from actors.camera import replay_control
+    from benchmarks.graph import Graph
 
     if os.geteuid() != 0:
         pytest.skip("reading another process's memory needs root")
@@ -433,7 +433,7 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
         tap.close()
         queries = tap.queries
         assert queries, "the tap heard no query"
-        raw = [vision.describe(np.frombuffer(c, np.uint8).reshape(150, 150, 3), 1) for c in tap.chips]
+        raw = [faces.describe(np.frombuffer(c, np.uint8).reshape(150, 150, 3), 1) for c in tap.chips]
         # The first query of a track is the encoder's descriptor itself: the tap and our encoding agree.
         assert queries[0] in {d.astype("<f4").tobytes() for d in raw}
         descriptors = [
@@ -479,7 +479,7 @@ def test_a_wrong_scrub_setting_names_the_key_and_the_allowed_range():
 
 
 def test_numpy_small_buffer_cache_is_emptied():
-    from actors import privacy
+    from actors.runtime import privacy
 
     a = np.full(128, 7.25, np.float32)  # a descriptor-sized data buffer
     address = a.ctypes.data
@@ -494,7 +494,7 @@ def test_numpy_small_buffer_cache_is_emptied():
 
 FREED_BLOCK_PROBE = """
 import ctypes, sys
-from actors import privacy
+from actors.runtime import privacy
 privacy.restart_without_malloc_cache()
 assert privacy.scrub_freed_memory()
 libc = ctypes.CDLL(None)
@@ -534,9 +534,6 @@ class Forgetful(Echo):
 @pytest.mark.timeout(60)
 def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working(ipc_dir: Path):
 
-    from .test_actors_logic import _query
-    from .test_runtime import _send_until_answered
-
     raw = {
         "mode": {"kiosk": True},
         "privacy": {"scrub_after_s": 0.3},
@@ -544,13 +541,13 @@ def test_the_run_loop_scrubs_once_after_the_visitor_data_stops_and_keeps_working
     }
     actor = Forgetful(config.validate(raw))
     with matcher_in_thread(actor) as (_, _, pub, pull):
-        _send_until_answered(pub, pull, [encode(_query(1))], 1)
+        factories.send_until_answered(pub, pull, [encode(factories.query(1))], 1)
         end = time.monotonic() + 10
         while actor.stats["privacy.scrubs"] < 1 and time.monotonic() < end:
             pull.poll(50)
         assert actor.scrubbed == actor.stats["privacy.scrubs"] == 1
         # Both of its sockets were reopened, and it answers the next visitor as before.
-        assert _send_until_answered(pub, pull, [encode(_query(2))], 2).rows == [1]
+        assert factories.send_until_answered(pub, pull, [encode(factories.query(2))], 2).rows == [1]
         assert actor.scrubbed == 1, "no second scrub while the visitor's data flows"
         end = time.monotonic() + 10
         while actor.stats["privacy.scrubs"] < 2 and time.monotonic() < end:

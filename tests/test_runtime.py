@@ -8,34 +8,20 @@ import numpy as np
 import zmq
 
 from actors import runtime
-from messages import decode, encode
-
-from .test_actors_logic import _query
-
-
-def _send_until_answered(pub, pull, messages, want_qid, deadline_s=10.0):
-    """Publish ``messages`` repeatedly (a SUB joins late) until candidates for want_qid arrive."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        for m in messages:
-            pub.send_multipart(m)
-        if pull.poll(100):
-            reply = decode(pull.recv_multipart())
-            if reply.query_id == want_qid:
-                return reply
-    raise AssertionError(f"no answer to query {want_qid} within {deadline_s} s")
+from messages import encode, open_socket
+from tests import factories
 
 
 def test_bad_messages_are_counted_and_dropped_and_the_actor_keeps_going(running):
     actor, _, thread, pub, pull = running
-    good = encode(_query(1, np.ones(128)))
-    _send_until_answered(pub, pull, [good], 1)  # connected
+    good = encode(factories.query(1, np.ones(128)))
+    factories.send_until_answered(pub, pull, [good], 1)  # connected
     garbage = [
         [b"queries", b"\xc1 not msgpack"],
         [b"queries", b"\x80", b"extra frame"],
-        encode(_query(666)),  # decodes fine, makes the handler raise
+        encode(factories.query(666)),  # decodes fine, makes the handler raise
     ]
-    reply = _send_until_answered(pub, pull, [*garbage, encode(_query(2))], 2)
+    reply = factories.send_until_answered(pub, pull, [*garbage, encode(factories.query(2))], 2)
     assert reply.rows == [1] and thread.is_alive()
     assert actor.stats["queries.malformed"] >= 2
     assert actor.stats["handle.failed"] >= 1
@@ -43,7 +29,7 @@ def test_bad_messages_are_counted_and_dropped_and_the_actor_keeps_going(running)
 
 def test_stop_flag_ends_the_loop_within_a_second(running):
     _, stop, thread, pub, pull = running
-    _send_until_answered(pub, pull, [encode(_query(5))], 5)
+    factories.send_until_answered(pub, pull, [encode(factories.query(5))], 5)
     started = time.monotonic()
     stop.set()
     thread.join(2)
@@ -53,11 +39,11 @@ def test_stop_flag_ends_the_loop_within_a_second(running):
 
 def test_sockets_bind_and_connect_as_the_registry_says(ipc_config, ipc_dir):
     ctx = zmq.Context()
-    pub = runtime.open_socket(ctx, ipc_config, "frames", "camera", receiving=False)
+    pub = open_socket(ctx, ipc_config, "frames", "camera", receiving=False)
     assert pub.type == zmq.PUB and (ipc_dir / "frames.sock").exists()
-    sub = runtime.open_socket(ctx, ipc_config, "frames", "detector", receiving=True)
+    sub = open_socket(ctx, ipc_config, "frames", "detector", receiving=True)
     assert sub.type == zmq.SUB and sub.getsockopt(zmq.RCVHWM) == 2
-    rep = runtime.open_socket(ctx, ipc_config, "print", "printer", receiving=True)
+    rep = open_socket(ctx, ipc_config, "print", "printer", receiving=True)
     assert rep.type == zmq.REP
     for s in (pub, sub, rep):
         s.close(0)
@@ -90,11 +76,12 @@ def test_waiting_messages_are_handled_as_one_batch(ipc_config):
     push.connect("inproc://batch")
     actor = Batcher(ipc_config)
     for i in range(20):
-        push.send_multipart([b"garbage"] if i == 18 else encode(_query(i)))  # inproc: queued on return
+        push.send_multipart([b"garbage"] if i == 18 else encode(factories.query(i)))  # inproc: queued on return
     try:
         assert pull.poll(1000)
-        runtime._receive(actor, pull, "queries", {})
-        runtime._receive(actor, pull, "queries", {})
+        box = runtime.inbox(actor, pull, "queries")
+        runtime.receive(actor, box, {})
+        runtime.receive(actor, box, {})
         assert actor.sizes == [16, 3]
         assert actor.stats["queries.received"] == 20 and actor.stats["queries.malformed"] == 1
         assert actor.stats["queries.batches"] == 2 and not pull.poll(0)

@@ -7,26 +7,26 @@ import weakref
 
 import pytest
 
-from actors import scores
-from messages import Header, Matches
-from ui_kivy.session import NS, Phase, Session, Timing, captured_ns
+from index import scores
+from messages import Header, Matches, Result
+from ui_kivy.session import NS, Phase, Session, Timing
 
 T = Timing(stable_s=1.0, gap_s=0.5, leave_s=2.0, search_timeout_s=5.0, results_hold_s=10.0)
 CLOSE = [
-    {"rank": 1, "identity": "barack_obama", "distance": 0.35, "photo": "barack_obama/a.jpg", "row": 1},
-    {"rank": 2, "identity": "Ari_Fleischer", "distance": 0.70, "photo": "Ari_Fleischer/b.jpg", "row": 2},
+    Result(1, "barack_obama", 0.35, "barack_obama/a.jpg", 1),
+    Result(2, "Ari_Fleischer", 0.70, "Ari_Fleischer/b.jpg", 2),
 ]
-FAR = [{"rank": 1, "identity": "Ari_Fleischer", "distance": 0.71, "photo": "Ari_Fleischer/b.jpg", "row": 2}]
+FAR = [Result(1, "Ari_Fleischer", 0.71, "Ari_Fleischer/b.jpg", 2)]
 
 
 def s(seconds: float) -> int:
     return int(seconds * NS)
 
 
-def matches(sent_at_s: float, captured_at_s: float, results: list[dict] | None = None, query_id: int = 1) -> Matches:
+def matches(sent_at_s: float, captured_at_s: float, results: list[Result] | None = None, query_id: int = 1) -> Matches:
     latency_ms = (sent_at_s - captured_at_s) * 1000
     header = Header(query_id, s(sent_at_s), "reducer", query_id)
-    return Matches(header, query_id, results or CLOSE, False, [], latency_ms)
+    return Matches(header, query_id, s(captured_at_s), results or CLOSE, False, [], latency_ms)
 
 
 def faces_every(session: Session, start_s: float, stop_s: float, step_s: float = 0.1) -> float:
@@ -174,7 +174,7 @@ def test_memory_of_the_visitor_is_dropped_at_reset() -> None:
 
 
 def test_captured_time_from_latency() -> None:
-    assert captured_ns(matches(10.0, 9.75)) == s(9.75)
+    assert matches(10.0, 9.75).captured_ns == s(9.75)
 
 
 @pytest.mark.parametrize(
@@ -189,7 +189,7 @@ def test_captured_time_from_latency() -> None:
     ],
 )
 def test_confidence(result: dict, percent: int, verdict: str, provisional: bool) -> None:
-    c = scores.confidence(result, 0.6)
+    c = scores.confidence(Result(1, "someone", photo="someone/1.jpg", row=1, **result), 0.6)
     assert (c.percent, c.verdict, c.provisional) == (percent, verdict, provisional)
     assert scores.confidence_text(c).endswith("(provisional)") == provisional
 

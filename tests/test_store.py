@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from actors.reducer import Reducer
-from index import search, store, synthetic
+from index import calibration, search, store, synthetic
 from messages import Candidates, Header, Query
-
-from .test_actors_logic import _cfg
+from tests import factories
 
 
 def _grown(demo_rows, out, dtype, n_synthetic=30_000, shards=3):
@@ -24,9 +23,9 @@ def _grown(demo_rows, out, dtype, n_synthetic=30_000, shards=3):
 def test_merge_of_shards_equals_brute_force_over_real_plus_synthetic(demo_rows, tmp_path, dtype, kernel):
     manifest = _grown(demo_rows, tmp_path, dtype)
     shards = [store.open_shard(tmp_path, k) for k in range(3)]
-    everything = np.concatenate([store.decode_rows(s, manifest) for s, _ in shards])
-    assert len(everything) == manifest["count"] == len(demo_rows[0]) + 30_000
-    indexes = [(search.ShardIndex(s, manifest, kernel), first) for s, first in shards]
+    everything = np.concatenate([store.decode_rows(s, manifest.codec) for s, _ in shards])
+    assert len(everything) == manifest.count == len(demo_rows[0]) + 30_000
+    indexes = [(search.ShardIndex(s, manifest.codec, kernel), first) for s, first in shards]
     rng = np.random.default_rng(1)
     descriptors = demo_rows[0]
     picked = descriptors[rng.choice(len(descriptors), 12, replace=False)]
@@ -57,8 +56,8 @@ def test_coded_batch_is_one_pass_with_the_brute_force_answers(demo_rows, tmp_pat
     query, and answers exactly what brute force over the decoded rows answers."""
     manifest = _grown(demo_rows, tmp_path, dtype, n_synthetic=20_000, shards=1)
     stored, _ = store.open_shard(tmp_path, 0)
-    decoded = store.decode_rows(stored, manifest)
-    index = search.ShardIndex(stored, manifest, "faiss")
+    decoded = store.decode_rows(stored, manifest.codec)
+    index = search.ShardIndex(stored, manifest.codec, "faiss")
     assert np.allclose(index.norms_sq, np.einsum("ij,ij->i", decoded, decoded), rtol=1e-5)
     rng = np.random.default_rng(2)
     picked = demo_rows[0][rng.choice(len(demo_rows[0]), 16, replace=False)]
@@ -78,13 +77,13 @@ def test_coded_batch_blocks_and_small_shards(demo_rows, tmp_path, monkeypatch):
     monkeypatch.setattr(search, "CODED_BLOCK_ROWS", 7)
     manifest = _grown(demo_rows, tmp_path, "float16", n_synthetic=0, shards=1)
     stored, _ = store.open_shard(tmp_path, 0)
-    decoded = store.decode_rows(stored, manifest)
-    norms = search.coded_squared_norms(stored, manifest)
+    decoded = store.decode_rows(stored, manifest.codec)
+    norms = search.coded_squared_norms(stored, manifest.codec)
     queries = decoded[[0, 5, 50, 100]]
-    rows, _ = search.topk_batch_coded(stored, manifest, norms, queries, 5)
+    rows, _ = search.topk_batch_coded(stored, manifest.codec, norms, queries, 5)
     for q, r in zip(queries, rows, strict=True):
         assert r.tolist() == np.argsort(np.linalg.norm(decoded - q, axis=1), kind="stable")[:5].tolist()
-    rows, dists = search.topk_batch_coded(stored[:3], manifest, norms[:3], queries, 5)
+    rows, dists = search.topk_batch_coded(stored[:3], manifest.codec, norms[:3], queries, 5)
     assert rows.shape == dists.shape == (4, 3) and sorted(rows[0].tolist()) == [0, 1, 2]
 
 
@@ -93,7 +92,7 @@ def test_float16_and_int8_stay_close_to_float32(demo_rows, tmp_path):
     for dtype, tolerance in (("float16", 1e-3), ("int8", 1e-2)):
         manifest = _grown(demo_rows, tmp_path / dtype, dtype, n_synthetic=0, shards=1)
         stored, _ = store.open_shard(tmp_path / dtype, 0)
-        assert np.abs(store.decode_rows(stored, manifest) - descriptors).max() < tolerance
+        assert np.abs(store.decode_rows(stored, manifest.codec) - descriptors).max() < tolerance
 
 
 def test_corrupt_shard_of_the_same_size_is_refused_by_its_checksum(demo_rows, tmp_path):
@@ -113,23 +112,57 @@ def test_corrupt_shard_of_the_same_size_is_refused_by_its_checksum(demo_rows, tm
 def test_metadata_round_trips_and_marks_synthetic_rows(demo_rows, tmp_path):
     manifest = _grown(demo_rows, tmp_path, "float16", n_synthetic=600)
     meta = store.Metadata(tmp_path)
-    n_real = manifest["real"]
-    entries = meta.lookup([0, n_real - 1, n_real, manifest["count"] - 1])
+    n_real = manifest.real
+    entries = meta.lookup([0, n_real - 1, n_real, manifest.count - 1])
     meta.close()
     assert entries[0] == demo_rows[1][0] and entries[n_real - 1] == demo_rows[1][-1]
     assert entries[n_real].synthetic and entries[n_real].photo == "" and not entries[0].synthetic
-    assert manifest["synthetic"]["start"] == n_real and manifest["synthetic"]["stop"] == manifest["count"]
+    assert manifest.synthetic.start == n_real and manifest.synthetic.stop == manifest.count
 
 
 def test_reducer_never_shows_a_synthetic_entry(demo_rows, tmp_path):
     manifest = _grown(demo_rows, tmp_path, "float16", n_synthetic=600, shards=2)
-    r = Reducer(_cfg(index={"path": str(tmp_path)}))
+    r = Reducer(factories.cfg(index={"path": str(tmp_path)}))
     r.on_start()
-    n_real = manifest["real"]
+    n_real = manifest.real
     h = Header(1, 0, "test", 1)
     r.handle(Query(h, 7, 0, 5, bytes(512)))
     r.handle(Candidates(h, 7, 0, 5, 0, 2, [n_real + 3, 4], [0.41, 0.52]))
     (out,) = r.handle(Candidates(h, 7, 0, 5, 1, 2, [n_real + 400, 0], [0.45, 0.6]))
-    assert [(x["rank"], x["row"]) for x in out.results] == [(3, 4), (4, 0)]
+    assert [(x.rank, x.row) for x in out.results] == [(3, 4), (4, 0)]
     assert r.stats["matches.synthetic_hidden"] == 2
     r.on_stop()
+
+
+def test_the_command_line_answers_what_the_kiosk_shows(demo_rows, tmp_path):
+    """One gallery API: megapixels search's Gallery.search equals the reducer's merge of the
+    matchers' answers for the same descriptor, synthetic rows hidden in both, ranks kept."""
+    from actors.matcher import Matcher
+    from index.gallery import Gallery
+
+    manifest = _grown(demo_rows, tmp_path, "float16", n_synthetic=20_000, shards=2)
+    calibration_file = calibration.install(tmp_path)
+    assert calibration_file is not None
+    descriptors, _ = demo_rows
+    query = factories.query(9, descriptors[17] + 0.02)
+    cfg = factories.cfg(index={"path": str(tmp_path)})
+    matchers = [Matcher(cfg, name=f"matcher.{k + 1}") for k in range(len(manifest.shards))]
+    reducer = Reducer(cfg)
+    reducer.on_start()
+    try:
+        reducer.handle(query)
+        for m in matchers:
+            m.on_start()
+            (candidates,) = m.handle(query)
+            out = reducer.handle(candidates)
+        (kiosk,) = out
+        gallery = Gallery(tmp_path)
+        try:
+            cli = gallery.search(np.frombuffer(query.descriptor, "<f4"), query.k)
+        finally:
+            gallery.close()
+    finally:
+        reducer.on_stop()
+    assert kiosk.results == cli
+    assert cli[0].row == 17 and cli[0].p_same is not None and cli[0].verdict
+    assert all(r.row < manifest.real for r in cli)  # no synthetic row is shown as a person

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from .conftest import PROJECT
+from tests.conftest import PROJECT
 
 
 def _procfile() -> dict[str, str]:

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors import vision
-from actors.detector import find_visitor
+import faces
+from faces import find_visitor
 from messages import CHIP_PX
-
-from .conftest import DEMO_GALLERY
+from tests.conftest import DEMO_GALLERY
 
 ENROLLED = ["alex_lacamoire", "barack_obama", "joe_biden", "kit_harington", "lin_manuel_miranda", "rose_leslie"]
 STILLS = sorted(p for person in ENROLLED for p in (DEMO_GALLERY / person).iterdir())
@@ -20,7 +19,7 @@ STILLS = sorted(p for person in ENROLLED for p in (DEMO_GALLERY / person).iterdi
 @pytest.fixture(scope="module")
 def descriptor():
     def of(path: Path) -> np.ndarray:
-        found = vision.describe_largest(vision.read_image(path))
+        found = faces.describe_largest(faces.read_image(path))
         assert found is not None, f"no face in {path}"
         return found[1]
 
@@ -35,7 +34,7 @@ def test_bundled_stills_are_the_shared_enroll_stills(shared_data):
 
 @pytest.mark.parametrize("still", STILLS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_detector_finds_the_face_in_every_enroll_still(still):
-    rgb = vision.read_image(still)
+    rgb = faces.read_image(still)
     boxes, visitor, chip = find_visitor(rgb, scale=1.0, upsample=1, min_face_px=20)
     assert visitor >= 0, f"no face found in {still}"
     left, top, right, bottom = boxes[visitor]
@@ -54,15 +53,15 @@ def test_obama_is_close_to_obama_and_far_from_biden(descriptor):
 def test_descriptor_equals_face_recognition_on_the_same_box():
     import face_recognition
 
-    rgb = vision.read_image(DEMO_GALLERY / "barack_obama" / "obama.jpg")
-    box, ours = vision.describe_largest(rgb)
+    rgb = faces.read_image(DEMO_GALLERY / "barack_obama" / "obama.jpg")
+    box, ours = faces.describe_largest(rgb)
     left, top, right, bottom = box
     theirs = face_recognition.face_encodings(rgb, [(top, right, bottom, left)])[0]
     assert np.abs(ours - theirs).max() < 1e-5
 
 
 def test_probe_with_two_faces_gives_the_largest(shared_data):
-    rgb = vision.read_image(shared_data / "enroll" / "probes" / "kit_with_rose.jpg")
+    rgb = faces.read_image(shared_data / "enroll" / "probes" / "kit_with_rose.jpg")
     boxes, visitor, _ = find_visitor(rgb, scale=1.0, upsample=1, min_face_px=20)
     assert len(boxes) == 2
     areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
@@ -70,16 +69,16 @@ def test_probe_with_two_faces_gives_the_largest(shared_data):
 
 
 def test_rgba_and_grayscale_images_are_read_as_rgb(shared_data, tmp_path):
-    assert vision.read_image(shared_data / "enroll" / "probes" / "32bit.png").shape[2] == 3
-    gray = vision.as_rgb(np.zeros((4, 5), np.uint8))
+    assert faces.read_image(shared_data / "enroll" / "probes" / "32bit.png").shape[2] == 3
+    gray = faces.as_rgb(np.zeros((4, 5), np.uint8))
     assert gray.shape == (4, 5, 3)
-    assert vision.as_rgb(np.zeros((4, 5, 4), np.uint8)).shape == (4, 5, 3)
-    with pytest.raises(vision.ImageError, match="unsupported image shape"):
-        vision.as_rgb(np.zeros((4, 5, 2), np.uint8))
+    assert faces.as_rgb(np.zeros((4, 5, 4), np.uint8)).shape == (4, 5, 3)
+    with pytest.raises(faces.ImageError, match="unsupported image shape"):
+        faces.as_rgb(np.zeros((4, 5, 2), np.uint8))
 
 
 def test_unreadable_image_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(vision.ImageError, match="not a readable image"):
-        vision.read_image(bad)
+    with pytest.raises(faces.ImageError, match="not a readable image"):
+        faces.read_image(bad)

@@ -51,12 +51,28 @@ from kivy.uix.widget import Widget
 from PIL import Image
 
 import config
-from actors.dataset_info import DatasetPhotos
 from actors.display import camera_alert
-from actors.runtime import StopFlag, open_socket
-from actors.scores import confidence, confidence_text, display_name
-from messages import TOPICS, DecodeError, Faces, Frame, Header, Matches, PrintJob, PrintReply, decode, encode
-from messages.schemas import CameraStatus
+from actors.runtime import StopFlag
+from index import scores
+from index.photos import DatasetPhotos
+from index.scores import confidence, confidence_text, display_name
+from messages import (
+    CHIP_PX,
+    CameraStatus,
+    DecodeError,
+    Faces,
+    Frame,
+    Header,
+    Inbox,
+    Matches,
+    PrintJob,
+    PrintReply,
+    Result,
+    decode,
+    encode,
+    open_socket,
+)
+from messages.inbox import MIN_ALIVE_S
 from ui_kivy.session import Phase, Session, Timing
 
 KV_PATH = Path(__file__).with_name("kiosk.kv")
@@ -65,8 +81,6 @@ SUBSCRIBES = ("frames", "faces", "matches", "camera_status")
 POLL_S = 1 / 30
 MAX_MESSAGES_PER_POLL = 100  # a flood of messages must not starve the window of frames
 SHOWN_RESULTS = 5
-ALIVE_PERIODS = 10  # a stream is alive while a message came within this many periods of its rate...
-MIN_ALIVE_S = 2.0  # ...and never less than this: a busy detector on two cores runs at a few frames/s
 PRINT_TIMEOUT_S = 3.0
 PRINT_ATTEMPTS = 2  # the first send and one resend on a fresh socket
 PRINT_NOTE_S = 10.0  # how long "your receipt is printing" and the like stay up
@@ -79,19 +93,19 @@ log = logging.getLogger("display")
 # --- pure helpers: no sockets, no window -------------------------------------------------------
 
 
-def card_rows(results: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+def card_rows(results: list[Result], threshold: float) -> list[dict[str, Any]]:
     """The five result cards' texts, best first."""
     rows = []
-    for r in sorted(results, key=lambda r: r["distance"])[:SHOWN_RESULTS]:
+    for r in sorted(results, key=lambda r: r.distance)[:SHOWN_RESULTS]:
         c = confidence(r, threshold)
         rows.append(
             {
-                "rank": str(r["rank"]),
-                "name": display_name(r["identity"]),
+                "rank": str(r.rank),
+                "name": display_name(r.identity),
                 "confidence": confidence_text(c),
                 "percent": c.percent,
-                "distance": f"distance {r['distance']:.3f}",
-                "close": r["distance"] <= threshold,
+                "distance": f"distance {r.distance:.3f}",
+                "close": r.distance <= threshold,
             }
         )
     return rows
@@ -134,10 +148,10 @@ def phase_text(phase: Phase, await_leave: bool, results: Matches | None, thresho
         return "searching the dataset" + "." * (1 + int(now_s * 3) % 3)
     if results is None or not results.results:
         return "nobody in the dataset resembles you"
-    best = min(results.results, key=lambda r: r["distance"])
-    if best["distance"] <= threshold:
-        return f"your closest match: {display_name(best['identity'])}"
-    return f"no close match; the nearest is {display_name(best['identity'])}"
+    best = min(results.results, key=lambda r: r.distance)
+    if best.distance <= threshold:
+        return f"your closest match: {display_name(best.identity)}"
+    return f"no close match; the nearest is {display_name(best.identity)}"
 
 
 def view_mode(phase: Phase) -> str:
@@ -165,7 +179,7 @@ def box_rect(
     return ix + left * sx, iy + (frame_h - bottom) * sy, (right - left) * sx, (bottom - top) * sy
 
 
-def chip_jpeg(chip: bytes, side_px: int = 150) -> bytes:
+def chip_jpeg(chip: bytes, side_px: int = CHIP_PX) -> bytes:
     """The visitor's aligned face chip as JPEG bytes, in memory (only when the operator allows printing it)."""
     buf = io.BytesIO()
     Image.frombytes("RGB", (side_px, side_px), chip).save(buf, "JPEG", quality=90)
@@ -313,10 +327,19 @@ class Kiosk:
         )
         self.print_face: bool = cfg["printer"]["print_visitor_face"]
         self.photos = DatasetPhotos(cfg.path("index", "path"))
-        self.subs = {topic: open_socket(ctx, cfg, topic, ROLE, receiving=True) for topic in SUBSCRIBES}
-        self.req = open_socket(ctx, cfg, "print", ROLE, receiving=False)
         self.stats: Counter[str] = Counter()
-        self.last_ns: dict[str, int] = {}
+        self.inboxes = {
+            topic: Inbox(
+                open_socket(ctx, cfg, topic, ROLE, receiving=True),
+                topic,
+                self.stats,
+                log,
+                newest_only=topic == "frames",  # only the newest frame is worth drawing
+                limit=MAX_MESSAGES_PER_POLL,
+            )
+            for topic in SUBSCRIBES
+        }
+        self.req = open_socket(ctx, cfg, "print", ROLE, receiving=False)
         self.faces: Faces | None = None
         self.camera: CameraStatus | None = None  # the camera's last word about itself
         self.shown_query: int | None = None  # the result list on the cards
@@ -333,8 +356,8 @@ class Kiosk:
         view.bind(on_print=lambda *_: self.request_print())
 
     def poll(self, now_ns: int) -> None:
-        for topic in SUBSCRIBES:
-            for msg in self._receive(topic, now_ns):
+        for topic, inbox in self.inboxes.items():
+            for msg in inbox.receive(now_ns):
                 try:
                     self._apply(msg, now_ns)
                 except Exception:  # a message that breaks the view is skipped, never fatal
@@ -366,36 +389,14 @@ class Kiosk:
         self._render(now_ns)
 
     def close(self) -> None:
-        for sock in [*self.subs.values(), self.req]:
-            sock.close(linger=0)
+        for inbox in self.inboxes.values():
+            inbox.close()
+        self.req.close(linger=0)
         self.ctx.term()
         self.photos.close()
         log.info("stopped; counters: %s", dict(self.stats))
 
-    # --- receiving ------------------------------------------------------------------------------
-
-    def _receive(self, topic: str, now_ns: int) -> list[Any]:
-        sock = self.subs[topic]
-        waiting = []
-        while len(waiting) < MAX_MESSAGES_PER_POLL:
-            try:
-                waiting.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
-            except zmq.Again:
-                break
-        if topic == "frames" and len(waiting) > 1:  # only the newest frame is worth drawing
-            self.stats["frames.skipped_stale"] += len(waiting) - 1
-            waiting = waiting[-1:]
-        messages = []
-        for parts in waiting:
-            self.stats[f"{topic}.received"] += 1
-            try:
-                messages.append(decode(parts, expect=topic))
-            except DecodeError as e:
-                self.stats[f"{topic}.malformed"] += 1
-                log.warning("dropped a malformed %s message: %s", topic, e)
-                continue
-            self.last_ns[topic] = now_ns
-        return messages
+    # --- showing what arrived -------------------------------------------------------------------
 
     def _apply(self, msg: Any, now_ns: int) -> None:
         if isinstance(msg, Frame):
@@ -413,8 +414,9 @@ class Kiosk:
             self.camera = msg
         elif isinstance(msg, Matches):
             if self.session.on_matches(now_ns, msg):
-                best = min(msg.results, key=lambda r: r["distance"])["identity"] if msg.results else "(none)"
-                log.info("showing %d results for query %d, best %s", len(msg.results), msg.query_id, best)
+                best = scores.best(msg.results)
+                name = best.identity if best is not None else "(none)"
+                log.info("showing %d results for query %d, best %s", len(msg.results), msg.query_id, name)
             else:
                 self.stats["matches.not_for_this_visit"] += 1
 
@@ -437,7 +439,11 @@ class Kiosk:
         if not self._alive("camera_status", now_ns):  # the camera process is gone: its last word is stale
             camera = ""
         v.alerts = alerts_text(
-            "frames" in self.last_ns, self._alive("frames", now_ns), partial_note(results), self.printer_problem, camera
+            self.inboxes["frames"].seen,
+            self._alive("frames", now_ns),
+            partial_note(results),
+            self.printer_problem,
+            camera,
         )
         v.can_print = self.pending is None and s.can_print
         if self.pending is None and v.print_note and (now_ns > self.print_note_until_ns or s.phase is Phase.ATTRACT):
@@ -458,7 +464,7 @@ class Kiosk:
 
     def _show_cards(self, results: Matches | None) -> None:
         rows = card_rows(results.results, self.threshold) if results is not None else []
-        by_rank = {str(r["rank"]): r for r in results.results} if results is not None else {}
+        by_rank = {str(r.rank): r for r in results.results} if results is not None else {}
         cards = [self.view.ids[f"card{i}"] for i in range(SHOWN_RESULTS)]
         for i, card in enumerate(cards):
             row = rows[i] if i < len(rows) else None
@@ -532,8 +538,7 @@ class Kiosk:
         self.print_note_until_ns = time.monotonic_ns() + int(PRINT_NOTE_S * 1e9)
 
     def _alive(self, topic: str, now_ns: int) -> bool:
-        last = self.last_ns.get(topic)
-        return last is not None and now_ns - last < max(ALIVE_PERIODS / TOPICS[topic].rate_hz, MIN_ALIVE_S) * 1e9
+        return self.inboxes[topic].alive(now_ns)
 
     def _header(self, frame_id: int) -> Header:
         self._seq += 1

@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.scores import clears_threshold
+from index.scores import clears_threshold
 from messages import Matches
 
 NS = 1_000_000_000
@@ -56,11 +56,6 @@ class Visit:
     results: Matches | None = None
     printed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # the display's own per-visitor things
-
-
-def captured_ns(msg: Matches) -> int:
-    """When the camera captured the frame a result list derives from (same monotonic clock)."""
-    return msg.header.t_ns - int(msg.latency_ms * 1e6)
 
 
 class Session:
@@ -104,7 +99,7 @@ class Session:
         visit = self.visit
         if self.phase is not Phase.SEARCHING or visit is None:
             return False
-        if captured_ns(msg) < visit.first_face_ns:
+        if msg.captured_ns < visit.first_face_ns:
             return False  # computed from an earlier frame: possibly the previous visitor
         visit.results = msg
         visit.results_since_ns = now_ns

@@ -17,11 +17,11 @@ from benchmarks.accuracy import describe_lfw, lfw
 
 
 def detection_counts(root: Path, photos: list[str], upsample: int) -> dict:
-    from actors import vision
+    import faces
 
     none, several, started = [], 0, time.monotonic()
     for p in photos:
-        boxes = vision.detect(vision.read_image(root / p), scale=1.0, upsample=upsample)
+        boxes = faces.detect(faces.read_image(root / p), scale=1.0, upsample=upsample)
         none += [] if boxes else [p]
         several += len(boxes) > 1
     ms = 1000 * (time.monotonic() - started) / len(photos)

@@ -53,25 +53,25 @@ def centre_most(boxes: list[tuple[int, int, int, int]], width: int, height: int)
 
 def describe_one(root: str, photo: str, upsample: int, jitter: int, mirror: bool, box: tuple | None = None) -> dict:
     """Runs in a worker: boxes and descriptors of one photo (``box`` forces a fallback box)."""
-    from actors import vision
+    import faces
 
-    rgb = vision.read_image(Path(root) / photo)
+    rgb = faces.read_image(Path(root) / photo)
     h, w = rgb.shape[:2]
     nan = np.full(128, np.nan, dtype=np.float32)
     if box is None:
-        boxes = vision.detect(rgb, scale=1.0, upsample=upsample)
-        c, big = centre_most(boxes, w, h), vision.largest(boxes)
+        boxes = faces.detect(rgb, scale=1.0, upsample=upsample)
+        c, big = centre_most(boxes, w, h), faces.largest(boxes)
     else:
         boxes, c, big = [tuple(box)], 0, 0
     rec = {"photo": photo, "faces": len(boxes) if box is None else 0, "fallback": box is not None}
     if c < 0:
         rec.update(box=NAN_BOX, box_largest=NAN_BOX, desc=nan, desc_mirror=nan, desc_largest=nan)
         return rec
-    chip = vision.face_chip(rgb, boxes[c])
+    chip = faces.face_chip(rgb, boxes[c])
     rec["box"], rec["box_largest"] = boxes[c], boxes[big]
-    rec["desc"] = vision.describe(chip, jitter)
-    rec["desc_mirror"] = vision.describe(np.ascontiguousarray(chip[:, ::-1]), jitter) if mirror else nan
-    rec["desc_largest"] = rec["desc"] if big == c else vision.describe(vision.face_chip(rgb, boxes[big]), jitter)
+    rec["desc"] = faces.describe(chip, jitter)
+    rec["desc_mirror"] = faces.describe(np.ascontiguousarray(chip[:, ::-1]), jitter) if mirror else nan
+    rec["desc_largest"] = rec["desc"] if big == c else faces.describe(faces.face_chip(rgb, boxes[big]), jitter)
     return rec
 
 
@@ -93,18 +93,18 @@ def describe_flipped(root: str, photo: str, upsample: int, jitter: int, box: tup
 
     ``box``/``box_largest`` are the original photo's centre-most and largest boxes (or its fallback box).
     When HOG finds no face on the mirrored photo, the mirrored original boxes stand in (flagged)."""
-    from actors import vision
+    import faces
 
-    rgb = np.ascontiguousarray(vision.read_image(Path(root) / photo)[:, ::-1])
+    rgb = np.ascontiguousarray(faces.read_image(Path(root) / photo)[:, ::-1])
     h, w = rgb.shape[:2]
-    boxes = vision.detect(rgb, scale=1.0, upsample=upsample)
+    boxes = faces.detect(rgb, scale=1.0, upsample=upsample)
     mirrored = mirror_box(tuple(int(v) for v in box), w), mirror_box(tuple(int(v) for v in box_largest), w)
-    found = (boxes[centre_most(boxes, w, h)], boxes[vision.largest(boxes)]) if boxes else mirrored
+    found = (boxes[centre_most(boxes, w, h)], boxes[faces.largest(boxes)]) if boxes else mirrored
     memo: dict[tuple, np.ndarray] = {}
 
     def desc(b: tuple) -> np.ndarray:
         if b not in memo:
-            memo[b] = vision.describe(vision.face_chip(rgb, b), jitter)
+            memo[b] = faces.describe(faces.face_chip(rgb, b), jitter)
         return memo[b]
 
     return {

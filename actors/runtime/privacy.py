@@ -14,7 +14,7 @@ bytes until something reuses it, and several layers keep freed or finished buffe
   network activations) lives until the next visitor overwrites it.
 
 So in kiosk mode the run loop *scrubs* each actor once the visitor's data has stopped flowing for
-``privacy.scrub_after_s`` (:data:`VISITOR_TOPICS` carry nothing else): the actor drops what it
+``privacy.scrub_after_s`` (the registry's ``visitor`` topics, messages/topics.py): the actor drops what it
 holds (``on_scrub``), the sockets it connects are closed and opened again (which ends both sides
 of those connections and frees their buffers), and :func:`scrub_process` empties numpy's cache,
 collects garbage and returns free memory to the system. Large buffers (frames) are unmapped on
@@ -37,10 +37,6 @@ SCRUB_BYTE = 0xA5
 NO_MALLOC_CACHE = "glibc.malloc.tcache_count=0"
 NUMPY_CACHE_BYTES = 1024  # numpy caches freed data buffers smaller than this...
 NUMPY_CACHE_DEPTH = 7  # ...up to this many of each size (numpy/_core/src/multiarray/alloc.c)
-
-# Topics whose messages exist only while a visitor is in front of the kiosk (a face track is stable):
-# when none has been sent or received for a while, the visitor has gone.
-VISITOR_TOPICS = frozenset({"chips", "descriptors", "queries", "candidates", "matches", "print"})
 
 
 def _libc() -> ctypes.CDLL | None:

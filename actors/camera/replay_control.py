@@ -1,10 +1,11 @@
 """Send one replay command to the running camera and print its answer (a CameraStatus).
 
-    python -m actors.replay_control pause | resume | step | status
-    python -m actors.replay_control rate 0.5
-    python -m actors.replay_control seek 3.2
+    python -m actors.camera.replay_control pause | resume | step | status
+    python -m actors.camera.replay_control rate 0.5
+    python -m actors.camera.replay_control seek 3.2
 
-Uses the same config (MEGAPIXELS_CONFIG, MEGAPIXELS_IPC_DIR) as the graph to find the camera.
+Uses the same config (MEGAPIXELS_CONFIG, MEGAPIXELS_IPC_DIR, ``network.port_offset``) as the graph to
+find the camera: the socket is opened from the topic registry like every actor's.
 """
 
 from __future__ import annotations
@@ -17,20 +18,17 @@ import time
 import zmq
 
 import config
-from messages import DecodeError, Header, decode, encode, endpoint
-from messages.schemas import CameraStatus, ReplayControl
+from messages import CameraStatus, DecodeError, Header, ReplayControl, decode, encode, open_socket
 
 COMMANDS = ("pause", "resume", "step", "rate", "seek", "status")
+ROLE = "replay_control"  # the operator's shell: connects, never binds
 
 
 def send(cfg: config.Config, command: str, value: float = 0.0, timeout_ms: int = 2000) -> CameraStatus:
     """One request/reply with the camera; TimeoutError when it doesn't answer."""
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = open_socket(zmq.Context.instance(), cfg, "replay_control", ROLE, receiving=False)
     try:
-        sock.connect(endpoint("replay_control", cfg["network"]["transport"], cfg["network"]["ipc_dir"]))
-        header = Header(seq=1, t_ns=time.monotonic_ns(), src="replay_control", frame_id=-1)
+        header = Header(seq=1, t_ns=time.monotonic_ns(), src=ROLE, frame_id=-1)
         sock.send_multipart(encode(ReplayControl(header, command, float(value))))
         if not sock.poll(timeout_ms, zmq.POLLIN):
             raise TimeoutError(f"the camera did not answer within {timeout_ms} ms (is it running?)")

@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from actors import receipt, runtime
-from actors.dataset_info import DatasetPhotos
-from actors.print_backends import Backend, CupsBackend, EscposBackend, PrinterError, SpoolBackend, job_title
+from actors import runtime
+from actors.printer import receipt
+from actors.printer.backends import Backend, CupsBackend, EscposBackend, PrinterError, SpoolBackend, job_title
+from index import scores
+from index.photos import DatasetPhotos
 from messages import PrintJob, PrintReply
 
 REMEMBERED_JOBS = 32
@@ -85,7 +87,7 @@ class Printer(runtime.Actor):
     def _print(self, msg: PrintJob) -> PrintReply:
         now = dt.datetime.now()
         threshold = self.cfg["display"]["match_threshold"]
-        best = min(msg.results, key=lambda r: r["distance"]) if msg.results else None
+        best = scores.best(msg.results)
         face = decode_face(msg.visitor_face_jpeg) if self.cfg["printer"]["print_visitor_face"] else None
         doc = receipt.compose(
             msg.results,
@@ -112,7 +114,3 @@ class Printer(runtime.Actor):
 
     def reject(self, reason: str) -> Any:
         return PrintReply(self.header(), -1, False, reason)
-
-
-if __name__ == "__main__":
-    raise SystemExit(runtime.main(Printer))

@@ -1,4 +1,4 @@
-"""The Procfile's actors as separate child processes, for fault tests.
+"""The Procfile's actors as separate child processes: the one graph harness of tests and benchmarks.
 
 honcho stops the whole graph when one process exits; fault tests need to kill and restart one
 actor while the others run, so this starts each Procfile line itself, the way honcho does
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .conftest import PROJECT
+from config.loader import PROJECT_ROOT as PROJECT
 
 
 def procfile() -> dict[str, str]:

@@ -11,7 +11,7 @@ the loop notices within one poll (100 ms); sockets close with linger 0.
 
 In kiosk mode the loop also *scrubs* the actor once the visitor's data has stopped flowing for
 ``privacy.scrub_after_s``: ``on_scrub`` drops what the actor holds about the visitor, the sockets
-it connects are opened again, and freed-memory caches are emptied (see actors/privacy.py).
+it connects are opened again, and freed-memory caches are emptied (see actors/runtime/privacy.py).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any, ClassVar
 import zmq
 
 import config
-from actors import privacy, security
-from messages import TOPICS, DecodeError, Header, decode, encode, endpoint
-from messages.topics import SHARD_TOPICS
+from actors.runtime import privacy
+from messages import TOPICS, VISITOR_TOPICS, Header, Inbox, curve, encode, open_socket
 
 POLL_MS = 100
+DRAIN_LIMIT = 1000  # on a DRAIN topic, read at most this many waiting messages per poll (keep the newest)
 STATS_EVERY_S = 30.0
 log = logging.getLogger("actor")
 
@@ -89,41 +89,6 @@ class Actor:
         raise NotImplementedError(f"{self.ROLE} answers no requests")
 
 
-def _socket_type(pattern: str, receiving: bool) -> int:
-    return {
-        ("PUB/SUB", True): zmq.SUB,
-        ("PUB/SUB", False): zmq.PUB,
-        ("PUSH/PULL", True): zmq.PULL,
-        ("PUSH/PULL", False): zmq.PUSH,
-        ("REQ/REP", True): zmq.REP,
-        ("REQ/REP", False): zmq.REQ,
-    }[(pattern, receiving)]
-
-
-def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, receiving: bool) -> zmq.Socket:
-    """A socket for ``topic`` as ``role`` uses it: bound if the registry says role binds it."""
-    t = TOPICS[topic]
-    sock = ctx.socket(_socket_type(t.pattern, receiving))
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM if receiving else zmq.SNDHWM, t.hwm)
-    if receiving:
-        sock.setsockopt(zmq.MAXMSGSIZE, t.max_bytes)
-    if sock.type == zmq.SUB:
-        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    binding = t.binder == role
-    net = cfg["network"]
-    host = "127.0.0.1"
-    if topic in SHARD_TOPICS:  # the only topics that may reach matchers on other hosts
-        host = net["bind_host"] if binding else net["query_host"]
-    security.secure(sock, ctx, cfg, topic, binding)
-    address = endpoint(topic, net["transport"], net["ipc_dir"], host, net["port_offset"])
-    if binding:
-        sock.bind(address)
-    else:
-        sock.connect(address)
-    return sock
-
-
 class StopFlag:
     """Set by SIGTERM / SIGINT (or a test) and checked by the loop after every poll."""
 
@@ -145,11 +110,11 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         signal.signal(signal.SIGTERM, stop.set)
         signal.signal(signal.SIGINT, stop.set)
     cfg = actor.cfg
-    inputs = {open_socket(ctx, cfg, t, actor.ROLE, True): t for t in actor.RECEIVES}
+    inputs = {t: inbox(actor, open_socket(ctx, cfg, t, actor.ROLE, True), t) for t in actor.RECEIVES}
     outputs = {t: open_socket(ctx, cfg, t, actor.ROLE, False) for t in actor.SENDS}
     poller = zmq.Poller()
-    for sock in inputs:
-        poller.register(sock, zmq.POLLIN)
+    for box in inputs.values():
+        poller.register(box.sock, zmq.POLLIN)
     actor.log.info("started (pid %d), receives %s, sends %s", os.getpid(), actor.RECEIVES, actor.SENDS)
     next_stats = time.monotonic() + STATS_EVERY_S
     scrub_after_ns = int(cfg["privacy"]["scrub_after_s"] * 1e9) if cfg["mode"]["kiosk"] else 0
@@ -158,10 +123,10 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         while not stop:
             wait_ms = max(0.0, min(POLL_MS, actor.next_tick_ms(time.monotonic_ns())))
             ready = dict(poller.poll(wait_ms)) if inputs else _sleep(wait_ms)
-            for sock, topic in inputs.items():
-                if sock in ready:
-                    _receive(actor, sock, topic, outputs)
-                    if topic in privacy.VISITOR_TOPICS:
+            for topic, box in inputs.items():
+                if box.sock in ready:
+                    receive(actor, box, outputs)
+                    if topic in VISITOR_TOPICS:
                         actor.visitor_seen_ns = time.monotonic_ns()
             _send(actor, _guarded(actor, "tick", actor.tick, time.monotonic_ns()), outputs)
             seen = actor.visitor_seen_ns
@@ -172,15 +137,22 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
                 next_stats = time.monotonic() + STATS_EVERY_S
     finally:
         actor.on_stop()
-        for sock in [*inputs, *outputs.values()]:
+        for sock in [*(box.sock for box in inputs.values()), *outputs.values()]:
             sock.close(linger=0)
-        security.stop(ctx)
+        curve.stop(ctx)
         actor.log.info("stopped; counters: %s", dict(actor.stats))
     return actor.stats
 
 
+def inbox(actor: Actor, sock: zmq.Socket, topic: str) -> Inbox:
+    """The actor's inbox on ``topic``: newest only on DRAIN topics, up to MAX_BATCH on BATCH ones."""
+    if topic in actor.DRAIN:
+        return Inbox(sock, topic, actor.stats, actor.log, newest_only=True, limit=DRAIN_LIMIT)
+    return Inbox(sock, topic, actor.stats, actor.log, limit=actor.MAX_BATCH if topic in actor.BATCH else 1)
+
+
 def _scrub(
-    actor: Actor, ctx: zmq.Context, inputs: dict[zmq.Socket, str], outputs: dict[str, zmq.Socket], poller: zmq.Poller
+    actor: Actor, ctx: zmq.Context, inputs: dict[str, Inbox], outputs: dict[str, zmq.Socket], poller: zmq.Poller
 ) -> None:
     """Forget the visitor: the actor's state, the connections that carried their data, freed-memory caches.
 
@@ -191,14 +163,12 @@ def _scrub(
     started = time.perf_counter()
     _guarded(actor, "on_scrub", lambda _: actor.on_scrub(), None)
     reopened = 0
-    for sock, topic in list(inputs.items()):
+    for topic, box in list(inputs.items()):
         if TOPICS[topic].binder != actor.ROLE:
-            poller.unregister(sock)
-            sock.close(linger=0)
-            del inputs[sock]
-            fresh = open_socket(ctx, actor.cfg, topic, actor.ROLE, True)
-            inputs[fresh] = topic
-            poller.register(fresh, zmq.POLLIN)
+            poller.unregister(box.sock)
+            box.close()
+            inputs[topic] = inbox(actor, open_socket(ctx, actor.cfg, topic, actor.ROLE, True), topic)
+            poller.register(inputs[topic].sock, zmq.POLLIN)
             reopened += 1
     for topic, sock in list(outputs.items()):
         if TOPICS[topic].binder != actor.ROLE:
@@ -217,45 +187,27 @@ def _sleep(ms: float) -> dict:
     return {}
 
 
-def _receive(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.Socket]) -> None:
-    if topic in actor.BATCH:
-        _receive_batch(actor, sock, topic, outputs)
+def receive(actor: Actor, box: Inbox, outputs: dict[str, zmq.Socket]) -> None:
+    """Hand what is waiting in ``box`` to the actor and send what it returns.
+
+    One message per call, or everything waiting on a ``BATCH`` topic (up to MAX_BATCH) as one
+    batch: under load, one pass of work answers many messages instead of each waiting for the
+    ones before it. A REP socket answers every request it took, a malformed one with ``reject``.
+    """
+    msgs = box.receive(time.monotonic_ns())
+    if box.sock.type == zmq.REP:
+        for msg in msgs:
+            replies = _guarded(actor, "handle", actor.handle, msg) if msg is not None else []
+            reply = replies[0] if replies else actor.reject("malformed request")
+            box.sock.send_multipart(encode(reply))
         return
-    parts = sock.recv_multipart(copy=False)
-    if topic in actor.DRAIN:
-        while sock.poll(0, zmq.POLLIN):  # keep only the newest waiting message
-            parts = sock.recv_multipart(copy=False)
-            actor.stats[f"{topic}.skipped_stale"] += 1
-    msg = _decode_counted(actor, parts, topic)
-    if sock.type == zmq.REP:  # a REP socket must answer every request, even a bad one
-        replies = _guarded(actor, "handle", actor.handle, msg) if msg is not None else []
-        reply = replies[0] if replies else actor.reject("malformed request")
-        sock.send_multipart(encode(reply))
+    if box.topic in actor.BATCH:
+        if msgs:
+            actor.stats[f"{box.topic}.batches"] += 1
+            _send(actor, _guarded(actor, "handle", actor.handle_batch, msgs), outputs)
         return
-    if msg is not None:
+    for msg in msgs:
         _send(actor, _guarded(actor, "handle", actor.handle, msg), outputs)
-
-
-def _decode_counted(actor: Actor, parts: list, topic: str) -> Any:
-    actor.stats[f"{topic}.received"] += 1
-    try:
-        return decode(parts, expect=topic)
-    except DecodeError as e:
-        actor.stats[f"{topic}.malformed"] += 1
-        actor.log.warning("dropped a malformed %s message: %s", topic, e)
-        return None
-
-
-def _receive_batch(actor: Actor, sock: zmq.Socket, topic: str, outputs: dict[str, zmq.Socket]) -> None:
-    """Everything already waiting (up to MAX_BATCH) is handled as one batch: under load, one
-    pass of work answers many messages instead of each waiting for the ones before it."""
-    batch = [sock.recv_multipart(copy=False)]
-    while len(batch) < actor.MAX_BATCH and sock.poll(0, zmq.POLLIN):
-        batch.append(sock.recv_multipart(copy=False))
-    msgs = [m for m in (_decode_counted(actor, parts, topic) for parts in batch) if m is not None]
-    if msgs:
-        actor.stats[f"{topic}.batches"] += 1
-        _send(actor, _guarded(actor, "handle", actor.handle_batch, msgs), outputs)
 
 
 def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
@@ -270,7 +222,7 @@ def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
 def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> None:
     for msg in messages:
         topic = type(msg).TOPIC
-        if topic in privacy.VISITOR_TOPICS:
+        if topic in VISITOR_TOPICS:
             actor.visitor_seen_ns = time.monotonic_ns()
         try:
             outputs[topic].send_multipart(encode(msg), flags=zmq.NOBLOCK, copy=False)

@@ -1,7 +1,7 @@
 """The dataset behind the index, for the visitor: matched photos cropped around the face, and facts.
 
-Read-only: the manifest (``provenance.dataset_root``, counts) and ``meta.sqlite`` (each row's
-face box) through :mod:`index.store`. Dataset photos are not visitor data, so recent crops are
+Read-only: the manifest (``provenance.dataset_root``, counts) through :mod:`index.store`; each
+result carries its photo's face box. Dataset photos are not visitor data, so recent crops are
 cached in memory. A result whose photo can't be read (a synthetic gallery entry, a moved dataset,
 a corrupt file) gets ``None`` and the caller shows a placeholder; nothing here raises for it.
 """
@@ -13,12 +13,12 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from index import store
+from messages import Result
 
 CROP_PX = 200
 CROP_MARGIN = 0.45  # the crop reaches this fraction of the face box beyond each side
@@ -42,10 +42,6 @@ class DatasetFacts:
             "They were collected from the web without asking the people in them. Datasets like "
             "this train and test the face recognition used by companies, police and governments."
         )
-
-
-def is_synthetic(result: dict[str, Any]) -> bool:
-    return bool(result.get("synthetic")) or str(result.get("identity", "")).lower().startswith("synthetic")
 
 
 def photo_source(photo: str) -> tuple[str, str]:
@@ -86,53 +82,47 @@ class DatasetPhotos:
         self.index_dir = Path(index_dir)
         self.facts: DatasetFacts | None = None
         self.root: Path | None = None
-        self._meta: store.Metadata | None = None
         self._cache: OrderedDict[tuple[int, str], np.ndarray | None] = OrderedDict()
         try:
             manifest = store.read_manifest(self.index_dir)
-            root = str(manifest.get("provenance", {}).get("dataset_root", ""))
+            root = manifest.dataset_root
             self.root = Path(root) if root else None
-            self.facts = DatasetFacts(dataset_name(root), int(manifest["count"]), int(manifest["identities"]), root)
-            self._meta = store.Metadata(self.index_dir)
-        except (store.IndexStoreError, KeyError, ValueError, OSError) as e:
+            self.facts = DatasetFacts(dataset_name(root), manifest.count, manifest.identities, root)
+        except (store.IndexStoreError, OSError) as e:
             log.warning("no dataset photos or facts: %s", e)
 
-    def crop(self, result: dict[str, Any]) -> np.ndarray | None:
+    def crop(self, result: Result) -> np.ndarray | None:
         """The matched photo cropped around the face, CROP_PX square RGB; None when unavailable."""
-        key = (int(result.get("row", -1)), str(result.get("photo", "")))
+        key = (result.row, result.photo)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        crop = None if is_synthetic(result) else self._load(*key)
+        crop = self._load(result.photo, result.box)
         self._cache[key] = crop
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return crop
 
-    def _load(self, row: int, photo: str) -> np.ndarray | None:
-        if self.root is None or self._meta is None or not photo:
+    def _load(self, photo: str, box: list[int]) -> np.ndarray | None:
+        if self.root is None or not photo:
             return None
         path = (self.root / photo).resolve()
         if self.root.resolve() not in path.parents:
             log.warning("photo %r lies outside the dataset root; not shown", photo)
             return None
         try:
-            entry = self._meta.lookup([row]).get(row)
             with Image.open(path) as img:
                 rgb = img.convert("RGB")
-            if entry is not None and entry.box is not None and entry.photo == photo:
-                rgb = rgb.crop(crop_box(tuple(entry.box), *rgb.size))
+            if len(box) == 4:
+                rgb = rgb.crop(crop_box((box[0], box[1], box[2], box[3]), *rgb.size))
             rgb = rgb.resize((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
             return np.asarray(rgb)
-        except (OSError, UnidentifiedImageError, ValueError, store.IndexStoreError) as e:
+        except (OSError, UnidentifiedImageError, ValueError) as e:
             log.warning("dataset photo %s unreadable: %s", photo, e)
             return None
-        except Exception as e:  # sqlite errors and the like: a placeholder, never a crash
+        except Exception as e:  # a decoder's own error and the like: a placeholder, never a crash
             log.warning("dataset photo %s: %s", photo, e)
             return None
 
     def close(self) -> None:
-        if self._meta is not None:
-            self._meta.close()
-            self._meta = None
         self._cache.clear()

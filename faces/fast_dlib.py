@@ -16,8 +16,8 @@ Steps, each saying what it does:
    1e-5, and the time per descriptor (one thread) gives the speed-up;
 4. only then replace dlib-bin in the venv with the new wheel.
 
-    python -m actors.fast_dlib            # what `make kiosk` runs
-    python -m actors.fast_dlib --check    # only step 3, report the figures
+    python -m faces.fast_dlib            # what `make kiosk` runs
+    python -m faces.fast_dlib --check    # only step 3, report the figures
 """
 
 from __future__ import annotations
@@ -44,20 +44,20 @@ PROBE = r"""
 import json, sys, time
 import numpy as np
 import dlib
-from actors import vision
+import faces
 from messages import CHIP_PX
 paths = sys.argv[1:]
 chips = []
 for p in paths:
-    rgb = vision.read_image(p)
-    boxes = vision.detect(rgb, upsample=1)
-    i = vision.largest(boxes)
+    rgb = faces.read_image(p)
+    boxes = faces.detect(rgb, upsample=1)
+    i = faces.largest(boxes)
     if i >= 0:
-        chips.append(vision.face_chip(rgb, boxes[i]))
-descriptors = [vision.describe(c).tolist() for c in chips]
+        chips.append(faces.face_chip(rgb, boxes[i]))
+descriptors = [faces.describe(c).tolist() for c in chips]
 times = []
 for c in chips[:8] * 3:
-    t = time.perf_counter(); vision.describe(c); times.append(time.perf_counter() - t)
+    t = time.perf_counter(); faces.describe(c); times.append(time.perf_counter() - t)
 print(json.dumps({"blas": bool(dlib.DLIB_USE_BLAS), "file": dlib.__file__, "descriptors": descriptors,
                   "ms": 1000 * float(np.median(times))}))
 """

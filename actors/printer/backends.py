@@ -27,7 +27,7 @@ import subprocess
 from pathlib import Path
 from typing import Protocol
 
-from actors.receipt import Receipt, render_pdf, render_png
+from actors.printer.receipt import Receipt, render_pdf, render_png
 
 CUPS_TIMEOUT_S = 2.0
 ESCPOS_TIMEOUT_S = 2.0

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from messages import LIKELY_YOU, LOOK_ALIKE, Result
 
 # dlib distances: same person 0.33-0.42, different people 0.71-0.87 (FACTS.md). A logistic of
 # slope 1/0.05 centred on the 0.6 threshold puts same-person distances at 96-99 % and different
 # people at 1-2 %; it is NOT calibrated on any data and only stands in until "p_same" arrives.
 PROVISIONAL_SCALE = 0.05
+CLOSE_MATCH = "close match"  # the provisional verdict under the threshold (uncalibrated)
 
 
 @dataclass(frozen=True)
@@ -31,16 +33,13 @@ def provisional_confidence(distance: float, threshold: float) -> float:
     return 1.0 / (1.0 + math.exp(min(60.0, z)))
 
 
-def confidence(result: dict[str, Any], threshold: float) -> Confidence:
+def confidence(result: Result, threshold: float) -> Confidence:
     """The confidence of one result: its calibrated ``p_same``/``verdict`` if present, else provisional."""
-    p_same = result.get("p_same")
-    if isinstance(p_same, (int, float)) and not isinstance(p_same, bool) and 0.0 <= p_same <= 1.0:
-        verdict = result.get("verdict")
-        if not isinstance(verdict, str) or not verdict:
-            verdict = "likely you" if p_same >= 0.5 else "look-alike"
-        return Confidence(round(100 * p_same), verdict, False)
-    p = provisional_confidence(float(result["distance"]), threshold)
-    return Confidence(round(100 * p), "close match" if result["distance"] <= threshold else "look-alike", True)
+    if result.p_same is not None and 0.0 <= result.p_same <= 1.0:
+        verdict = result.verdict or (LIKELY_YOU if result.p_same >= 0.5 else LOOK_ALIKE)
+        return Confidence(round(100 * result.p_same), verdict, False)
+    p = provisional_confidence(result.distance, threshold)
+    return Confidence(round(100 * p), CLOSE_MATCH if result.distance <= threshold else LOOK_ALIKE, True)
 
 
 def confidence_text(c: Confidence) -> str:
@@ -52,6 +51,11 @@ def display_name(identity: str) -> str:
     return identity.replace("_", " ")
 
 
-def clears_threshold(results: list[dict[str, Any]], threshold: float) -> bool:
+def best(results: list[Result]) -> Result | None:
+    """The closest result, None for none."""
+    return min(results, key=lambda r: r.distance) if results else None
+
+
+def clears_threshold(results: list[Result], threshold: float) -> bool:
     """True when the best match is within the similarity threshold: the print button lights."""
-    return bool(results) and min(r["distance"] for r in results) <= threshold
+    return bool(results) and min(r.distance for r in results) <= threshold

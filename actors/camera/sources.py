@@ -5,7 +5,7 @@ the source (the video's clock, the folder's configured rate, or the recorded sen
 the camera can replay at any speed with the original relative timing. ``read`` returns None at
 the end (or when a webcam stops delivering). Opening a source that can't work raises
 SourceError with a message for the operator; a corrupt image in a folder is skipped and listed
-in ``skipped``; a frame of a shape we can't use raises vision.ImageError (the camera counts it).
+in ``skipped``; a frame of a shape we can't use raises faces.ImageError (the camera counts it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from actors import recording, vision
-from index.build import IMAGE_SUFFIXES
+import faces
+from actors.camera import recording
+from faces import IMAGE_SUFFIXES
 from messages import DecodeError, Frame, decode
 
 
@@ -28,14 +29,14 @@ class SourceError(RuntimeError):
 def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
     """A frame as OpenCV delivers it (BGR, BGRA, gray, gray with one channel) as contiguous RGB."""
     if image is None or image.size == 0:
-        raise vision.ImageError("empty frame")
+        raise faces.ImageError("empty frame")
     if image.dtype != np.uint8:
-        raise vision.ImageError(f"expected uint8 pixels, got {image.dtype}")
+        raise faces.ImageError(f"expected uint8 pixels, got {image.dtype}")
     if image.ndim == 3 and image.shape[2] == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return vision.as_rgb(image)  # gray; anything else is refused there with its shape
+    return faces.as_rgb(image)  # gray; anything else is refused there with its shape
 
 
 class VideoSource:
@@ -98,8 +99,8 @@ class FolderSource:
             path = self.paths[self._next]
             self._next += 1
             try:
-                return vision.read_image(path), (self._next - 1) / self.fps
-            except vision.ImageError as e:
+                return faces.read_image(path), (self._next - 1) / self.fps
+            except faces.ImageError as e:
                 self.skipped.append(f"{path.name}: {e}")
         return None
 

@@ -13,7 +13,7 @@ Replay keeps the source's relative timing (video clock, folder rate, recorded se
 scaled by ``rate`` (0.5 = half speed; 0 = as fast as possible), starts ``start_s`` seconds in,
 loops back to ``start_s`` when ``loop`` is set, and obeys ReplayControl requests: ``pause``,
 ``resume``, ``step`` (one frame while paused), ``rate``, ``seek``, ``status``; every answer is a
-CameraStatus. ``megapixels-replay`` (actors/replay_control.py) sends them from a shell.
+CameraStatus. ``python -m actors.camera.replay_control`` sends them from a shell.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from actors import runtime, sources, vision
-from messages import Frame
-from messages.schemas import CameraStatus, ReplayControl
+import faces
+from actors import runtime
+from actors.camera import sources
+from messages import CameraStatus, Frame, ReplayControl
 
 STATUS_EVERY_NS = 1_000_000_000
 MAX_LAG_NS = 250_000_000  # later than this behind schedule (a stall): restart the clock, don't race
@@ -150,7 +151,7 @@ class Camera(runtime.Actor):
         for _ in range(100):  # skip a run of unusable frames, but never spin forever
             try:
                 got = self.source.read()
-            except vision.ImageError as e:
+            except faces.ImageError as e:
                 self.stats["frames.bad_shape"] += 1
                 self.log.warning("skipped a frame of %s: %s", self.source.label, e)
                 continue
@@ -225,7 +226,3 @@ class Camera(runtime.Actor):
     def on_stop(self) -> None:
         if getattr(self, "source", None) is not None:
             self.source.close()
-
-
-if __name__ == "__main__":
-    raise SystemExit(runtime.main(Camera))

@@ -14,13 +14,13 @@ import datetime as dt
 import io
 import textwrap
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from actors.dataset_info import DatasetFacts, photo_source
-from actors.scores import confidence, confidence_text, display_name
+from index.photos import DatasetFacts, photo_source
+from index.scores import confidence, confidence_text, display_name
+from messages import Result
 
 RECEIPT_WIDTH_PX = 576  # 80 mm thermal paper at 203 dpi
 MARGIN_PX = 16
@@ -43,7 +43,7 @@ class Receipt:
 
 
 def compose(
-    results: list[dict[str, Any]],
+    results: list[Result],
     threshold: float,
     when: dt.datetime,
     facts: DatasetFacts | None = None,
@@ -59,17 +59,17 @@ def compose(
     if not results:
         lines += ["Nobody in the dataset resembled you."]
     else:
-        best = min(results, key=lambda r: r["distance"])
+        best = min(results, key=lambda r: r.distance)
         c = confidence(best, threshold)
-        same = best["distance"] <= threshold
-        source, licence = photo_source(str(best.get("photo", "")))
-        lines += [f"Your closest match: {display_name(best['identity'])}"]
+        same = best.distance <= threshold
+        source, licence = photo_source(best.photo)
+        lines += [f"Your closest match: {display_name(best.identity)}"]
         if match_photo is not None:
             lines.append(PHOTO_MARK)
             photos.append(match_photo)
         lines += [
             f"Match score: {confidence_text(c)}",
-            f"Distance {best['distance']:.3f}; under {threshold:.2f} the system would call you the same person.",
+            f"Distance {best.distance:.3f}; under {threshold:.2f} the system would call you the same person.",
             (
                 "What it means: a face-recognition system would likely mistake you for this person."
                 if same
@@ -77,7 +77,7 @@ def compose(
             ),
             *(["The score is provisional: derived from the distance, not calibrated."] if c.provisional else []),
             "",
-            f"Their photo: {best.get('photo', '?')}",
+            f"Their photo: {best.photo or '?'}",
             f"Source: {source}",
             f"Licence: {licence}",
             "",
@@ -96,8 +96,8 @@ def compose(
     return Receipt(wrapped, photos)
 
 
-def _runner_up(r: dict[str, Any], threshold: float) -> str:
-    return f"  {r['rank']}. {display_name(r['identity'])}  {confidence(r, threshold).percent} %  {r['distance']:.3f}"
+def _runner_up(r: Result, threshold: float) -> str:
+    return f"  {r.rank}. {display_name(r.identity)}  {confidence(r, threshold).percent} %  {r.distance:.3f}"
 
 
 def _photo_px(photo: np.ndarray) -> Image.Image:

@@ -17,7 +17,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 import config
-from messages.topics import SHARD_TOPICS
+from messages.topics import TOPICS
 
 _authenticators: dict[int, ThreadAuthenticator] = {}
 
@@ -25,7 +25,7 @@ _authenticators: dict[int, ThreadAuthenticator] = {}
 def secure(sock: zmq.Socket, ctx: zmq.Context, cfg: config.Config, topic: str, binding: bool) -> None:
     """Apply CURVE to ``sock`` (before bind/connect) when enabled and the topic crosses hosts."""
     curve = cfg["curve"]
-    if not curve["enabled"] or topic not in SHARD_TOPICS:
+    if not curve["enabled"] or not TOPICS[topic].remote:
         return
     public, secret = _certificate(curve["secret_key_file"], "curve.secret_key_file", need_secret=True)
     sock.curve_publickey, sock.curve_secretkey = public, secret

@@ -1,0 +1,75 @@
+"""The gallery as the kiosk answers from it: shards' answers merged into results people can read.
+
+One API for the reducer (which merges the matchers' answers) and for ``megapixels search`` (which
+searches every shard itself), so the command line answers exactly what the kiosk shows:
+
+- the exact global top k over every answer (:func:`index.search.merge`);
+- each row's identity, photo and face box from the metadata;
+- synthetic distractors (index/synthetic.py) take part in the merge like any row but are never
+  shown as a person: they are left out, and the real results keep their global rank, so a gap in
+  the ranks shows that a distractor came closer;
+- with a ``calibration.json``, each result's ``p_same`` for this index's number of rows (every
+  searched row, synthetic ones included, is a chance for a look-alike: ACCURACY.md) and ``verdict``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from index import calibration, search, store
+from messages import Result
+
+Answer = tuple[list[int], list[float]]  # one shard's global rows and distances, nearest first
+
+
+class Gallery:
+    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError."""
+
+    def __init__(self, index_dir: Path):
+        self.index_dir = Path(index_dir)
+        self.manifest = store.read_manifest(self.index_dir)
+        self.n_shards = len(self.manifest.shards)
+        self.n_rows = max(1, self.manifest.count)
+        self.meta = store.Metadata(self.index_dir)
+        self.calibration = calibration.load(self.index_dir)  # fitted offline; None: no p_same / verdict
+        if self.calibration is not None:  # build the curve now (~0.25 s), not during the first query
+            calibration.match_probability(self.calibration, 0.5, self.n_rows)
+
+    def results(self, answers: list[Answer], k: int) -> tuple[list[Result], int]:
+        """The merged top ``k`` as results, and how many synthetic rows were among them (hidden)."""
+        merged = search.merge(answers, k)
+        entries = self.meta.lookup([r for r, _ in merged])
+        shown, hidden = [], 0
+        for rank, (row, distance) in enumerate(merged, start=1):
+            entry = entries.get(row)
+            if entry is None:
+                continue
+            if entry.synthetic:
+                hidden += 1
+                continue
+            shown.append(self._result(rank, row, distance, entry))
+        return shown, hidden
+
+    def search(self, descriptor: np.ndarray, k: int = 5) -> list[Result]:
+        """Search every shard of this machine's index for one descriptor (the command line's way)."""
+        answers = []
+        for shard in range(self.n_shards):
+            stored, first = store.open_shard(self.index_dir, shard)
+            rows, dists = search.ShardIndex(stored, self.manifest).search(descriptor, k)
+            answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
+        return self.results(answers, k)[0]
+
+    def close(self) -> None:
+        self.meta.close()
+
+    def _result(self, rank: int, row: int, distance: float, entry: store.Entry) -> Result:
+        d = round(float(distance), 4)
+        p_same, verdict = None, ""
+        if self.calibration is not None and math.isfinite(d) and d >= 0:
+            p = calibration.match_probability(self.calibration, d, self.n_rows)
+            p_same, verdict = round(p, 4), calibration.verdict(p)
+        box = [int(v) for v in entry.box] if entry.box else []
+        return Result(rank, entry.identity, d, entry.photo, row, box, p_same, verdict)

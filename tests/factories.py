@@ -1,0 +1,159 @@
+"""Shared builders for tests: messages, configs, results, free ports, and actors run in a thread.
+
+Tests import these from here instead of from each other. Nothing here is a fixture (those live in
+conftest.py); everything is a plain function or class a test calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import zmq
+
+import config
+from actors import runtime
+from messages import (
+    CHIP_PX,
+    TOPICS,
+    CameraStatus,
+    Candidates,
+    Encoded,
+    FaceJob,
+    Faces,
+    Frame,
+    Header,
+    Matches,
+    PrintJob,
+    PrintReply,
+    Query,
+    ReplayControl,
+    Result,
+    decode,
+    open_socket,
+)
+
+
+def cfg(**sections: Any) -> config.Config:
+    """The default config with these sections' keys overridden (a short shard deadline)."""
+    raw: dict[str, Any] = {"search": {"shard_deadline_ms": 50}}
+    raw.update(sections)
+    return config.validate(raw)
+
+
+def header(frame_id: int = 1, src: str = "test") -> Header:
+    return Header(seq=1, t_ns=time.monotonic_ns(), src=src, frame_id=frame_id)
+
+
+def query(qid: int, descriptor: np.ndarray | None = None) -> Query:
+    descriptor = np.zeros(128) if descriptor is None else descriptor
+    return Query(header(), qid, time.monotonic_ns(), 5, descriptor.astype("<f4").tobytes())
+
+
+def candidates(qid: int, shard: int, rows: list[int], dists: list[float], n_shards: int = 2) -> Candidates:
+    return Candidates(header(), qid, time.monotonic_ns(), 5, shard, n_shards, rows, dists)
+
+
+def result(
+    rank: int = 1,
+    identity: str = "barack_obama",
+    distance: float = 0.35,
+    photo: str = "barack_obama/obama.jpg",
+    row: int = 3,
+    **more: Any,
+) -> Result:
+    return Result(rank, identity, distance, photo, row, **more)
+
+
+def matches(
+    results: list[Result], query_id: int = 1, captured_ns: int | None = None, hdr: Header | None = None
+) -> Matches:
+    """A complete result list; captured ``latency_ms`` before its header unless told."""
+    hdr = hdr or header()
+    captured = hdr.t_ns - 12_500_000 if captured_ns is None else captured_ns
+    return Matches(hdr, query_id, captured, results, False, [], (hdr.t_ns - captured) / 1e6)
+
+
+# One message of every type on the wire, for round trips and fuzzing.
+H = Header(seq=7, t_ns=time.monotonic_ns(), src="test", frame_id=42)
+RESULT = result()
+SAMPLES = [
+    Frame(H, 4, 2, "replay:x.mp4", bytes(range(24))),
+    Faces(H, 640, 360, 123, [[1, 2, 50, 60]], 0, bytes(CHIP_PX * CHIP_PX * 3)),
+    Faces(H, 640, 360, 123, [], -1, b""),
+    Query(H, 99, 123, 5, np.arange(128, dtype="<f4").tobytes()),
+    Candidates(H, 99, 123, 5, 1, 2, [10, 11], [0.3, 0.4]),
+    Matches(H, 99, 123, [RESULT, Result(2, "x", 0.5, "x/y.jpg", 4, [1, 2, 3, 4], 0.2, "look-alike")], True, [1], 12.5),
+    PrintJob(H, 99, [RESULT]),
+    PrintReply(H, 99, True, "/tmp/receipt.png"),
+    FaceJob(H, 3, 123, 7, bytes(CHIP_PX * CHIP_PX * 3)),
+    Encoded(H, 3, 123, 7, np.arange(128, dtype="<f4").tobytes()),
+    CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
+    ReplayControl(H, "rate", 0.5),
+]
+
+
+def free_port_offset() -> int:
+    """An offset that puts every registered port on a free loopback port (no fixed ports here)."""
+    for _ in range(50):
+        offset = random.randrange(10_000, 50_000)
+        try:
+            for t in TOPICS.values():
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", t.port + offset))
+            return offset
+        except OSError:
+            continue
+    raise RuntimeError("no free port range found")
+
+
+def send_until_answered(pub: zmq.Socket, pull: zmq.Socket, messages: list, want_qid: int, deadline_s: float = 10.0):
+    """Publish ``messages`` repeatedly (a SUB joins late) until candidates for want_qid arrive."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for m in messages:
+            pub.send_multipart(m)
+        if pull.poll(100):
+            reply = decode(pull.recv_multipart())
+            if reply.query_id == want_qid:
+                return reply
+    raise AssertionError(f"no answer to query {want_qid} within {deadline_s} s")
+
+
+class Echo(runtime.Actor):
+    """Answers each query with one candidate; query 666 makes the handler raise."""
+
+    ROLE = "matcher"
+    RECEIVES = ("queries",)
+    SENDS = ("candidates",)
+
+    def handle(self, msg: Query):
+        if msg.query_id == 666:
+            raise RuntimeError("boom")
+        return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
+
+
+@contextlib.contextmanager
+def matcher_in_thread(actor: runtime.Actor) -> Iterator[tuple]:
+    """``actor`` (a matcher) running in a thread, with the test's PUB on queries and PULL on
+    candidates; yields (stop, thread, pub, pull) and stops and closes everything after."""
+    ctx = zmq.Context()
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    pub = open_socket(ctx, actor.cfg, "queries", "detector", receiving=False)
+    pull = open_socket(ctx, actor.cfg, "candidates", "reducer", receiving=True)
+    try:
+        yield stop, thread, pub, pull
+    finally:
+        stop.set()
+        thread.join(2)
+        pub.close(0)
+        pull.close(0)
+        ctx.term()
