@@ -1,9 +1,11 @@
-"""The Procfile's actors as separate child processes: the one graph harness of tests and benchmarks.
+"""The one graph harness of tests and benchmarks: the Procfile's actors as separate child processes.
 
 honcho stops the whole graph when one process exits; fault tests need to kill and restart one
-actor while the others run, so this starts each Procfile line itself, the way honcho does
-(``HONCHO_PROCESS_NAME=name.N``, the line run by ``sh -c``), and merges their output into one
-queue of ``(name, line)``.
+actor while the others run, window tests start a few actors and wait for what they log, and
+benchmarks run the whole graph for minutes. So this starts each Procfile line itself, the way
+honcho does (``HONCHO_PROCESS_NAME=name``, the line run by ``sh -c``), and merges every
+process's output into one queue of ``(name, line)``; :meth:`Graph.wait_for` reads it with a
+deadline and fails at once, with the transcript, when an actor dies unasked.
 """
 
 from __future__ import annotations
@@ -16,64 +18,128 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
-from config.loader import PROJECT_ROOT as PROJECT
+from config.loader import PROJECT_ROOT
+
+T = TypeVar("T")
+Lines = list[tuple[str, str]]
 
 
 def procfile() -> dict[str, str]:
-    lines = (PROJECT / "Procfile").read_text().splitlines()
+    lines = (PROJECT_ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
+def logged(actor: str, needle: str) -> Callable[[Lines], str | None]:
+    """A ``wait_for`` check: the first line of ``actor`` containing ``needle``."""
+    return lambda seen: next((line for name, line in seen if name == actor and needle in line), None)
+
+
 class Graph:
+    """Actor processes named ``kind`` or ``kind.N`` (a Procfile line each), and their merged output."""
+
     def __init__(self, env: dict[str, str], shards: int = 2):
-        self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHONUNBUFFERED="1")
-        self.env.update(env)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        # The Procfile says `python`: this interpreter's (the venv's), whatever PATH ``env`` brings.
+        self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', os.defpath)}"
         self.names = [f"{kind}.{n}" for kind in procfile() for n in range(1, (shards if kind == "matcher" else 1) + 1)]
         self.procs: dict[str, subprocess.Popen] = {}
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.history: Lines = []  # every line wait_for has read, in order
+        self.output: list[str] = []  # every line of every process, for transcripts
+        self._asked_to_exit: set[str] = set()
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, **extra_env: str) -> None:
+        """Start the Procfile line of ``name``'s kind (``display`` or ``display.1``: the display line)."""
         command = procfile()[name.split(".")[0]]
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],
-            cwd=PROJECT,
-            env={**self.env, "HONCHO_PROCESS_NAME": name},
+            cwd=PROJECT_ROOT,
+            env={**self.env, "HONCHO_PROCESS_NAME": name, **extra_env},
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
         )
         self.procs[name] = proc
-        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+        self._asked_to_exit.discard(name)
+        threading.Thread(target=self._pump, args=(name, proc.stdout), daemon=True).start()
 
     def start_all(self) -> None:
         for name in self.names:
             self.start(name)
 
-    def _pump(self, name: str, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            self.lines.put((name, line.rstrip("\n")))
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.output.append(f"{name} | {line}")
+            self.lines.put((name, line))
 
-    def results(self, until: Any, deadline_s: float) -> list[dict]:
-        """Display JSON lines until ``until(results)`` is true; AssertionError at the deadline."""
-        found: list[dict] = []
-        recent: list[str] = []
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            try:
-                name, line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            recent = [*recent[-40:], f"{name} | {line}"]
-            if name.startswith("display") and line.startswith("{"):
-                found.append(json.loads(line))
-                if until(found):
-                    return found
-        raise AssertionError(f"condition not met within {deadline_s} s; last lines:\n" + "\n".join(recent))
+    def mark(self) -> int:
+        """A place in the history; ``wait_for(since=mark)`` also looks at the lines after it."""
+        return len(self.history)
+
+    def wait_for(
+        self,
+        check: Callable[[Lines], T | None],
+        what: str,
+        timeout_s: float = 30.0,
+        pump: Callable[[], None] | None = None,
+        period_s: float = 0.1,
+        since: int | None = None,
+    ) -> T:
+        """Read output until ``check(lines seen since)`` gives a value; ``pump`` runs every period.
+
+        ``since`` defaults to now: only lines not read yet count. An actor that exits without
+        being asked (stop, kill) fails the wait at once.
+        """
+        deadline = time.monotonic() + timeout_s
+        start = len(self.history) if since is None else since
+        while time.monotonic() < deadline:
+            if pump is not None:
+                pump()
+            round_end = time.monotonic() + period_s
+            while (left := round_end - time.monotonic()) > 0:
+                try:
+                    self.history.append(self.lines.get(timeout=left))
+                except queue.Empty:
+                    break
+            if (result := check(self.history[start:])) is not None:
+                return result
+            self._check_alive(what)
+        raise AssertionError(f"no {what} within {timeout_s:.0f} s; the actors logged:\n{self.transcript()}")
+
+    def results(self, until: Callable[[list[dict]], Any], deadline_s: float) -> list[dict]:
+        """The headless display's JSON lines from now until ``until(results)`` is true."""
+
+        def check(seen: Lines) -> list[dict] | None:
+            found = [json.loads(line) for name, line in seen if name.startswith("display") and line.startswith("{")]
+            return found if found and until(found) else None
+
+        return self.wait_for(check, "the awaited results", deadline_s, period_s=0.5)
+
+    def _check_alive(self, what: str) -> None:
+        for name, proc in self.procs.items():
+            if name not in self._asked_to_exit and (code := proc.poll()) is not None:
+                time.sleep(0.2)  # let the pump thread take its last words
+                raise AssertionError(f"{name} exited ({code}) waiting for {what}:\n{self.transcript()}")
+
+    def stop(self, name: str, timeout_s: float = 5.0) -> int:
+        """SIGTERM one actor; its exit code (AssertionError if it ignores the signal)."""
+        self._asked_to_exit.add(name)
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{name} ignored SIGTERM for {timeout_s:.0f} s:\n{self.transcript()}") from None
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        self._asked_to_exit.add(name)
         self.procs[name].send_signal(sig)
         self.procs[name].wait(timeout=10)
 
@@ -81,6 +147,7 @@ class Graph:
         """SIGTERM every running actor; seconds each took to exit (None: still running, then killed)."""
         started = time.monotonic()
         running = {n: p for n, p in self.procs.items() if p.poll() is None}
+        self._asked_to_exit.update(self.procs)
         for proc in running.values():
             proc.send_signal(signal.SIGTERM)
         took: dict[str, float | None] = {}
@@ -93,3 +160,13 @@ class Graph:
                 proc.kill()
                 proc.wait()
         return took
+
+    def kill_all(self) -> None:
+        self._asked_to_exit.update(self.procs)
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def transcript(self, n: int = 80) -> str:
+        return "\n".join(self.output[-n:])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from messages import LIKELY_YOU, LOOK_ALIKE, Result
 
-# dlib distances: same person 0.33-0.42, different people 0.71-0.87 (FACTS.md). A logistic of
+# dlib distances: same person 0.33-0.42, different people 0.71-0.87 (../shared/docs/FACTS.md). A logistic of
 # slope 1/0.05 centred on the 0.6 threshold puts same-person distances at 96-99 % and different
 # people at 1-2 %; it is NOT calibrated on any data and only stands in until "p_same" arrives.
 PROVISIONAL_SCALE = 0.05

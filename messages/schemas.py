@@ -10,6 +10,7 @@ hostile message can't make an actor allocate without bound.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -29,6 +30,18 @@ class Header:
     src: str  # the actor that made it, e.g. "matcher.1"
     frame_id: int  # the camera frame this message derives from (-1 when none)
     v: int = SCHEMA_VERSION
+
+
+class Headers:
+    """The headers of one source: ``seq`` counts up from 1, ``t_ns`` is the monotonic clock."""
+
+    def __init__(self, src: str):
+        self.src = src
+        self.seq = 0
+
+    def next(self, frame_id: int = -1) -> Header:
+        self.seq += 1
+        return Header(seq=self.seq, t_ns=time.monotonic_ns(), src=self.src, frame_id=frame_id)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Helpers for the kiosk window tests: actor processes with their output, screen grabs, clicks, pixels.
+"""Helpers for the kiosk window tests: screen grabs, clicks, pixels (actors run under benchmarks.graph.Graph).
 
 The window is 1280x800 on an Xvfb screen of that size. The places below come from the layout
 in ui_kivy/kiosk.kv at that size (20 px padding, a 44 px title row, the live view on the left
@@ -11,15 +11,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,97 +31,6 @@ ALERTS = (slice(22, 64), slice(240, 1262))
 BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
 
 T = TypeVar("T")
-
-
-class Actors:
-    """Actor processes started with ``python -m``; their merged output, line by line, as (name, line)."""
-
-    def __init__(self, env: dict[str, str]):
-        self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.lines: queue.Queue = queue.Queue()
-        self.output: list[str] = []
-        self.history: list[tuple[str, str]] = []  # every line read so far, as (name, line)
-
-    def start(self, name: str, module: str, **extra_env: str) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=PROJECT_ROOT,
-            env={**self.env, "HONCHO_PROCESS_NAME": name, **extra_env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs[name] = proc
-        threading.Thread(target=self._read, args=(name, proc.stdout), daemon=True).start()
-
-    def _read(self, name: str, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            self.output.append(f"{name} | {line}")
-            self.lines.put((name, line))
-        self.lines.put((name, None))
-
-    def mark(self) -> int:
-        """A place in the history; ``wait_for(since=mark)`` also looks at the lines after it."""
-        return len(self.history)
-
-    def wait_for(
-        self,
-        check: Callable[[list[tuple[str, str]]], T | None],
-        what: str,
-        timeout_s: float = 30.0,
-        pump: Callable[[], None] | None = None,
-        period_s: float = 0.1,
-        since: int | None = None,
-    ) -> T:
-        """Read output until ``check(lines seen since)`` gives a value; ``pump`` runs every period.
-
-        ``since`` defaults to now: only lines not read yet count.
-        """
-        deadline = time.monotonic() + timeout_s
-        start = len(self.history) if since is None else since
-        while time.monotonic() < deadline:
-            if pump is not None:
-                pump()
-            round_end = time.monotonic() + period_s
-            while (left := round_end - time.monotonic()) > 0:
-                try:
-                    name, line = self.lines.get(timeout=left)
-                except queue.Empty:
-                    break
-                if line is None:
-                    code = self.procs[name].wait()
-                    if name == "display" or code not in (0, -signal.SIGTERM):
-                        raise AssertionError(f"{name} exited ({code}) waiting for {what}:\n{self.transcript()}")
-                    continue
-                self.history.append((name, line))
-            if (result := check(self.history[start:])) is not None:
-                return result
-        raise AssertionError(f"no {what} within {timeout_s:.0f} s; the actors logged:\n{self.transcript()}")
-
-    def stop(self, name: str, timeout_s: float = 5.0) -> int:
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"{name} ignored SIGTERM for {timeout_s:.0f} s:\n{self.transcript()}") from None
-
-    def kill_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def transcript(self, n: int = 80) -> str:
-        return "\n".join(self.output[-n:])
-
-
-def logged(actor: str, needle: str) -> Callable[[list[tuple[str, str]]], str | None]:
-    return lambda seen: next((line for name, line in seen if name == actor and needle in line), None)
 
 
 def kiosk_env(tmp_path: Path, x_display: str, ipc_dir: Path, toml: str) -> dict[str, str]:

@@ -66,6 +66,7 @@ def test_best_threshold_maximises_accuracy():
     assert np.mean((d < t) == same) == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ten_fold_harness_on_real_lfw_pairs(shared_data, tmp_path):
     """Two folds x (3 same + 3 different) real LFW pairs, described the kiosk's way, through the harness."""

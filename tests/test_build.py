@@ -26,6 +26,7 @@ def _lfw(shared_data, person, i):
     return shared_data / "lfw" / person / f"{person}_{i:04d}.jpg"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_megaface_layout_with_sidecars_and_every_rejection_reason(shared_data, tmp_path):
     root = tmp_path / "FlickrFinal2"
@@ -131,6 +132,7 @@ def _exists(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tmp_path):
     dataset = tmp_path / "ds"

@@ -231,6 +231,7 @@ def _wait(predicate, deadline_s: float, what: str) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_recording_replays_the_same_frames_in_order_with_the_same_timing(ipc_dir: Path, tmp_path: Path):
     from actors.camera import replay_control

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from messages import Result
 from tests.conftest import DEMO_CLIP, DEMO_GALLERY
@@ -22,6 +23,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([MEGAPIXELS, *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_search_a_frame_of_the_clip_finds_obama(demo_index, tmp_path):
     cap = cv2.VideoCapture(str(DEMO_CLIP))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 30)  # the first ~15 frames show no detectable face
@@ -41,12 +43,14 @@ def test_search_a_frame_of_the_clip_finds_obama(demo_index, tmp_path):
     assert (DEMO_GALLERY / results[0]["photo"]).exists()
 
 
+@pytest.mark.slow
 def test_search_a_probe_photo(demo_index, shared_data):
     done = _run("search", str(shared_data / "enroll/probes/alex_lacamoire1.jpg"), "--index", str(demo_index))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["identity"] == "alex_lacamoire"
 
 
+@pytest.mark.slow
 def test_index_build_then_errors_are_plain(tmp_path):
     dataset = tmp_path / "dataset"
     for person in ("kit_harington", "rose_leslie"):

@@ -31,6 +31,7 @@ import zmq
 
 import config
 from actors.display import camera_alert
+from benchmarks.graph import Graph, logged
 from messages import (
     TOPICS,
     CameraStatus,
@@ -48,6 +49,8 @@ from messages import (
 from tests import cups_server
 from tests import kiosk_screen as ks
 from tests.conftest import DEMO_CLIP
+
+pytestmark = pytest.mark.slow  # starts actor processes or a window
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("mss", reason="the screen grab needs the mss package (pip install mss)")
@@ -203,10 +206,10 @@ def upstream(ipc_dir: Path) -> Iterator[FakeUpstream]:
     up.close()
 
 
-def start_display(actors: ks.Actors, upstream: FakeUpstream) -> None:
-    actors.start("display", "ui_kivy")
-    actors.wait_for(ks.logged("display", "window ready"), "the window", 60)
-    actors.wait_for(ks.logged("display", "view: mode=results"), "the results view", 20, since=0)
+def start_display(actors: Graph, upstream: FakeUpstream) -> None:
+    actors.start("display")
+    actors.wait_for(logged("display", "window ready"), "the window", 60)
+    actors.wait_for(logged("display", "view: mode=results"), "the results view", 20, since=0)
 
 
 def test_cards_alerts_and_boxes() -> None:
@@ -256,11 +259,11 @@ def test_print_is_resent_on_a_fresh_socket_and_garbage_is_dropped(
     x_display: str, upstream: FakeUpstream, ipc_dir: Path, tmp_path: Path
 ) -> None:
     env = ks.kiosk_env(tmp_path, x_display, ipc_dir, display_config())
-    actors = ks.Actors(env)
+    actors = Graph(env)
     printer = FakePrinter(upstream)
     try:
         start_display(actors, upstream)
-        actors.wait_for(ks.logged("display", "dropped a malformed matches"), "garbage dropped", 10, since=0)
+        actors.wait_for(logged("display", "dropped a malformed matches"), "garbage dropped", 10, since=0)
         upstream.send_garbage = False
         ks.grab_until(x_display, lambda rgb: [*ks.live_frame_with_box(rgb), *ks.button_lit(rgb)], "kiosk_fake.png")
 
@@ -270,13 +273,13 @@ def test_print_is_resent_on_a_fresh_socket_and_garbage_is_dropped(
         assert (first.query_id, first.results, first.header.src) == (QUERY_ID, RESULTS, "display")
         assert first.visitor_face_jpeg == b"", "the visitor's face was sent although print_visitor_face is off"
         # No answer: after ~3 s the display reopens its socket and sends the very same job again.
-        actors.wait_for(ks.logged("display", "(attempt 2 of 2)"), "the resend", 10)
+        actors.wait_for(logged("display", "(attempt 2 of 2)"), "the resend", 10)
         printer.reply(first)  # too late: the socket it was meant for is closed, so it is dropped
         again = actors.wait_for(lambda _: printer.receive(), "the resent job", 10)
         assert again == first, "the resent job differs, so the printer could not tell it was printed already"
         printer.reply(again)
-        actors.wait_for(ks.logged("display", f"printed query {QUERY_ID}"), "'printed'", 10)
-        view = actors.wait_for(ks.logged("display", "note='your receipt"), "the note", 5, since=mark)
+        actors.wait_for(logged("display", f"printed query {QUERY_ID}"), "'printed'", 10)
+        view = actors.wait_for(logged("display", "note='your receipt"), "the note", 5, since=mark)
         assert "print_lit=False" in view  # one receipt per visitor
         assert actors.stop("display") == 0
         assert not ks.left_in_home(env), f"the display wrote into its HOME: {ks.left_in_home(env)}"
@@ -294,14 +297,14 @@ def test_cups_job_arrives_and_a_stopped_queue_shows_on_screen(
     with cups_server.running_cupsd() as cups_env:
         printer_cfg = f'backend = "cups"\ncups_queue = "{cups_server.QUEUE}"'
         env = {**ks.kiosk_env(tmp_path, x_display, ipc_dir, display_config(printer_cfg)), **cups_env}
-        actors = ks.Actors(env)
+        actors = Graph(env)
         upstream.send_garbage = False
         try:
-            actors.start("printer", "actors.printer")
+            actors.start("printer")
             start_display(actors, upstream)
             before = cups_server.pdfs()
             ks.click(x_display, *ks.PRINT_BUTTON_XY)
-            actors.wait_for(ks.logged("display", f"printed query {QUERY_ID}"), "'printed'", 15)
+            actors.wait_for(logged("display", f"printed query {QUERY_ID}"), "'printed'", 15)
             pdf = cups_server.wait_for_pdf(before)
             try:
                 text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, check=True).stdout.decode()
@@ -313,19 +316,19 @@ def test_cups_job_arrives_and_a_stopped_queue_shows_on_screen(
             subprocess.run(["cupsdisable", cups_server.QUEUE], env=cups_env, check=True, timeout=10)
             upstream.visitor = False
             mark = actors.mark()
-            actors.wait_for(ks.logged("display", "(the visitor left)"), "the reset", 10)
+            actors.wait_for(logged("display", "(the visitor left)"), "the reset", 10)
             upstream.visitor, upstream.query_id = True, QUERY_ID + 1
             actors.wait_for(
-                ks.logged("display", "print_lit=True"),
+                logged("display", "print_lit=True"),
                 "the next visitor's results",
                 20,
                 since=mark,
             )
             ks.click(x_display, *ks.PRINT_BUTTON_XY)
-            failed = actors.wait_for(ks.logged("display", f"printing query {QUERY_ID + 1} failed"), "the failure", 15)
+            failed = actors.wait_for(logged("display", f"printing query {QUERY_ID + 1} failed"), "the failure", 15)
             assert failed.endswith(f"printer offline: queue '{cups_server.QUEUE}' is stopped"), failed
             view = actors.wait_for(
-                ks.logged("display", 'alerts="printer offline: queue'),
+                logged("display", 'alerts="printer offline: queue'),
                 "the alert",
                 5,
                 since=mark,

@@ -21,6 +21,8 @@ from index import store
 from messages import decode, open_socket
 from tests.conftest import DEMO_CLIP, PROJECT
 
+pytestmark = pytest.mark.slow  # starts actor processes or a window
+
 DEADLINE_MS = 400
 
 

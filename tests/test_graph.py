@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import DEMO_CLIP, PROJECT
 
+pytestmark = pytest.mark.slow  # starts actor processes or a window
+
 STARTED = re.compile(r"system\s+\| (\S+) started \(pid=(\d+)\)")
 
 

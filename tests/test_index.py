@@ -64,6 +64,7 @@ def test_topk_on_tiny_and_empty_shards():
     assert len(rows) == 0 and len(dists) == 0
 
 
+@pytest.mark.slow
 def test_corrupt_images_are_reported_and_skipped(tmp_path):
     dataset = tmp_path / "dataset"
     for person in ("barack_obama", "joe_biden"):

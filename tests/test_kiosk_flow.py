@@ -23,22 +23,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from benchmarks.graph import Graph, logged
 from tests import kiosk_screen as ks
 from tests.conftest import DEMO_CLIP
+
+pytestmark = pytest.mark.slow  # starts actor processes or a window
 
 pytest.importorskip("mss", reason="the screen grab needs the mss package (pip install mss)")
 if importlib.util.find_spec("kivy") is None:
     pytest.skip("the display window needs Kivy", allow_module_level=True)
 
 NOTE = (slice(686, 720), slice(605, 1255))  # the line under the print button
-PIPELINE = [
-    ("camera", "actors.camera"),
-    ("detector", "actors.detector"),
-    ("encoder", "actors.encoder"),
-    ("matcher.1", "actors.matcher"),
-    ("matcher.2", "actors.matcher"),
-    ("reducer", "actors.reducer"),
-]
+PIPELINE = ["camera", "detector", "encoder", "matcher.1", "matcher.2", "reducer"]  # Procfile lines
 
 
 def flow_config(index: Path, spool: Path) -> str:
@@ -66,14 +62,14 @@ level = "DEBUG"
 def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tmp_path: Path, x_display: str) -> None:
     spool = tmp_path / "spool"
     env = ks.kiosk_env(tmp_path, x_display, ipc_dir, flow_config(demo_index, spool))
-    actors = ks.Actors(env)
+    actors = Graph(env)
     try:
-        actors.start("printer", "actors.printer")
-        actors.start("display", "ui_kivy")
-        actors.wait_for(ks.logged("display", "window ready"), "the window", 60)
+        actors.start("printer")
+        actors.start("display")
+        actors.wait_for(logged("display", "window ready"), "the window", 60)
 
         # Attract: nobody there, no camera yet.
-        view = actors.wait_for(ks.logged("display", "view: mode=attract"), "the attract view", 5, since=0)
+        view = actors.wait_for(logged("display", "view: mode=attract"), "the attract view", 5, since=0)
         assert "step in front of the camera" in view and "waiting for the camera" in view, view
         attract = ks.grab_until(
             x_display,
@@ -88,12 +84,12 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
         )
 
         # The visitor arrives: the real graph replays the clip.
-        for name, module in PIPELINE:
-            actors.start(name, module)
+        for name in PIPELINE:
+            actors.start(name)
         mark = actors.mark()
-        shown = actors.wait_for(ks.logged("display", "results for query"), "results", 120)
+        shown = actors.wait_for(logged("display", "results for query"), "results", 120)
         assert "best barack_obama" in shown, shown
-        view = actors.wait_for(ks.logged("display", "view: mode=results"), "the results view", 10, since=mark)
+        view = actors.wait_for(logged("display", "view: mode=results"), "the results view", 10, since=mark)
         assert "print_lit=True" in view and "'barack obama'" in view and "your closest match: barack obama" in view
         results = ks.grab_until(
             x_display,
@@ -112,10 +108,10 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
         # Print.
         mark = actors.mark()
         ks.click(x_display, *ks.PRINT_BUTTON_XY)
-        printed = actors.wait_for(ks.logged("display", "printed query"), "the printer's reply", 20)
+        printed = actors.wait_for(logged("display", "printed query"), "the printer's reply", 20)
         receipt = Path(printed.split(": ", 1)[1])
         assert receipt.parent == spool and Image.open(receipt).width == 576
-        actors.wait_for(ks.logged("display", "note='your receipt is printing"), "the printing note", 5, since=mark)
+        actors.wait_for(logged("display", "note='your receipt is printing"), "the printing note", 5, since=mark)
         ks.grab_until(
             x_display,
             lambda rgb: [*ks.button_unlit(rgb), *ks.text_width(rgb, NOTE, 250, "'your receipt is printing' note")],
@@ -125,9 +121,9 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
         # The camera goes away: "camera lost", then the visitor counts as gone and the kiosk resets.
         assert actors.stop("camera") == 0
         mark = actors.mark()
-        actors.wait_for(ks.logged("display", "camera lost"), "the camera-lost alert", 10)
-        actors.wait_for(ks.logged("display", "results -> attract (the visitor left)"), "the reset", 10, since=mark)
-        view = actors.wait_for(ks.logged("display", "view: mode=attract"), "the attract view again", 5, since=mark)
+        actors.wait_for(logged("display", "camera lost"), "the camera-lost alert", 10)
+        actors.wait_for(logged("display", "results -> attract (the visitor left)"), "the reset", 10, since=mark)
+        view = actors.wait_for(logged("display", "view: mode=attract"), "the attract view again", 5, since=mark)
         assert "cards=[]" in view, f"the cards still show the previous visitor: {view}"
         ks.grab_until(
             x_display,

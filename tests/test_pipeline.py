@@ -141,6 +141,7 @@ def test_alternative_detectors_find_obama(method):
     assert max(tracking.iou(box, hog) for box in find_faces(rgb, d)) > 0.3
 
 
+@pytest.mark.slow
 def test_replayed_obama_stays_close_to_his_enroll_stills(shared_data):
     stills = [faces.describe_largest(faces.read_image(p))[1] for p in (shared_data / "enroll/barack_obama").glob("*")]
     avg = tracking.TrackAverage(4)
@@ -154,6 +155,7 @@ def test_replayed_obama_stays_close_to_his_enroll_stills(shared_data):
 
 
 # -- several encoders on real sockets --------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_two_encoders_answer_every_query_exactly_once_in_order(ipc_config):
     cfg = config.validate(

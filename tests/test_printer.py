@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 
 import config
-from actors.printer import Printer, receipt
-from actors.printer import backends as print_backends
+from actors.printer import Printer, backends, receipt
 from index.photos import DatasetFacts, DatasetPhotos, crop_box, photo_source
 from messages import Header, PrintJob, Result
 from tests import cups_server
@@ -165,7 +164,7 @@ class EscposPrinterOnLoopback:
         with conn:
             conn.settimeout(5)
             request = conn.recv(3)
-            if request == print_backends.PAPER_STATUS_REQUEST:
+            if request == backends.PAPER_STATUS_REQUEST:
                 conn.sendall(bytes([self.paper_status]))
             else:
                 self.received += request
@@ -225,9 +224,9 @@ def test_escpos_to_a_device_file(tmp_path: Path) -> None:
 
 
 def test_queue_problem_from_lpstat() -> None:
-    assert print_backends.queue_problem("q", 0, "printer q is idle.  enabled since Thu") is None
-    assert "stopped" in print_backends.queue_problem("q", 0, "printer q disabled since Thu -\n\tPaused")
-    assert "unknown printer queue" in print_backends.queue_problem("q", 1, 'lpstat: Invalid destination name "q".')
+    assert backends.queue_problem("q", 0, "printer q is idle.  enabled since Thu") is None
+    assert "stopped" in backends.queue_problem("q", 0, "printer q disabled since Thu -\n\tPaused")
+    assert "unknown printer queue" in backends.queue_problem("q", 1, 'lpstat: Invalid destination name "q".')
 
 
 @pytest.fixture

@@ -105,6 +105,7 @@ def _is_loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_kiosk_mode_writes_nothing_and_stays_on_loopback(demo_index: Path, tmp_path: Path):
     strace = shutil.which("strace")
@@ -388,6 +389,7 @@ def _scrubbed_after_the_last_result(seen: list[tuple[str, str]]) -> bool:
     return all(any(n == name and "privacy scrub" in line for n, line in seen[last + 1 :]) for name in SCRUBBED)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
     demo_index: Path, ipc_dir: Path, tmp_path: Path

@@ -6,6 +6,8 @@ import pytest
 
 from benchmarks.soak import soak
 
+pytestmark = pytest.mark.slow  # starts actor processes or a window
+
 
 @pytest.mark.timeout(300)
 def test_short_soak_keeps_memory_flat_and_loses_no_result(demo_index):

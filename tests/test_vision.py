@@ -42,6 +42,7 @@ def test_detector_finds_the_face_in_every_enroll_still(still):
     assert len(chip) == CHIP_PX * CHIP_PX * 3
 
 
+@pytest.mark.slow
 def test_obama_is_close_to_obama_and_far_from_biden(descriptor):
     obama = descriptor(DEMO_GALLERY / "barack_obama" / "obama.jpg")
     assert obama.shape == (128,) and obama.dtype == np.float32

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import logging
-import signal
 import sys
 import time
 from collections import Counter
@@ -52,7 +51,7 @@ from PIL import Image
 
 import config
 from actors.display import camera_alert
-from actors.runtime import StopFlag
+from actors.runtime import StopFlag, stop_on_signals
 from index import scores
 from index.photos import DatasetPhotos
 from index.scores import confidence, confidence_text, display_name
@@ -63,6 +62,7 @@ from messages import (
     Faces,
     Frame,
     Header,
+    Headers,
     Inbox,
     Matches,
     PrintJob,
@@ -348,7 +348,7 @@ class Kiosk:
         self.pending: tuple[list[bytes], int, int, int] | None = None
         self.printer_problem = ""
         self.print_note_until_ns = 0
-        self._seq = 0
+        self._headers = Headers(ROLE)
         self._last_shown: tuple = ()
         view.ids.live.mirror = d["mirror"]
         if self.photos.facts is not None:
@@ -541,8 +541,7 @@ class Kiosk:
         return self.inboxes[topic].alive(now_ns)
 
     def _header(self, frame_id: int) -> Header:
-        self._seq += 1
-        return Header(seq=self._seq, t_ns=time.monotonic_ns(), src=ROLE, frame_id=frame_id)
+        return self._headers.next(frame_id)
 
 
 # --- the app -------------------------------------------------------------------------------------
@@ -607,8 +606,6 @@ def main(cfg: config.Config) -> int:
     logging.getLogger("kivy").setLevel(max(logging.INFO, logging.getLevelName(cfg["log"]["level"])))
     configure_window(cfg["display"])
     stop = StopFlag()
-    # Installed before SDL starts, so SDL keeps its hands off these signals.
-    signal.signal(signal.SIGTERM, stop.set)
-    signal.signal(signal.SIGINT, stop.set)
+    stop_on_signals(stop)  # installed before SDL starts, so SDL keeps its hands off these signals
     KioskApp(cfg, stop).run()
     return 0

@@ -29,7 +29,7 @@ import zmq
 
 import config
 from actors.runtime import privacy
-from messages import TOPICS, VISITOR_TOPICS, Header, Inbox, curve, encode, open_socket
+from messages import TOPICS, VISITOR_TOPICS, Header, Headers, Inbox, curve, encode, open_socket
 
 POLL_MS = 100
 DRAIN_LIMIT = 1000  # on a DRAIN topic, read at most this many waiting messages per poll (keep the newest)
@@ -52,12 +52,11 @@ class Actor:
         self.name = name or os.environ.get("HONCHO_PROCESS_NAME") or self.ROLE
         self.stats: Counter[str] = Counter()
         self.visitor_seen_ns: int | None = None  # the last message on a visitor topic since the last scrub
-        self._seq = 0
+        self._headers = Headers(self.name)
         self.log = logging.getLogger(self.name)
 
     def header(self, frame_id: int = -1) -> Header:
-        self._seq += 1
-        return Header(seq=self._seq, t_ns=time.monotonic_ns(), src=self.name, frame_id=frame_id)
+        return self._headers.next(frame_id)
 
     def on_start(self) -> None:
         """Load models, open files: anything that may fail at start-up."""
@@ -102,13 +101,18 @@ class StopFlag:
         return self._event.is_set()
 
 
+def stop_on_signals(stop: StopFlag) -> None:
+    """SIGTERM and SIGINT set ``stop`` (main thread only): the one shutdown path of every process."""
+    signal.signal(signal.SIGTERM, stop.set)
+    signal.signal(signal.SIGINT, stop.set)
+
+
 def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = None) -> Counter[str]:
     """Run ``actor`` until ``stop`` is set; returns its counters."""
     ctx = ctx or zmq.Context.instance()
     stop = stop if stop is not None else StopFlag()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop.set)
-        signal.signal(signal.SIGINT, stop.set)
+        stop_on_signals(stop)
     cfg = actor.cfg
     inputs = {t: inbox(actor, open_socket(ctx, cfg, t, actor.ROLE, True), t) for t in actor.RECEIVES}
     outputs = {t: open_socket(ctx, cfg, t, actor.ROLE, False) for t in actor.SENDS}
