@@ -3,7 +3,9 @@
 Ports are written out by hand (never derived from a name or a list position) and a test proves
 they are unique. The long-lived side binds. Every default endpoint is on loopback; tests and
 single-machine installs can switch the whole graph to ``ipc://`` sockets in a folder instead
-(see :func:`endpoint`).
+(see :func:`endpoint`). Each topic holds the class of its messages and two flags that other
+modules read instead of keeping lists of their own: ``visitor`` (the run loop's privacy scrub)
+and ``remote`` (CURVE, and the only topics that may bind or connect beyond loopback).
 """
 
 from __future__ import annotations

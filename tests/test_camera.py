@@ -21,6 +21,7 @@ from actors import runtime
 from actors.camera import Camera, recording, sources
 from actors.recorder import Recorder
 from messages import CameraStatus, Frame, Header, ReplayControl
+from tests import factories
 from tests.conftest import DEMO_CLIP, PROJECT
 
 FPS = 29.97
@@ -282,3 +283,30 @@ def test_a_recording_replays_the_same_frames_in_order_with_the_same_timing(ipc_d
         original = sources.fit_width(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 640)
         assert frame.pixels == parts[2] == original.tobytes()
     assert np.abs(np.array([t for t, _ in replayed]) - recorded_s).max() < 0.002
+
+
+@pytest.mark.timeout(60)
+def test_replay_control_finds_the_camera_at_the_configured_port_offset():
+    """The shell command opens its socket from the registry like every actor, port offset included."""
+    from actors.camera import replay_control
+
+    offset = factories.free_port_offset()
+    cfg = config.validate(
+        {
+            "camera": {"source": str(DEMO_CLIP), "loop": False, "paused": True},
+            "network": {"transport": "tcp", "port_offset": offset},
+        }
+    )
+    ctx, stop = zmq.Context(), runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(Camera(cfg), ctx, stop), daemon=True)
+    thread.start()
+    try:
+        status = replay_control.send(cfg, "status", timeout_ms=10_000)
+        assert status.state == "paused" and status.source.endswith("obama_2s.mp4"), status
+        unshifted = config.validate({"network": {"transport": "tcp", "port_offset": offset + 1}})
+        with pytest.raises(TimeoutError, match="did not answer"):
+            replay_control.send(unshifted, "status", timeout_ms=300)  # nobody at another offset
+    finally:
+        stop.set()
+        thread.join(5)
+        ctx.term()

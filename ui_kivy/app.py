@@ -16,11 +16,13 @@ reopened (Lazy Pirate) and the same job is sent again, up to PRINT_ATTEMPTS time
 recognises a resent job and does not print it twice. Then the visitor reads "printer not
 answering".
 
-One Kivy clock callback on the main thread (the only thread that touches widgets) polls every
-socket without blocking. Every message goes through the validating codec; a malformed one is
-logged, counted and dropped. SIGTERM / SIGINT stop the app within one poll; sockets close with
-linger 0. Kivy writes no config or log files (see ``ui_kivy/__init__.py``); frames stay in memory
-and everything about a visitor is dropped when the session resets.
+One Kivy clock callback on the main thread (the only thread that touches widgets) reads every
+subscription through its ``messages.Inbox``, as the actors' run loop does: without blocking,
+only the newest frame, every message through the validating codec (a malformed one is logged,
+counted and dropped), and each stream's liveness from its registered rate. SIGTERM / SIGINT stop
+the app within one poll (``actors.runtime.stop_on_signals``); sockets close with linger 0. Kivy
+writes no config or log files (see ``ui_kivy/__init__.py``); frames stay in memory and
+everything about a visitor is dropped when the session resets.
 """
 
 from __future__ import annotations

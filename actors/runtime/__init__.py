@@ -4,8 +4,9 @@ An actor is a class with a small lifecycle — ``on_start``, ``handle(msg) -> me
 ``tick(now_ns) -> messages out`` for timers, ``on_stop`` — and class attributes that say which
 topics it receives and sends. :func:`run` opens its sockets from the topic registry
 (messages.open_socket), polls with a timeout, reads each socket through its messages.Inbox
-(decoded by the one validating codec, counted), and sends what the handler returns. On a ``BATCH`` topic, everything already waiting (up to ``MAX_BATCH``) goes to
-``handle_batch`` in one call. A bad message is logged, counted and dropped; an exception in a handler is logged,
+(decoded by the one validating codec, counted), and sends what the handler returns. On a
+``BATCH`` topic, everything already waiting (up to ``MAX_BATCH``) goes to ``handle_batch`` in
+one call. A bad message is logged, counted and dropped; an exception in a handler is logged,
 counted and skipped: an actor never dies on one message. SIGTERM / SIGINT set a stop flag that
 the loop notices within one poll (100 ms); sockets close with linger 0.
 
