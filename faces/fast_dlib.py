@@ -45,7 +45,6 @@ import json, sys, time
 import numpy as np
 import dlib
 import faces
-from messages import CHIP_PX
 paths = sys.argv[1:]
 chips = []
 for p in paths:
@@ -111,20 +110,20 @@ def _unpack(requirement: str, into: Path) -> None:
     subprocess.run([*cmd, "--target", str(into), requirement], check=True)
 
 
-def _probe(dlib_dir: Path, faces: list[str]) -> dict:
+def _probe(dlib_dir: Path, photos: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(dlib_dir), str(PROJECT)]), OPENBLAS_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", PROBE, *faces], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", PROBE, *photos], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def compare(wheel: Path) -> dict:
     """Describe the bundled faces with the prebuilt dlib and with ``wheel``; the figures as a dict."""
-    faces = bundled_faces()
+    photos = bundled_faces()
     with tempfile.TemporaryDirectory(prefix="dlib-check-") as tmp:
         prebuilt_dir, fast_dir = Path(tmp) / "prebuilt", Path(tmp) / "fast"
         _unpack(PREBUILT, prebuilt_dir)
         _unpack(str(wheel), fast_dir)
-        ref, fast = _probe(prebuilt_dir, faces), _probe(fast_dir, faces)
+        ref, fast = _probe(prebuilt_dir, photos), _probe(fast_dir, photos)
     import numpy as np
 
     a, b = np.array(ref["descriptors"]), np.array(fast["descriptors"])
