@@ -3,7 +3,7 @@
 Works on the newest frame only (older waiting frames are dropped, so it never falls behind the
 camera). Finds faces (``detector.method``: dlib HOG on a downscaled copy, dlib CNN or OpenCV's
 Haar cascade), drops faces narrower than ``min_face_px``, follows them from frame to frame
-(:mod:`actors.tracking`) and picks the visitor (``policy``: largest or most central face; ``all``
+(:mod:`faces.tracking`) and picks the visitor (``policy``: largest or most central face; ``all``
 searches every face). Every frame gives one ``faces`` message (all boxes, the visitor's index and
 aligned 150x150 chip) for the display.
 

@@ -1,7 +1,7 @@
 """One socket's incoming messages, taken without blocking and decoded through the one codec.
 
 Every receiver on the kiosk reads through an :class:`Inbox`: the actors' run loop
-(actors/runtime.py) and the Kivy display (ui_kivy/app.py). It takes what is waiting, up to a
+(actors/runtime/) and the Kivy display (ui_kivy/app.py). It takes what is waiting, up to a
 limit, never blocking; on a ``newest_only`` stream (frames) only the newest waiting message is
 decoded and the older ones are counted as stale. A message the codec refuses is counted
 (``<topic>.malformed``), logged and dropped; on a REP socket it is handed on as ``None`` so that

@@ -1,6 +1,6 @@
 """Faults on the real graph: a killed shard, a frozen display, SIGTERM at any moment.
 
-Each actor runs as its own process (tests/graph.py) so one can be killed, frozen or restarted
+Each actor runs as its own process (benchmarks/graph.py) so one can be killed, frozen or restarted
 while the others keep going, as under systemd in an installation.
 """
 

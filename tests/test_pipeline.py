@@ -1,6 +1,6 @@
 """Detector and encoder: visitor choice, tracking, gating, ordering, real clips, several encoders.
 
-The pure logic (actors/tracking.py) is driven frame by frame; detection runs on the real clips of
+The pure logic (faces/tracking.py) is driven frame by frame; detection runs on the real clips of
 ../shared/data/clips (sampled frames, to keep the suite fast; docs/PIPELINE.md has the full-clip
 benchmark); two encoder processes' worth of actors run on real ipc sockets.
 """

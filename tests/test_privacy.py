@@ -10,7 +10,7 @@ every process. The test then reads the trace:
 - every TCP/UDP address bound, connected to or sent to is loopback.
 
 Then the graph runs in kiosk mode with a visitor who comes and goes, and every actor's memory is
-read once they have all scrubbed themselves (actors/privacy.py): none holds the visitor's frames,
+read once they have all scrubbed themselves (actors/runtime/privacy.py): none holds the visitor's frames,
 face chips or descriptors.
 """
 

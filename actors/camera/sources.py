@@ -112,7 +112,7 @@ class FolderSource:
 
 
 class RecordingSource:
-    """The ``frames`` messages of a recording (see actors/recording.py) at their recorded times."""
+    """The ``frames`` messages of a recording (see actors/camera/recording.py) at their recorded times."""
 
     is_webcam = False
 

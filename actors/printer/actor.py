@@ -1,7 +1,7 @@
 """printer — answers ``print`` requests (REP), replying with a ``printed`` message to every one.
 
 Composes the receipt of a result list (best match, score and meaning, the matched dataset photo
-with its source and licence, dataset facts, date; see :mod:`actors.receipt`) and delivers it to
+with its source and licence, dataset facts, date; see :mod:`actors.printer.receipt`) and delivers it to
 ``printer.backend``: ``spool`` (PNG files in ``printer.spool_dir``), ``cups`` (``lp`` to
 ``printer.cups_queue``) or ``escpos`` (python-escpos to ``printer.escpos_device``). A failure
 (queue stopped, unknown queue, out of paper, device gone) becomes a reply with ``ok = False`` and
