@@ -33,6 +33,16 @@ def procfile() -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
+def display_results(seen: Lines) -> list[dict]:
+    """The headless display's result lists (its JSON lines) among ``seen``."""
+    return [json.loads(line) for name, line in seen if name.startswith("display") and line.startswith("{")]
+
+
+def holds(predicate: Callable[[Lines], bool]) -> Callable[[Lines], bool | None]:
+    """A ``wait_for`` check from a yes/no question about the lines seen."""
+    return lambda seen: True if predicate(seen) else None
+
+
 def logged(actor: str, needle: str) -> Callable[[Lines], str | None]:
     """A ``wait_for`` check: the first line of ``actor`` containing ``needle``."""
     return lambda seen: next((line for name, line in seen if name == actor and needle in line), None)
@@ -115,7 +125,7 @@ class Graph:
         """The headless display's JSON lines from now until ``until(results)`` is true."""
 
         def check(seen: Lines) -> list[dict] | None:
-            found = [json.loads(line) for name, line in seen if name.startswith("display") and line.startswith("{")]
+            found = display_results(seen)
             return found if found and until(found) else None
 
         return self.wait_for(check, "the awaited results", deadline_s, period_s=0.5)

@@ -16,7 +16,6 @@ face chips or descriptors.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -36,6 +35,7 @@ import pytest
 import zmq
 
 import config
+from benchmarks.graph import display_results
 from messages import Query, decode, encode, endpoint
 from tests import factories
 from tests.conftest import DEMO_CLIP, PROJECT
@@ -349,32 +349,10 @@ class Tap:
         self.ctx.term()
 
 
-class Lines:
-    """The graph's output lines, kept, so several waits can look at the same history."""
-
-    def __init__(self, graph):
-        self.graph, self.seen = graph, []
-
-    def wait(self, found: Callable[[list[tuple[str, str]]], bool], deadline_s: float, what: str) -> None:
-        end = time.monotonic() + deadline_s
-        while not found(self.seen):
-            if time.monotonic() > end:
-                tail = "\n".join(f"{n} | {line}" for n, line in self.seen[-40:])
-                pytest.fail(f"{what}: not within {deadline_s} s; last lines:\n{tail}")
-            with contextlib.suppress(queue.Empty):
-                self.seen.append(self.graph.lines.get(timeout=0.5))
-
-    def results(self) -> list[dict]:
-        return [json.loads(line) for n, line in self.seen if n.startswith("display") and line.startswith("{")]
-
-    def logged(self, name: str, text: str) -> bool:
-        return any(n == name and text in line for n, line in self.seen)
-
-
-def _first_obama_after(lines: Lines, query_id: int) -> Callable[[list], bool]:
-    return lambda _: any(
+def _first_obama_after(query_id: int) -> Callable[[list], bool]:
+    return lambda seen: any(
         r["query_id"] > query_id and r["results"] and r["results"][0]["identity"] == "barack_obama"
-        for r in lines.results()
+        for r in display_results(seen)
     )
 
 
@@ -398,7 +376,7 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
     holds the visitor's pixels (frames, face chips) or descriptors; a second visitor is searched as usual."""
     import faces
     from actors.camera import replay_control
-    from benchmarks.graph import Graph
+    from benchmarks.graph import Graph, holds, logged
 
     if os.geteuid() != 0:
         pytest.skip("reading another process's memory needs root")
@@ -420,16 +398,16 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
     assert cfg["mode"]["kiosk"] and cfg["camera"]["paused"]
     graph = Graph(env)
     tap = Tap(cfg)
-    lines = Lines(graph)
     graph.start_all()
     try:
         ready = {"detector.1": "using", "encoder.1": "using", "matcher.1": "shard 0/", "matcher.2": "shard 1/"}
-        lines.wait(lambda _: all(lines.logged(n, t) for n, t in ready.items()), 120, "the actors ready")
+        everyone_ready = holds(lambda seen: all(logged(n, t)(seen) for n, t in ready.items()))
+        graph.wait_for(everyone_ready, "the actors ready", 120, since=0)
         assert replay_control.send(cfg, "resume").state == "replay"
-        lines.wait(_first_obama_after(lines, 0), 60, "a result for the visitor")
-        lines.wait(lambda _: lines.logged("camera.1", "end of"), 60, "the end of the replay")
+        graph.wait_for(holds(_first_obama_after(0)), "a result for the visitor", 60, since=0)
+        graph.wait_for(logged("camera.1", "end of"), "the end of the replay", 60, since=0)
         scrub_after_s = cfg["privacy"]["scrub_after_s"]
-        lines.wait(lambda seen: _scrubbed_after_the_last_result(seen), scrub_after_s + 30, "every actor's scrub")
+        graph.wait_for(holds(_scrubbed_after_the_last_result), "every actor's scrub", scrub_after_s + 30, since=0)
         # The tap's own connection keeps the detector's last query in its send buffer: end it too
         # (the detector frees it as soon as it sees the disconnection, long before the scan below).
         tap.close()
@@ -455,7 +433,7 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
             held_descriptors[name] = _scan_memory(proc.pid, find, WINDOW_BYTES - 1)
             held_chips[name] = _scan_memory(proc.pid, lambda data: sum(data.count(n) for n in chip_rows), 255)
         print(f"{len(queries)} queries, {len(raw)} chips; memory scanned in {time.monotonic() - started:.1f} s")
-        print("\n".join(line for _, line in lines.seen if "privacy scrub" in line))
+        print("\n".join(line for _, line in graph.history if "privacy scrub" in line))
         assert not any(held_pixels.values()), f"visitor pixels still in memory after they left: {held_pixels}"
         assert not any(held_chips.values()), f"the visitor's face chips still in memory: {held_chips}"
         assert not any(held_descriptors.values()), (
@@ -463,9 +441,9 @@ def test_after_the_visitor_leaves_no_actor_holds_their_frames_or_descriptors(
             f"memory after every actor scrubbed: {held_descriptors}"
         )
         # A second visitor after the scrub: searched as usual.
-        last_query = max(r["query_id"] for r in lines.results())
+        last_query = max(r["query_id"] for r in display_results(graph.history))
         assert replay_control.send(cfg, "seek", 0.0).state == "replay"
-        lines.wait(_first_obama_after(lines, last_query), 60, "a result for the second visitor")
+        graph.wait_for(holds(_first_obama_after(last_query)), "a result for the second visitor", 60)
     finally:
         graph.stop_all()
         tap.close()
