@@ -65,7 +65,7 @@ RESULTS = [
     Result(1, "barack_obama", 0.35, "barack_obama/0001.jpg", 11),
     Result(2, "Ari_Fleischer", 0.702, "Ari_Fleischer/0003.jpg", 27),
     Result(3, "Abdullah_Gul", 0.731, "Abdullah_Gul/0002.jpg", 3),
-    Result(4, "synthetic_0042", 0.764, "", 8),
+    Result(4, "Aaron_Guiel", 0.764, "", 8),  # a row without a photo: the placeholder shows
     Result(5, "Atom_Egoyan", 0.78, "Atom_Egoyan/0001.jpg", 30),
 ]
 
