@@ -30,21 +30,6 @@ from messages import DIM, Encoded, FaceJob, Faces, Frame, Query
 MAX_IN_FLIGHT = 8  # jobs pushed but not answered; beyond this the encoders are behind, so skip
 
 
-def find_faces(rgb: np.ndarray, d: dict[str, Any]) -> list[faces.Box]:
-    """Every face box at least ``min_face_px`` wide, by the configured method."""
-    return faces.detect(rgb, scale=d["scale"], upsample=d["upsample"], min_face_px=d["min_face_px"], method=d["method"])
-
-
-def find_visitor(
-    rgb: np.ndarray, scale: float, upsample: int, min_face_px: int, policy: str = "largest"
-) -> tuple[list[faces.Box], int, bytes]:
-    """All HOG face boxes, the index of the visitor's (-1: none) and the visitor's chip bytes."""
-    boxes = faces.detect(rgb, scale=scale, upsample=upsample, min_face_px=min_face_px)
-    visitor = tracking.choose(boxes, policy, rgb.shape[1], rgb.shape[0])
-    chip = faces.face_chip(rgb, boxes[visitor]).tobytes() if visitor >= 0 else b""
-    return boxes, visitor, chip
-
-
 def targets(boxes: list[faces.Box], policy: str, width_px: int, height_px: int) -> list[int]:
     """Indexes of the faces to search for, the visitor first."""
     visitor = tracking.choose(boxes, "central" if policy == "central" else "largest", width_px, height_px)
@@ -91,7 +76,7 @@ class Detector(runtime.Actor):
     def on_frame(self, msg: Frame, now_ns: int) -> list[Any]:
         d = self.cfg["detector"]
         rgb = np.frombuffer(msg.pixels, np.uint8).reshape(msg.height_px, msg.width_px, 3)
-        boxes = find_faces(rgb, d)
+        boxes = faces.find_faces(rgb, d)
         tracks = self.tracks.update(boxes)
         wanted = targets(boxes, d["policy"], msg.width_px, msg.height_px)
         visitor = wanted[0] if wanted else -1
