@@ -58,7 +58,7 @@ class Gallery:
         answers = []
         for shard in range(self.n_shards):
             stored, first = store.open_shard(self.index_dir, shard)
-            rows, dists = search.ShardIndex(stored, self.manifest).search(descriptor, k)
+            rows, dists = search.ShardIndex(stored, self.manifest.codec).search(descriptor, k)
             answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
         return self.results(answers, k)[0]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from messages import LIKELY_YOU, LOOK_ALIKE, Result
+from index import calibration
+from messages import LOOK_ALIKE, Result
 
 # dlib distances: same person 0.33-0.42, different people 0.71-0.87 (../shared/docs/FACTS.md). A logistic of
 # slope 1/0.05 centred on the 0.6 threshold puts same-person distances at 96-99 % and different
@@ -36,7 +37,7 @@ def provisional_confidence(distance: float, threshold: float) -> float:
 def confidence(result: Result, threshold: float) -> Confidence:
     """The confidence of one result: its calibrated ``p_same``/``verdict`` if present, else provisional."""
     if result.p_same is not None and 0.0 <= result.p_same <= 1.0:
-        verdict = result.verdict or (LIKELY_YOU if result.p_same >= 0.5 else LOOK_ALIKE)
+        verdict = result.verdict or calibration.verdict(result.p_same)
         return Confidence(round(100 * result.p_same), verdict, False)
     p = provisional_confidence(result.distance, threshold)
     return Confidence(round(100 * p), CLOSE_MATCH if result.distance <= threshold else LOOK_ALIKE, True)
@@ -58,4 +59,5 @@ def best(results: list[Result]) -> Result | None:
 
 def clears_threshold(results: list[Result], threshold: float) -> bool:
     """True when the best match is within the similarity threshold: the print button lights."""
-    return bool(results) and min(r.distance for r in results) <= threshold
+    closest = best(results)
+    return closest is not None and closest.distance <= threshold

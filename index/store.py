@@ -115,15 +115,8 @@ class Manifest:
         return str(self.provenance.get("dataset_root", ""))
 
     def to_json(self) -> dict[str, Any]:
-        out = {"format_version": self.format_version, **asdict(self)}
-        out["shards"] = [asdict(s) for s in self.shards]
-        for key in ("int8_scale", "int8_offset", "synthetic"):
-            if out[key] is None:
-                del out[key]
-        for key in ("int8_scale", "int8_offset"):
-            if key in out:
-                out[key] = list(out[key])
-        return out
+        out = {"format_version": self.format_version, **asdict(self)}  # tuples are written as JSON lists
+        return {key: value for key, value in out.items() if value is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import zmq
 
 from messages import TOPICS, Inbox, encode
@@ -9,17 +12,23 @@ from messages.inbox import ALIVE_PERIODS, MIN_ALIVE_S
 from tests import factories
 
 
-def _pair(ctx: zmq.Context, kind: tuple[int, int], name: str) -> tuple[zmq.Socket, zmq.Socket]:
+@contextlib.contextmanager
+def _pair(kind: tuple[int, int]) -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
+    """A sending and a receiving socket on one inproc address, closed afterwards."""
+    ctx = zmq.Context()
     send, receive = ctx.socket(kind[0]), ctx.socket(kind[1])
-    receive.bind(f"inproc://{name}")
-    send.connect(f"inproc://{name}")
-    return send, receive
+    receive.bind("inproc://inbox-test")
+    send.connect("inproc://inbox-test")
+    try:
+        yield send, receive
+    finally:
+        send.close(0)
+        receive.close(0)
+        ctx.term()
 
 
 def test_newest_only_keeps_the_last_waiting_message_and_counts_the_rest():
-    ctx = zmq.Context()
-    push, pull = _pair(ctx, (zmq.PUSH, zmq.PULL), "newest")
-    try:
+    with _pair((zmq.PUSH, zmq.PULL)) as (push, pull):
         for qid in range(5):
             push.send_multipart(encode(factories.query(qid)))
         box = Inbox(pull, "queries", newest_only=True, limit=100)
@@ -28,16 +37,10 @@ def test_newest_only_keeps_the_last_waiting_message_and_counts_the_rest():
         assert msg.query_id == 4
         assert box.stats["queries.skipped_stale"] == 4 and box.stats["queries.received"] == 1
         assert box.receive(now_ns=2) == []  # nothing waiting: no block, no message
-    finally:
-        push.close(0)
-        pull.close(0)
-        ctx.term()
 
 
 def test_limit_bounds_one_read_and_malformed_messages_are_counted_and_dropped():
-    ctx = zmq.Context()
-    push, pull = _pair(ctx, (zmq.PUSH, zmq.PULL), "limit")
-    try:
+    with _pair((zmq.PUSH, zmq.PULL)) as (push, pull):
         push.send_multipart([b"queries", b"\xc1"])
         for qid in range(4):
             push.send_multipart(encode(factories.query(qid)))
@@ -47,31 +50,19 @@ def test_limit_bounds_one_read_and_malformed_messages_are_counted_and_dropped():
         assert [m.query_id for m in first] == [0, 1]  # 3 read, the malformed one dropped
         assert box.stats["queries.malformed"] == 1
         assert [m.query_id for m in box.receive(now_ns=2)] == [2, 3]
-    finally:
-        push.close(0)
-        pull.close(0)
-        ctx.term()
 
 
 def test_a_rep_socket_gets_none_for_a_request_it_cannot_read():
-    ctx = zmq.Context()
-    req, rep = _pair(ctx, (zmq.REQ, zmq.REP), "rep")
-    try:
+    with _pair((zmq.REQ, zmq.REP)) as (req, rep):
         req.send_multipart([b"print", b"not msgpack"])
         box = Inbox(rep, "print")
         assert rep.poll(1000)
         assert box.receive(now_ns=1) == [None]  # the caller must still answer it
         assert box.stats["print.malformed"] == 1 and not box.seen
-    finally:
-        req.close(0)
-        rep.close(0)
-        ctx.term()
 
 
 def test_a_stream_is_alive_for_ten_periods_of_its_rate_and_never_less_than_two_seconds():
-    ctx = zmq.Context()
-    push, pull = _pair(ctx, (zmq.PUSH, zmq.PULL), "alive")
-    try:
+    with _pair((zmq.PUSH, zmq.PULL)) as (_, pull):
         frames = Inbox(pull, "frames")
         assert not frames.alive(0) and not frames.seen
         frames.last_ns = 0
@@ -81,7 +72,3 @@ def test_a_stream_is_alive_for_ten_periods_of_its_rate_and_never_less_than_two_s
         status = Inbox(pull, "camera_status")  # 1/s: ten periods
         status.last_ns = 0
         assert status.alive(int(9.9e9)) and not status.alive(int(10.1e9))
-    finally:
-        push.close(0)
-        pull.close(0)
-        ctx.term()

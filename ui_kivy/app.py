@@ -150,7 +150,7 @@ def phase_text(phase: Phase, await_leave: bool, results: Matches | None, thresho
         return "searching the dataset" + "." * (1 + int(now_s * 3) % 3)
     if results is None or not results.results:
         return "nobody in the dataset resembles you"
-    best = min(results.results, key=lambda r: r.distance)
+    best = scores.best(results.results)
     if best.distance <= threshold:
         return f"your closest match: {display_name(best.identity)}"
     return f"no close match; the nearest is {display_name(best.identity)}"

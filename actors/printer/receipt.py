@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from index import scores
 from index.photos import DatasetFacts, photo_source
 from index.scores import confidence, confidence_text, display_name
 from messages import Result
@@ -59,7 +60,7 @@ def compose(
     if not results:
         lines += ["Nobody in the dataset resembled you."]
     else:
-        best = min(results, key=lambda r: r.distance)
+        best = scores.best(results)
         c = confidence(best, threshold)
         same = best.distance <= threshold
         source, licence = photo_source(best.photo)
