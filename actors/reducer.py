@@ -6,8 +6,9 @@ the result is marked partial and names the missing shards) the global top-k is m
 given identities and source photos from the index metadata, and published.
 
 The merge, the metadata, the calibration (``p_same`` and ``verdict`` when the index has a
-``calibration.json``) and hiding synthetic distractors (counted in ``matches.synthetic_hidden``)
-are :class:`index.gallery.Gallery`'s, the same code ``megapixels search`` answers with.
+``calibration.json``, with the ``index.enrolled_share`` prior) and hiding synthetic distractors
+(counted in ``matches.synthetic_hidden``) are :class:`index.gallery.Gallery`'s, the same code
+``megapixels search`` answers with.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Reducer(runtime.Actor):
 
     def on_start(self) -> None:
         try:
-            self.gallery = Gallery(self.cfg.path("index", "path"))
+            self.gallery = Gallery(self.cfg.path("index", "path"), self.cfg["index"]["enrolled_share"])
         except (store.IndexStoreError, calibration.CalibrationError) as e:
             raise runtime.StartupError(str(e)) from e
         self.deadline_ns = self.cfg["search"]["shard_deadline_ms"] * 1_000_000

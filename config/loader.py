@@ -77,6 +77,13 @@ SETTINGS: dict[str, dict[str, Setting]] = {
     },
     "index": {
         "path": Setting("build/demo-index-2shards", "index folder made by `megapixels index build`"),
+        "enrolled_share": Setting(
+            0.00013,
+            "share of visitors expected to be in the dataset, the prior of p_same and the verdict "
+            "(kiosk default: about 2 in 15,000 visitors found themselves at the original installation)",
+            low=1e-9,
+            high=1.0,
+        ),
     },
     "search": {
         "top_k": Setting(5, "results shown to the visitor", low=1, high=100),

@@ -28,6 +28,24 @@ Two models, both fitted offline on LFW (``python -m benchmarks.accuracy.calibrat
   No independence assumption and no pooled tail: how close the nearest look-alike comes is measured
   over real probes, whose look-alike risk differs from face to face. N counts gallery ROWS (every
   searched descriptor is a chance for a look-alike), see ACCURACY.md.
+* Neighbourhood verdict model (format 2; what the kiosk uses when the file has it): the models above
+  judge the best distance against one LFW-wide curve, which over-trusts faces whose strangers come
+  close to each other (dlib puts different people of groups it saw less in training closer
+  together). This one judges the best match against the visitor's own neighbourhood, in the spirit
+  of adaptive score normalisation: the distances to the next OTHER identities in the same ranked
+  list (the top ``rows`` rows the kiosk gets anyway, synthetic distractors included). A logistic
+  regression on those features gives the likelihood ratio L = f(x | the best match is the visitor)
+  / f(x | the visitor is a stranger), fitted on LFW with leave-identity-out strangers and enrolled
+  probes at gallery sizes 30 .. 605,749 rows (benchmarks/accuracy/verdicts.py, identity folds kept
+  apart). With the share of visitors who are in the dataset ``prior`` (a setting, not part of the
+  file) and the share r(N) of enrolled visitors whose best match is themselves (measured per gallery
+  size), the best match is the visitor with probability
+
+      p = prior r L / (prior r L + 1 - prior r)
+
+  (enrolled visitors whose best match is someone else are counted with the strangers: their best
+  match is a look-alike too). A bigger gallery lowers p through r(N), the log N feature and the
+  closer neighbours it brings.
 """
 
 from __future__ import annotations
@@ -35,7 +53,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,12 +64,53 @@ from messages.schemas import LIKELY_YOU, LOOK_ALIKE
 
 FILENAME = "calibration.json"
 DEFAULT = Path(__file__).with_name("lfw_calibration.json")  # fitted on LFW by benchmarks/accuracy/calibrate.py
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the neighbourhood verdict model
+READABLE_VERSIONS = (1, 2)  # a version-1 file still works: the per-distance gallery model, with the setting's prior
+# The neighbourhood model's features, in the order of its weights (after the intercept). "others" are
+# the distances to the next other identities in the ranked list, nearest first (see neighbourhood()).
+FEATURES = ("distance", "gap to the next other identity", "gap to the mean of the other identities", "log10 rows")
 _GRID = np.linspace(0.0, 2.0, 2001)  # descriptor distances live in 0..~1.5
 
 
 class CalibrationError(ValueError):
     """A calibration file that can't be used; the text says why."""
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """The verdict model: the best match judged against the next other identities in the same ranked list.
+
+    ``weights``: logistic intercept and one weight per :data:`FEATURES` (log likelihood ratio of
+    "the best match is the visitor" against "the visitor is a stranger"). ``rows``: how many ranked
+    rows the features look at (the kiosk shows top_k = 5). ``rank1``: (gallery rows N, share of
+    enrolled visitors whose best match is themselves), measured, interpolated in log N."""
+
+    weights: tuple[float, ...]
+    rank1: tuple[tuple[float, float], ...]
+    rows: int = 5
+    features: tuple[str, ...] = FEATURES
+
+    def __post_init__(self) -> None:
+        try:
+            weights = tuple(float(w) for w in self.weights)
+            rank1 = tuple((float(n), float(r)) for n, r in self.rank1)
+        except (TypeError, ValueError) as e:
+            raise CalibrationError(
+                f"neighbourhood: weights must be numbers and rank1 [[rows, share], ...] ({e})"
+            ) from e
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "rank1", rank1)
+        object.__setattr__(self, "features", tuple(self.features))
+        if self.features != FEATURES:
+            raise CalibrationError(f"neighbourhood: features must be {list(FEATURES)}, got {list(self.features)}")
+        if len(weights) != 1 + len(FEATURES) or not all(math.isfinite(w) for w in weights):
+            raise CalibrationError(f"neighbourhood: weights must be {1 + len(FEATURES)} finite numbers")
+        if not rank1 or not all(n >= 1 and 0 < r <= 1 for n, r in rank1):
+            raise CalibrationError("neighbourhood: rank1 needs rows >= 1 and shares in (0, 1]")
+        if not all(a[0] < b[0] for a, b in itertools.pairwise(rank1)):
+            raise CalibrationError("neighbourhood: rank1 rows must be increasing")
+        if not 2 <= self.rows <= 100:
+            raise CalibrationError(f"neighbourhood: rows must be 2..100, got {self.rows}")
 
 
 @dataclass(frozen=True)
@@ -62,13 +121,19 @@ class Calibration:
     genuine_std: float
     impostor_mean: float
     impostor_std: float
-    prior_in_gallery: float = 0.5  # chance that the visitor is enrolled at all
+    prior_in_gallery: float = 0.5  # chance that the visitor is enrolled; the kiosk passes its setting instead
     gallery_scale: float = 1.0  # effective number of independent look-alikes per identity (fitted, see ACCURACY.md)
     source: dict[str, Any] = field(default_factory=dict)  # what it was fitted on, and scores
     # (gallery rows N, mean, std) of the nearest other-person distance, measured; empty: the pooled-tail model
     best_impostor: tuple[tuple[float, float, float], ...] = ()
+    neighbourhood: Neighbourhood | None = None  # the verdict model (format 2); None: the per-distance models
 
     def __post_init__(self) -> None:
+        if isinstance(self.neighbourhood, dict):  # as read from JSON
+            try:
+                object.__setattr__(self, "neighbourhood", Neighbourhood(**self.neighbourhood))
+            except TypeError as e:
+                raise CalibrationError(f"neighbourhood: {e}") from e
         try:
             table = tuple((float(n), float(m), float(sd)) for n, m, sd in self.best_impostor)
         except (TypeError, ValueError) as e:
@@ -191,20 +256,112 @@ def verdict(p_same: float) -> str:
     return LIKELY_YOU if p_same >= 0.5 else LOOK_ALIKE
 
 
+def neighbourhood(distances: np.ndarray, identities: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate's distance and the next ``rows - 1`` other identities' distances, for ranked lists.
+
+    ``distances`` and ``identities`` are (lists, k) arrays whose first row is the candidate, the rest
+    best first; only the first ``rows`` rows count. The others are each other identity's nearest row,
+    in order (the candidate's own rows and repeats skipped). Where a list shows fewer other
+    identities, the missing ones get the list's last distance: a lower bound for every row not
+    returned, so a short or one-person list makes the best match look less distinctive, never more."""
+    d = np.asarray(distances, dtype=float)[:, :rows]
+    ids = np.asarray(identities)[:, :rows]
+    n, k = d.shape
+    repeat = np.zeros((n, k), dtype=bool)
+    for j in range(1, k):
+        repeat[:, j] = (ids[:, :j] == ids[:, j : j + 1]).any(axis=1)
+    other = ~repeat & (ids != ids[:, :1])
+    out = np.repeat(d[:, -1:], rows - 1, axis=1)
+    at = np.cumsum(other, axis=1) - 1
+    r, c = np.nonzero(other)
+    out[r, at[r, c]] = d[r, c]
+    return d[:, 0], out
+
+
+def features(candidate: np.ndarray, others: np.ndarray, n_rows: float | np.ndarray) -> np.ndarray:
+    """The :data:`FEATURES` of each list: (lists, 4)."""
+    c = np.asarray(candidate, dtype=float)
+    return np.column_stack(
+        [c, others[:, 0] - c, others.mean(axis=1) - c, np.broadcast_to(np.log10(n_rows), c.shape).astype(float)]
+    )
+
+
+def log_likelihood_ratio(model: Neighbourhood, x: np.ndarray) -> np.ndarray:
+    """log f(x | best match is the visitor) / f(x | stranger) for feature rows ``x``."""
+    w = np.asarray(model.weights)
+    return w[0] + np.asarray(x, dtype=float) @ w[1:]
+
+
+def rank1_at(model: Neighbourhood, n_rows: float) -> float:
+    """Share of enrolled visitors whose best match is themselves among ``n_rows`` rows (log-interpolated)."""
+    n = np.log([r[0] for r in model.rank1])
+    return float(np.interp(math.log(max(1.0, n_rows)), n, [r[1] for r in model.rank1]))
+
+
+def posterior(llr: np.ndarray | float, prior: float, rank1: np.ndarray | float) -> np.ndarray:
+    """p = prior r L / (prior r L + 1 - prior r) for log likelihood ratios ``llr`` (r: ``rank1``)."""
+    pr = np.minimum(prior * np.asarray(rank1, dtype=float), 1 - 1e-12)
+    z = np.asarray(llr, dtype=float) + np.log(pr) - np.log1p(-pr)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def p_same(cal: Calibration, distances: list[float], identities: list[str], n_rows: int, prior: float) -> list[float]:
+    """P(this row's person is the visitor) for every row of one ranked list, best first.
+
+    ``prior`` is the share of visitors expected to be in the dataset (the ``index.enrolled_share``
+    setting). With the neighbourhood model each row's identity is taken in turn as the candidate,
+    against the other identities in the list (for rows below the best, closer others count against
+    it); rows of one identity get the same probability. Without it (a version-1 file) each
+    distance goes through the per-distance gallery model, as before."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+    if not 0 < prior <= 1:
+        raise ValueError(f"prior must be in (0, 1], got {prior}")
+    if not all(math.isfinite(d) and d >= 0 for d in distances):
+        raise ValueError(f"distances must be finite numbers >= 0, got {distances}")
+    if len(identities) != len(distances):
+        raise ValueError(f"{len(identities)} identities for {len(distances)} distances")
+    if not distances:
+        return []
+    model = cal.neighbourhood
+    if model is None:
+        with_prior = replace(cal, prior_in_gallery=prior)
+        return [match_probability(with_prior, d, n_rows) for d in distances]
+    first: dict[str, int] = {}
+    for i, name in enumerate(identities):
+        first.setdefault(name, i)
+    order = list(first.values())
+    lists_d = np.array([[distances[i], *distances[:i], *distances[i + 1 :]] for i in order], dtype=float)
+    ids = np.array([[identities[i], *identities[:i], *identities[i + 1 :]] for i in order], dtype=object)
+    x = features(*neighbourhood(lists_d, ids, model.rows), n_rows)
+    p = posterior(log_likelihood_ratio(model, x), prior, rank1_at(model, n_rows))
+    by_identity = {identities[i]: float(v) for i, v in zip(order, p, strict=True)}
+    return [by_identity[name] for name in identities]
+
+
 def fit_logistic(distances: np.ndarray, same: np.ndarray, iterations: int = 50) -> tuple[float, float]:
     """Maximum-likelihood (a, b) of P(same) = 1 / (1 + exp(-(a + b d))), by Newton's method."""
-    x = np.column_stack([np.ones(len(distances)), np.asarray(distances, float)])
-    y = np.asarray(same, float)
-    w = np.zeros(2)
+    a, b = fit_weights(np.asarray(distances, float)[:, None], same, iterations=iterations)
+    return float(a), float(b)
+
+
+def fit_weights(
+    x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, iterations: int = 100
+) -> np.ndarray:
+    """Weighted maximum-likelihood logistic regression: intercept, then one weight per column of ``x``."""
+    x = np.column_stack([np.ones(len(x)), np.asarray(x, float)])
+    y = np.asarray(y, float)
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    w = np.zeros(x.shape[1])
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -500, 500)))
-        grad = x.T @ (y - p)
-        hess = (x * (p * (1 - p) + 1e-9)[:, None]).T @ x + 1e-6 * np.eye(2)  # tiny ridge: separable data
+        grad = x.T @ (sw * (y - p))
+        hess = (x * (sw * (p * (1 - p) + 1e-9))[:, None]).T @ x + 1e-6 * np.eye(len(w))  # tiny ridge: separable data
         step = np.linalg.solve(hess, grad)
         w += step
         if np.max(np.abs(step)) < 1e-10:
             break
-    return float(w[0]), float(w[1])
+    return w
 
 
 def fit(
@@ -242,9 +399,13 @@ def tail_normal(distances: np.ndarray, low_q: float = 1e-4, high_q: float = 1e-2
     return float(lo - z_lo * std), float(std)
 
 
+def to_json(cal: Calibration) -> str:
+    return json.dumps({"format_version": FORMAT_VERSION, **asdict(cal)}, indent=2) + "\n"
+
+
 def save(cal: Calibration, index_dir: Path) -> Path:
     path = Path(index_dir) / FILENAME
-    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(cal)}, indent=2) + "\n")
+    path.write_text(to_json(cal))
     return path
 
 
@@ -258,8 +419,15 @@ def read(path: Path) -> Calibration:
     """A calibration file anywhere (e.g. the LFW default); CalibrationError when unusable."""
     try:
         raw = json.loads(Path(path).read_text())
-        if raw.pop("format_version", None) != FORMAT_VERSION:
-            raise CalibrationError(f"{path}: format_version must be {FORMAT_VERSION}")
+        version = raw.pop("format_version", None)
+        if version not in READABLE_VERSIONS:
+            raise CalibrationError(
+                f"{path}: format_version is {version!r}; this MegaPixels reads "
+                f"{' and '.join(map(str, READABLE_VERSIONS))} (refit with python -m benchmarks.accuracy.verdicts"
+                " --store, or install a newer release)"
+            )
+        if version == 1 and "neighbourhood" in raw:
+            raise CalibrationError(f"{path}: a neighbourhood model needs format_version 2")
         return Calibration(**raw)
     except (json.JSONDecodeError, TypeError) as e:
         raise CalibrationError(f"{path}: not a calibration file ({e})") from e

@@ -3,7 +3,9 @@
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
                        [--synthetic N [--synthetic-seed S]]
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
-megapixels search IMAGE --index INDEX_DIR [--top-k K]   (answers exactly what the kiosk would show)
+megapixels search IMAGE --index INDEX_DIR [--top-k K] [--enrolled-share P]
+                  (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
+                  setting of $MEGAPIXELS_CONFIG, else config/demo.toml, as the actors read it)
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+import config
 from index import build, calibration, store
 from index.gallery import Gallery
 from messages import Result
 
 
-def search_image(image: Path, index_dir: Path, k: int = 5) -> list[Result]:
+def search_image(image: Path, index_dir: Path, k: int = 5, enrolled_share: float | None = None) -> list[Result]:
     """Detect the largest face in ``image``, describe it and answer as the kiosk would (index/gallery.py)."""
     import faces
 
@@ -27,7 +30,7 @@ def search_image(image: Path, index_dir: Path, k: int = 5) -> list[Result]:
     if found is None:
         raise LookupError(f"no face found in {image}")
     _, descriptor = found
-    gallery = Gallery(index_dir)
+    gallery = Gallery(index_dir, enrolled_share)
     try:
         return gallery.search(descriptor, k)
     finally:
@@ -68,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("image", type=Path)
     s.add_argument("--index", type=Path, required=True)
     s.add_argument("--top-k", type=int, default=5)
+    s.add_argument(
+        "--enrolled-share",
+        type=float,
+        default=None,
+        help="share of visitors expected to be in the dataset (default: the index.enrolled_share setting)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "index" and args.action == "calibrate":
@@ -88,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         else:
-            results = search_image(args.image, args.index, args.top_k)
+            share = args.enrolled_share
+            if share is None:
+                share = config.load()["index"]["enrolled_share"]
+            results = search_image(args.image, args.index, args.top_k, share)
             print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
     except (OSError, ValueError, LookupError, store.IndexStoreError, calibration.CalibrationError) as e:
         print(f"megapixels: {e}", file=sys.stderr)

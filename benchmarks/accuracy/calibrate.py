@@ -119,11 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     cal = calibration.fit(d, same, impostor_tail=tail, source=source)
     if a.out.exists():  # the gallery model comes from the identification run (identify, gallery): keep it
         old = calibration.read(a.out)
-        keep = {k: v for k, v in old.source.items() if k == "best_impostor"}
+        keep = {k: v for k, v in old.source.items() if k in ("best_impostor", "neighbourhood", "prior_in_gallery")}
         cal = replace(
-            cal, gallery_scale=old.gallery_scale, best_impostor=old.best_impostor, source={**cal.source, **keep}
+            cal,
+            gallery_scale=old.gallery_scale,
+            best_impostor=old.best_impostor,
+            neighbourhood=old.neighbourhood,  # the verdict model comes from verdicts.py: keep it too
+            prior_in_gallery=old.prior_in_gallery,
+            source={**cal.source, **keep},
         )
-    a.out.write_text(json.dumps({"format_version": calibration.FORMAT_VERSION, **cal.__dict__}, indent=2) + "\n")
+    a.out.write_text(calibration.to_json(cal))
     print(f"calibration written to {a.out}: {cal}", flush=True)
 
     a.results.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "scores": scores,
                 "tail_check": tail_check,
-                "calibration": cal.__dict__,
+                "calibration": json.loads(calibration.to_json(cal)),
             },
             indent=1,
         )

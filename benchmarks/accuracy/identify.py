@@ -148,11 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
 
-    cal = calibration.load(a.calibration.parent) if a.calibration.name == calibration.FILENAME else None
-    if cal is None and a.calibration.exists():
-        raw = json.loads(a.calibration.read_text())
-        raw.pop("format_version", None)
-        cal = calibration.Calibration(**raw)
+    cal = calibration.read(a.calibration) if a.calibration.exists() else None
     if cal is not None:
         enrolled = replace(cal, prior_in_gallery=1.0, best_impostor=())  # the pooled-tail model (see gallery.py)
         if a.fit_scale:
@@ -160,9 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             enrolled = replace(enrolled, gallery_scale=scale)
             print(f"gallery_scale fitted on the real galleries: {scale:.4g}", flush=True)
             fitted = replace(cal, gallery_scale=scale)
-            a.calibration.write_text(
-                json.dumps({"format_version": calibration.FORMAT_VERSION, **fitted.__dict__}, indent=2) + "\n"
-            )
+            a.calibration.write_text(calibration.to_json(fitted))
         for r in rows:
             p = np.array([calibration.match_probability(enrolled, d, r["identities"]) for d in r.pop("_best")])
             y = r.pop("_correct")

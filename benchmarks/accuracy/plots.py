@@ -74,3 +74,48 @@ def identification(sizes: list[int], rank1: list[float], rank5: list[float], syn
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+def verdict_reliability(series: dict[str, list[dict]], sizes: list[int], path: Path) -> None:
+    """Predicted p_same against the observed share right, one panel per prior, one line per gallery size."""
+    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4.6), squeeze=False)
+    for ax, (title, per_size) in zip(axes[0], series.items(), strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+        for n, rel in zip(sizes, per_size, strict=True):
+            bins = [b for b in rel["bins"] if b["strangers"] + b["enrolled"] >= 20]
+            ax.plot(
+                [b["predicted"] for b in bins],
+                [b["observed"] for b in bins],
+                marker="o",
+                ms=3,
+                label=f"{n:,} rows (Brier {rel['brier']:.3f})",
+            )
+        ax.set(xlabel="predicted p_same of the best match", ylabel="observed share: the visitor", title=title)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle("Neighbourhood verdict model, LFW, cross-fitted over identity folds (bins of >= 20 queries)")
+    _save(fig, path)
+
+
+def stranger_rates(rows: list[dict], path: Path) -> None:
+    """Share of strangers told "likely you" against gallery size: before and after, everyone and the packed tenth."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sizes = [r["gallery_rows"] for r in rows]
+    for key, label, style in (
+        ("before", "before (per-distance model, prior 0.5)", "-"),
+        ("after_demo", "after, demo prior", "-."),
+        ("after_kiosk", "after, kiosk prior", "--"),
+    ):
+        for group, marker in (("all", "o"), ("packed", "s")):
+            ax.plot(
+                sizes,
+                [100 * r[key][f"strangers_likely_you_{group}"] for r in rows],
+                ls=style,
+                marker=marker,
+                ms=4,
+                label=f"{label}: {'everyone' if group == 'all' else 'packed tenth'}",
+            )
+    ax.set_xscale("log")
+    ax.set(xlabel="gallery rows", ylabel='% of strangers told "likely you"', title="Leave-identity-out strangers, LFW")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
