@@ -44,8 +44,8 @@ Two models, both fitted offline on LFW (``python -m benchmarks.accuracy.calibrat
       p = prior r L / (prior r L + 1 - prior r)
 
   (enrolled visitors whose best match is someone else are counted with the strangers: their best
-  match is a look-alike too). A bigger gallery lowers p through r(N), the log N feature and the
-  closer neighbours it brings.
+  match is a look-alike too). A bigger gallery lowers p through r(N) and the closer neighbours it
+  brings.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ FORMAT_VERSION = 2  # 2 adds the neighbourhood verdict model
 READABLE_VERSIONS = (1, 2)  # a version-1 file still works: the per-distance gallery model, with the setting's prior
 # The neighbourhood model's features, in the order of its weights (after the intercept). "others" are
 # the distances to the next other identities in the ranked list, nearest first (see neighbourhood()).
-FEATURES = ("distance", "gap to the next other identity", "gap to the mean of the other identities", "log10 rows")
+FEATURES = ("distance", "gap to the next other identity", "gap to the mean of the other identities")
 _GRID = np.linspace(0.0, 2.0, 2001)  # descriptor distances live in 0..~1.5
 
 
@@ -278,12 +278,12 @@ def neighbourhood(distances: np.ndarray, identities: np.ndarray, rows: int) -> t
     return d[:, 0], out
 
 
-def features(candidate: np.ndarray, others: np.ndarray, n_rows: float | np.ndarray) -> np.ndarray:
-    """The :data:`FEATURES` of each list: (lists, 4)."""
+def features(candidate: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The :data:`FEATURES` of each list: (lists, 3). The gallery's size needs no feature of its own: a
+    bigger gallery brings the others closer, and lowers r(N) in :func:`posterior` (a log N feature was
+    measured and left out: it changed no figure in ACCURACY.md by more than noise)."""
     c = np.asarray(candidate, dtype=float)
-    return np.column_stack(
-        [c, others[:, 0] - c, others.mean(axis=1) - c, np.broadcast_to(np.log10(n_rows), c.shape).astype(float)]
-    )
+    return np.column_stack([c, others[:, 0] - c, others.mean(axis=1) - c])
 
 
 def log_likelihood_ratio(model: Neighbourhood, x: np.ndarray) -> np.ndarray:
@@ -293,9 +293,17 @@ def log_likelihood_ratio(model: Neighbourhood, x: np.ndarray) -> np.ndarray:
 
 
 def rank1_at(model: Neighbourhood, n_rows: float) -> float:
-    """Share of enrolled visitors whose best match is themselves among ``n_rows`` rows (log-interpolated)."""
-    n = np.log([r[0] for r in model.rank1])
-    return float(np.interp(math.log(max(1.0, n_rows)), n, [r[1] for r in model.rank1]))
+    """Share of enrolled visitors whose best match is themselves among ``n_rows`` rows.
+
+    Interpolated in log N between the measured sizes; beyond the largest the last segment goes on (a
+    bigger gallery keeps lowering it, down to 0.01); below the smallest it stays at the first share."""
+    x = math.log(max(1.0, n_rows))
+    n = [math.log(r[0]) for r in model.rank1]
+    r = [r[1] for r in model.rank1]
+    if x <= n[-1] or len(n) == 1:
+        return float(np.interp(x, n, r))
+    slope = (r[-1] - r[-2]) / (n[-1] - n[-2])
+    return max(0.01, r[-1] + min(0.0, slope) * (x - n[-1]))
 
 
 def posterior(llr: np.ndarray | float, prior: float, rank1: np.ndarray | float) -> np.ndarray:
@@ -333,7 +341,7 @@ def p_same(cal: Calibration, distances: list[float], identities: list[str], n_ro
     order = list(first.values())
     lists_d = np.array([[distances[i], *distances[:i], *distances[i + 1 :]] for i in order], dtype=float)
     ids = np.array([[identities[i], *identities[:i], *identities[i + 1 :]] for i in order], dtype=object)
-    x = features(*neighbourhood(lists_d, ids, model.rows), n_rows)
+    x = features(*neighbourhood(lists_d, ids, model.rows))
     p = posterior(log_likelihood_ratio(model, x), prior, rank1_at(model, n_rows))
     by_identity = {identities[i]: float(v) for i, v in zip(order, p, strict=True)}
     return [by_identity[name] for name in identities]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import config
 from benchmarks.accuracy import describe_lfw, lfw
 from index import calibration
 from messages import Result, codec
@@ -189,7 +190,6 @@ def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index
     import shutil
     import time
 
-    import config
     from actors.reducer import Reducer
     from messages import Candidates, Header, Query
 
@@ -211,7 +211,12 @@ def test_reducer_adds_p_same_and_verdict_when_the_index_is_calibrated(demo_index
     assert 1 >= close.p_same > 0.5 > far.p_same >= 0
     n = r.gallery.n_rows
     assert n == json.loads((index_dir / "manifest.json").read_text())["count"]  # rows, synthetic ones included
-    assert close.p_same == pytest.approx(calibration.match_probability(cal, 0.3, n), abs=1e-4)
+    # A calibration without the neighbourhood model (format 1): each distance through the per-distance
+    # gallery model, with the index.enrolled_share setting as the prior (here its kiosk default).
+    prior = config.validate({})["index"]["enrolled_share"]
+    with_prior = calibration.Calibration(**{**cal.__dict__, "prior_in_gallery": prior})
+    assert close.p_same == pytest.approx(calibration.match_probability(with_prior, 0.3, n), abs=1e-4)
+    assert far.p_same == pytest.approx(calibration.match_probability(with_prior, 0.75, n), abs=1e-4)
     codec.decode(codec.encode(out))  # the wire contract accepts the new keys
 
 
@@ -326,14 +331,18 @@ def test_the_demo_says_likely_you_for_obama_with_the_shipped_calibration(demo_in
     assert found is not None
     rows, entries = demo_rows
     d = np.linalg.norm(rows - found[1], axis=1)
-    best = int(np.argmin(d))
-    assert entries[best].identity == "barack_obama"
+    top = np.argsort(d)[:5]
+    assert entries[top[0]].identity == "barack_obama"
     cal = calibration.load(demo_index)
+    assert cal.neighbourhood is not None
     n_rows = store.read_manifest(demo_index).count
-    p = calibration.match_probability(cal, float(d[best]), n_rows)
-    assert calibration.verdict(p) == calibration.LIKELY_YOU, (float(d[best]), p)
-    # The same distance in a 600,000-row gallery means less.
-    assert calibration.match_probability(cal, float(d[best]), 600_000) < p
+    dists, ids = [float(d[i]) for i in top], [entries[i].identity for i in top]
+    demo_prior = config.load(config.loader.CONFIG_DIR / "demo.toml", env={})["index"]["enrolled_share"]
+    for prior in (demo_prior, config.validate({})["index"]["enrolled_share"]):  # the demo's and the kiosk's
+        p = calibration.p_same(cal, dists, ids, n_rows, prior)[0]
+        assert calibration.verdict(p) == calibration.LIKELY_YOU, (dists, ids, prior, p)
+        # The same list from a 600,000-row gallery means less.
+        assert calibration.p_same(cal, dists, ids, 600_000, prior)[0] < p
 
 
 @pytest.mark.timeout(120)

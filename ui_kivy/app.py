@@ -3,7 +3,9 @@
 The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen that explains the
 kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
 still", "searching", then five result cards (the matched dataset photo cropped around the face,
-the identity, a confidence in percent and the distance) and a print button that lights up, and
+the identity, a confidence in percent and the distance; under them one line that this kind of
+software is less accurate for some faces than for others, with the measured figure) and a print
+button that lights up, and
 pulses, only when the best match clears ``display.match_threshold``. An info panel tells where
 the dataset comes from. An alert line says when something is wrong: camera lost (in the camera's
 own words from ``camera_status``: the device, why, how often it retries; or, when the camera
@@ -56,7 +58,7 @@ from actors.display import camera_alert
 from actors.runtime import StopFlag, stop_on_signals
 from index import scores
 from index.photos import DatasetPhotos
-from index.scores import confidence, confidence_text, display_name
+from index.scores import FAIRNESS_NOTE, confidence, confidence_text, display_name
 from messages import (
     CHIP_PX,
     CameraStatus,
@@ -303,6 +305,7 @@ class KioskView(BoxLayout):
     print_note = StringProperty("")
     can_print = BooleanProperty(False)
     dataset_info = StringProperty("")
+    fairness_note = StringProperty(FAIRNESS_NOTE)  # under the result cards: not every face is judged as well
 
     def on_print(self) -> None:
         """Dispatched by the print button."""

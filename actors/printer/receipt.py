@@ -77,6 +77,7 @@ def compose(
                 else "What it means: this stranger is the nearest face, but not close enough to be mistaken for you."
             ),
             *(["The score is provisional: derived from the distance, not calibrated."] if c.provisional else []),
+            scores.FAIRNESS_NOTE,
             "",
             f"Their photo: {best.photo or '?'}",
             f"Source: {source}",
