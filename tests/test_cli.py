@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from messages import Result
-from tests.conftest import DEMO_CLIP, DEMO_GALLERY
+from tests.conftest import DEMO_CLIP, DEMO_GALLERY, PROJECT
 
 MEGAPIXELS = str(Path(sys.executable).parent / "megapixels")
 
@@ -41,6 +42,26 @@ def test_search_a_frame_of_the_clip_finds_obama(demo_index, tmp_path):
     assert results[0]["verdict"] == "likely you" and 0.5 < results[0]["p_same"] <= 1  # calibrated, as on screen
     assert len(results[0]["box"]) == 4
     assert (DEMO_GALLERY / results[0]["photo"]).exists()
+
+
+@pytest.mark.slow
+def test_search_takes_the_enrolled_share_from_the_config_or_the_option(demo_index, shared_data, tmp_path):
+    probe = str(shared_data / "enroll/probes/alex_lacamoire1.jpg")
+    demo = json.loads(_run("search", probe, "--index", str(demo_index)).stdout)[0]
+    even = json.loads(_run("search", probe, "--index", str(demo_index), "--enrolled-share", "0.5").stdout)[0]
+    kiosk = subprocess.run(
+        [MEGAPIXELS, "search", probe, "--index", str(demo_index)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MEGAPIXELS_CONFIG": str(PROJECT / "config" / "kiosk.toml")},
+    )
+    assert kiosk.returncode == 0, kiosk.stderr
+    kiosk_best = json.loads(kiosk.stdout)[0]
+    assert demo["identity"] == even["identity"] == kiosk_best["identity"] == "alex_lacamoire"
+    assert even["p_same"] > demo["p_same"] > kiosk_best["p_same"]  # the prior the kiosk would use
+    bad = _run("search", probe, "--index", str(demo_index), "--enrolled-share", "2")
+    assert bad.returncode == 1 and "enrolled_share" in bad.stderr
 
 
 @pytest.mark.slow

@@ -265,7 +265,15 @@ def test_print_is_resent_on_a_fresh_socket_and_garbage_is_dropped(
         start_display(actors, upstream)
         actors.wait_for(logged("display", "dropped a malformed matches"), "garbage dropped", 10, since=0)
         upstream.send_garbage = False
-        ks.grab_until(x_display, lambda rgb: [*ks.live_frame_with_box(rgb), *ks.button_lit(rgb)], "kiosk_fake.png")
+        ks.grab_until(
+            x_display,
+            lambda rgb: [
+                *ks.live_frame_with_box(rgb),
+                *ks.button_lit(rgb),
+                *ks.text_lines(rgb, ks.FAIRNESS_LINE, 2, "line under the cards (less accurate for some faces)"),
+            ],
+            "kiosk_fake.png",
+        )
 
         mark = actors.mark()
         ks.click(x_display, *ks.PRINT_BUTTON_XY)

@@ -8,7 +8,8 @@ test-artifacts/:
 - kiosk_attract.png: display and printer up, the camera not started yet: the attract text, the
   print button dark, "waiting for the camera" in the alert line.
 - kiosk_results.png: the camera started: the mirrored frame with the face box, five result cards
-  (barack obama first, with dataset photos), the print button lit.
+  (barack obama first, with dataset photos), the line under them that this kind of software is
+  less accurate for some faces than others, the print button lit.
 - kiosk_print.png: after a click on the print button: "your receipt is printing", the receipt in
   the spool folder, the button dark again (one receipt per visitor).
 - kiosk_camera_lost.png: the camera stopped: "camera lost" in the alert line, the last frame gone
@@ -98,6 +99,7 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
                 *ks.live_frame_with_box(rgb),
                 *ks.card_photos(rgb, 5),
                 *ks.button_lit(rgb),
+                *ks.text_lines(rgb, ks.FAIRNESS_LINE, 2, "line under the cards (less accurate for some faces)"),
             ],
             "kiosk_results.png",
             timeout_s=40,

@@ -73,6 +73,14 @@ def test_posterior_uses_the_prior_and_the_rank1_share():
     assert calibration.posterior(50.0, 1.0, 1.0) == pytest.approx(1.0)
 
 
+def test_rank1_share_is_interpolated_in_log_n_and_keeps_falling_beyond_the_measured_sizes():
+    model = calibration.Neighbourhood((0.0, 0.0, 0.0, 0.0), ((10, 0.9), (1000, 0.7)))
+    assert calibration.rank1_at(model, 100) == pytest.approx(0.8)
+    assert calibration.rank1_at(model, 1) == pytest.approx(0.9)  # below the smallest: the first share
+    assert calibration.rank1_at(model, 100_000) == pytest.approx(0.5)  # the last segment goes on
+    assert calibration.rank1_at(model, 10**30) == pytest.approx(0.01)  # down to a floor
+
+
 def test_multivariate_logistic_fit_recovers_known_weights():
     rng = np.random.default_rng(14)  # random numbers: the fitter is under test
     x = rng.normal(size=(30_000, 2))

@@ -98,24 +98,27 @@ def verdict_reliability(series: dict[str, list[dict]], sizes: list[int], path: P
 
 def stranger_rates(rows: list[dict], path: Path) -> None:
     """Share of strangers told "likely you" against gallery size: before and after, everyone and the packed tenth."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 5.2))
     sizes = [r["gallery_rows"] for r in rows]
-    for key, label, style in (
-        ("before", "before (per-distance model, prior 0.5)", "-"),
-        ("after_demo", "after, demo prior", "-."),
-        ("after_kiosk", "after, kiosk prior", "--"),
+    for key, label, colour in (
+        ("before", "before (per-distance model, prior 0.5)", "tab:red"),
+        ("after_demo", "after, demo prior", "tab:blue"),
+        ("after_kiosk", "after, kiosk prior", "tab:green"),
     ):
-        for group, marker in (("all", "o"), ("packed", "s")):
+        for group, style, marker in (("all", "-", "o"), ("packed", "--", "s")):
             ax.plot(
                 sizes,
                 [100 * r[key][f"strangers_likely_you_{group}"] for r in rows],
                 ls=style,
+                color=colour,
                 marker=marker,
                 ms=4,
                 label=f"{label}: {'everyone' if group == 'all' else 'packed tenth'}",
             )
     ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(0, 100)
     ax.set(xlabel="gallery rows", ylabel='% of strangers told "likely you"', title="Leave-identity-out strangers, LFW")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     _save(fig, path)

@@ -120,6 +120,11 @@ def cross_fitted(sizes: list[Size], fold: np.ndarray) -> tuple[list[calibration.
     return models, out
 
 
+def before_priors(priors: dict) -> dict[str, float]:
+    """The per-distance model as main shipped it (prior 0.5), and with the kiosk's and the demo's prior."""
+    return {"before": BEFORE_PRIOR, "before_kiosk_prior": priors["kiosk"], "before_demo_prior": priors["demo"]}
+
+
 def p_new(llr: np.ndarray, r: np.ndarray, prior: float) -> np.ndarray:
     return calibration.posterior(llr, prior, r)
 
@@ -254,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             }
         pe1 = p_new(llr_e, r_e, 1.0)
         row["after_enrolled_only"] = {"predicted": float(pe1.mean()), "observed": float(s.correct.mean())}
-        for name, prior in (("before", BEFORE_PRIOR), ("before_kiosk_prior", KIOSK_PRIOR)):
+        for name, prior in before_priors(priors).items():
             ps, pe = p_old(cal, s.ds, s.n, prior), p_old(cal, s.de, s.n, prior)
             row[name] = rates(ps, pe, s.correct, groups) | {
                 "reliability": weighted_reliability(ps, pe, s.correct, prior)
@@ -323,9 +328,8 @@ def judge_demo(demo: dict, models, fold, z, cal, priors: dict, packed: np.ndarra
     correct = demo["ids"][e, 0] == demo["people"][e]
     groups = {"all": np.ones(int(s.sum()), bool), "packed": packed[person[s]], "others": ~packed[person[s]]}
     out: dict = {"gallery_rows": n, "strangers": int(s.sum()), "enrolled": int(e.sum()), "rank1": float(correct.mean())}
-    out["before"] = rates(
-        p_old(cal, demo["d"][s, 0], n, BEFORE_PRIOR), p_old(cal, demo["d"][e, 0], n, BEFORE_PRIOR), correct, groups
-    )
+    for name, prior in before_priors(priors).items():
+        out[name] = rates(p_old(cal, demo["d"][s, 0], n, prior), p_old(cal, demo["d"][e, 0], n, prior), correct, groups)
     for name, prior in priors.items():
         out[f"after_{name}"] = rates(p_new(llr[s], r[s], prior), p_new(llr[e], r[e], prior), correct, groups)
     return out
