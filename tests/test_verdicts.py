@@ -274,6 +274,41 @@ def test_lfw_strangers_and_enrolled_people_against_the_demo_gallery(demo_index, 
     assert not any(who != best and v == calibration.LIKELY_YOU for who, best, _, v in said["enrolled"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_cached_lfw_descriptors_leave_identity_out_with_the_shipped_model():
+    """The cached LFW descriptors (benchmarks/lfw_descriptors.py): a 3,000-photo sample, every photo a
+    stranger with its person left out, at the demo gallery's size and the sample's every person."""
+    from benchmarks import lfw_descriptors
+    from benchmarks.accuracy import neighbours
+
+    try:
+        x, people, photos = lfw_descriptors.load()
+    except FileNotFoundError as e:
+        pytest.skip(f"needs the cached LFW descriptors: {e}")
+    if len(x) < 3000:
+        pytest.skip(f"only {len(x)} LFW descriptors cached so far; run python -m benchmarks.lfw_descriptors")
+    x, people, photos = x[:3000], people[:3000], photos[:3000]  # a random sample: the cache is shuffled
+    z = neighbours.make(x, people, photos, log=lambda _: None)
+    n_people = len(z["people"])
+    before = dataclasses.replace(SHIPPED, neighbourhood=None)
+    for n in (DEMO_ROWS, n_people):
+        d, ids = z[f"stranger_{n}_d"], z[f"stranger_{n}_id"]
+        assert not (ids[:, 0] == z["query_person"]).any()  # the visitor's own person is never in the list
+        told = {}
+        for name, cal, prior in (("before", before, 0.5), ("kiosk", SHIPPED, KIOSK), ("demo", SHIPPED, DEMO)):
+            p = [calibration.p_same(cal, d[i].tolist(), ids[i].tolist(), n, prior)[0] for i in range(len(d))]
+            told[name] = float(np.mean(np.array(p) >= 0.5))
+        assert told["kiosk"] <= 0.01 and told["demo"] <= 0.01, (n, told)
+        assert told["before"] > 3 * told["demo"], (n, told)  # main's verdict said "likely you" far more often
+        e = z["enrolled"]
+        de, ide = z[f"enrolled_{n}_d"][e], z[f"enrolled_{n}_id"][e]
+        right = ide[:, 0] == z["query_person"][e]
+        p = np.array([calibration.p_same(SHIPPED, de[i].tolist(), ide[i].tolist(), n, DEMO)[0] for i in range(len(de))])
+        assert np.mean((p >= 0.5) & right) > 0.2, n  # enrolled visitors are still recognised
+        assert np.mean((p >= 0.5) & ~right) < 0.01, n
+
+
 def test_the_benchmark_keeps_identity_folds_apart_and_weighs_visitors_by_the_prior():
     people = np.array(["Cid", "Ann", "Bob", "Dee", "Eve", "Fay"])
     fold = verdicts.folds_of(people, 3)
@@ -304,6 +339,8 @@ def test_the_recorded_figures_meet_the_issue_s_targets():
         assert after["strangers_likely_you_all"] <= 0.01, n
         assert after["strangers_likely_you_packed"] <= 0.02, n
         assert by_size[n]["before"]["strangers_likely_you_packed"] > after["strangers_likely_you_packed"]
+        assert by_size[n]["after_demo"]["strangers_likely_you_all"] <= 0.01, n
+        assert by_size[n]["after_demo"]["strangers_likely_you_packed"] <= 0.02, n
     demo = results["demo_gallery"]["after_demo"]
     assert demo["strangers_likely_you_all"] <= 0.01 and demo["strangers_likely_you_packed"] <= 0.02
 
