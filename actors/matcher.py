@@ -19,6 +19,7 @@ import numpy as np
 
 from actors import runtime
 from index import search, store
+from index.gallery import finite_answer
 from messages import Candidates, Query
 
 
@@ -64,19 +65,27 @@ class Matcher(runtime.Actor):
     def handle_batch(self, msgs: list[Query]) -> list[Any]:
         queries = np.stack([np.frombuffer(m.descriptor, "<f4") for m in msgs])
         found_rows, found_distances = self.index.search(queries, max(m.k for m in msgs))
-        return [
-            Candidates(
-                self.header(msg.header.frame_id),
-                query_id=msg.query_id,
-                captured_ns=msg.captured_ns,
-                k=msg.k,
-                shard=self.shard,
-                n_shards=self.n_shards,
-                rows=(rows[: msg.k] + self.first_row).tolist(),
-                distances=distances[: msg.k].tolist(),
+        out = []
+        for msg, rows, distances in zip(msgs, found_rows, found_distances, strict=True):
+            # A damaged shard row has a NaN distance, which the wire refuses: leave the row out, not the answer.
+            (kept_rows, kept), not_finite = finite_answer(
+                (rows[: msg.k] + self.first_row).tolist(), distances[: msg.k].tolist()
             )
-            for msg, rows, distances in zip(msgs, found_rows, found_distances, strict=True)
-        ]
+            if not_finite:
+                self.stats["candidates.not_finite_dropped"] += not_finite
+            out.append(
+                Candidates(
+                    self.header(msg.header.frame_id),
+                    query_id=msg.query_id,
+                    captured_ns=msg.captured_ns,
+                    k=msg.k,
+                    shard=self.shard,
+                    n_shards=self.n_shards,
+                    rows=kept_rows,
+                    distances=kept,
+                )
+            )
+        return out
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@
 """
 
 from messages import curve
-from messages.codec import DecodeError, decode, encode
-from messages.inbox import Inbox
+from messages.codec import DecodeError, EncodeError, decode, encode
+from messages.inbox import Inbox, Request
 from messages.schemas import (
     CHIP_PX,
     DIM,
@@ -31,7 +31,7 @@ from messages.schemas import (
     ReplayControl,
     Result,
 )
-from messages.sockets import open_socket
+from messages.sockets import BindError, open_socket
 from messages.topics import REMOTE_TOPICS, TOPICS, VISITOR_TOPICS, Topic, endpoint
 
 __all__ = [
@@ -43,9 +43,11 @@ __all__ = [
     "TOPICS",
     "VERDICTS",
     "VISITOR_TOPICS",
+    "BindError",
     "CameraStatus",
     "Candidates",
     "DecodeError",
+    "EncodeError",
     "Encoded",
     "FaceJob",
     "Faces",
@@ -58,6 +60,7 @@ __all__ = [
     "PrintReply",
     "Query",
     "ReplayControl",
+    "Request",
     "Result",
     "Topic",
     "curve",
