@@ -324,27 +324,6 @@ def test_every_bound_socket_is_bound_before_any_is_connected(ipc_config):
 # --- honcho killed -------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(b")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != b"Z"  # a zombie has exited; only its parent's wait is missing
-
-
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("base", ["test", "kiosk"])
 def test_killing_honcho_stops_every_actor(base: str, demo_index: Path, tmp_path: Path):
@@ -383,31 +362,31 @@ def test_killing_honcho_stops_every_actor(base: str, demo_index: Path, tmp_path:
                 break
             time.sleep(0.2)
         assert len(actors) == n_actors, "not every actor started:\n" + "".join(output[-40:])
-        helpers = _children(honcho.pid)
+        helpers = factories.children(honcho.pid)
         assert helpers, "honcho has no helper processes"
         honcho.kill()  # SIGKILL: honcho can't stop anything now
         honcho.wait()
         killed = time.monotonic()
-        while time.monotonic() - killed < 5 and any(_alive(pid) for pid in actors.values()):
+        while time.monotonic() - killed < 5 and any(factories.running(pid) for pid in actors.values()):
             time.sleep(0.05)
-        left = {name: pid for name, pid in actors.items() if _alive(pid)}
+        left = {name: pid for name, pid in actors.items() if factories.running(pid)}
         took = time.monotonic() - killed
         assert not left, f"still running 5 s after honcho was killed: {left}\n" + "".join(output[-40:])
         print(f"every actor gone {took:.2f} s after honcho's SIGKILL ({base} config)")
         helper_deadline = time.monotonic() + 5
-        while time.monotonic() < helper_deadline and any(_alive(pid) for pid in helpers):
+        while time.monotonic() < helper_deadline and any(factories.running(pid) for pid in helpers):
             time.sleep(0.05)
-        assert not [pid for pid in helpers if _alive(pid)], "honcho's helpers outlived their actors"
+        assert not [pid for pid in helpers if factories.running(pid)], "honcho's helpers outlived their actors"
     finally:
         for pid in [*actors.values(), *helpers]:
-            if _alive(pid):
+            if factories.running(pid):
                 os.kill(pid, signal.SIGKILL)
         if honcho.poll() is None:
             honcho.kill()
             honcho.wait()
 
 
-ACTOR = """
+WATCHER = """
 import sys, time
 sys.path.insert(0, {project!r})
 from actors.runtime.supervisor import Supervisor
@@ -417,27 +396,12 @@ while not watch.gone(time.monotonic_ns()):
     time.sleep(0.01)
 print("gone", flush=True)
 """
-SUPERVISOR = """
-import os, subprocess, sys, time
-if {helper} and os.fork() == 0:  # honcho's way: a forked copy of itself starts the line
-    subprocess.run([sys.executable, "-c", {actor!r}])
-    os._exit(0)
-elif not {helper}:
-    subprocess.Popen([sys.executable, "-c", {actor!r}])
-time.sleep(60)
-"""
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("helper", [False, True], ids=["parent", "forked helper"])
-def test_a_process_sees_its_supervisor_die_through_a_forked_helper(helper: bool):
-    actor = ACTOR.format(project=str(PROJECT))
-    boss = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR.format(helper=helper, actor=actor)],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+@pytest.mark.parametrize("forked", [False, True], ids=["parent", "forked helper"])
+def test_a_process_sees_its_supervisor_die_through_a_forked_helper(forked: bool):
+    boss = factories.start_supervised([sys.executable, "-c", WATCHER.format(project=str(PROJECT))], forked)
     try:
         assert boss.stdout.readline().split() == ["watching", str(boss.pid)]
         boss.kill()
@@ -446,4 +410,5 @@ def test_a_process_sees_its_supervisor_die_through_a_forked_helper(helper: bool)
         assert boss.stdout.readline().strip() == "gone"  # EOF (no line) if the watcher never noticed
         assert time.monotonic() - killed < 2
     finally:
-        os.killpg(boss.pid, signal.SIGKILL)  # the helper and the watcher, if anything went wrong
+        with contextlib.suppress(ProcessLookupError):  # the helper and the watcher, if anything went wrong
+            os.killpg(boss.pid, signal.SIGKILL)
