@@ -6,6 +6,10 @@ benchmarks run the whole graph for minutes. So this starts each Procfile line it
 honcho does (``HONCHO_PROCESS_NAME=name``, the line run by ``sh -c``), and merges every
 process's output into one queue of ``(name, line)``; :meth:`Graph.wait_for` reads it with a
 deadline and fails at once, with the transcript, when an actor dies unasked.
+
+``matchers`` is honcho's ``-c matcher=N``: that many matcher processes, ``matcher.1`` to
+``matcher.N``, with ``MEGAPIXELS_MATCHERS=N`` so they split the shards between them (the default,
+1, is plain ``honcho start``: one matcher serves every shard).
 """
 
 from __future__ import annotations
@@ -51,11 +55,12 @@ def logged(actor: str, needle: str) -> Callable[[Lines], str | None]:
 class Graph:
     """Actor processes named ``kind`` or ``kind.N`` (a Procfile line each), and their merged output."""
 
-    def __init__(self, env: dict[str, str], shards: int = 2):
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    def __init__(self, env: dict[str, str], matchers: int = 1):
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MEGAPIXELS_MATCHERS": str(matchers), **env}
         # The Procfile says `python`: this interpreter's (the venv's), whatever PATH ``env`` brings.
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', os.defpath)}"
-        self.names = [f"{kind}.{n}" for kind in procfile() for n in range(1, (shards if kind == "matcher" else 1) + 1)]
+        counts = {"matcher": matchers}
+        self.names = [f"{kind}.{n}" for kind in procfile() for n in range(1, counts.get(kind, 1) + 1)]
         self.procs: dict[str, subprocess.Popen] = {}
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.history: Lines = []  # every line wait_for has read, in order

@@ -7,6 +7,7 @@ allowed, so an actor fails at start-up instead of misbehaving later.
 Environment overrides (applied after the file):
 ``MEGAPIXELS_CONFIG`` TOML path · ``MEGAPIXELS_SOURCE`` camera.source ·
 ``MEGAPIXELS_INDEX`` index.path · ``MEGAPIXELS_HEADLESS=1`` display.headless ·
+``MEGAPIXELS_MATCHERS`` search.matchers ·
 ``MEGAPIXELS_IPC_DIR`` network.transport=ipc in that folder (used by tests).
 """
 
@@ -84,6 +85,13 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "kernel": Setting(
             "auto", "shard search kernel (auto: faiss for float16/int8)", choices=("auto", "faiss", "numpy")
         ),
+        "matchers": Setting(
+            1,
+            "matcher processes (honcho start -c matcher=N); matcher.N serves shards k % matchers == N-1, "
+            "so 1 serves every shard (one thread each)",
+            low=1,
+            high=256,
+        ),
     },
     "display": {
         "headless": Setting(False, "print each result as a JSON line instead of opening a window"),
@@ -134,6 +142,7 @@ ENV_OVERRIDES = {
     "MEGAPIXELS_SOURCE": ("camera", "source"),
     "MEGAPIXELS_INDEX": ("index", "path"),
     "MEGAPIXELS_HEADLESS": ("display", "headless"),
+    "MEGAPIXELS_MATCHERS": ("search", "matchers"),
 }
 
 
@@ -160,8 +169,8 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var, "") != "":
-            value = _from_env(env[var], SETTINGS[section][key].default)
-            if var != "MEGAPIXELS_HEADLESS" and not value.isdigit():
+            value = _from_env(var, env[var], SETTINGS[section][key].default)
+            if isinstance(value, str) and not value.isdigit():
                 value = os.path.abspath(value)  # a path typed in a shell is relative to its folder
             raw.setdefault(section, {})[key] = value
     if env.get("MEGAPIXELS_IPC_DIR"):
@@ -221,7 +230,12 @@ def _checked(key: str, value: Any, s: Setting) -> Any:
     return value
 
 
-def _from_env(text: str, default: Any) -> Any:
+def _from_env(var: str, text: str, default: Any) -> Any:
     if isinstance(default, bool):
         return text.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{var} = {text!r}: expected a whole number") from None
     return text

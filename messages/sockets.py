@@ -49,7 +49,7 @@ def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, rec
     if sock.type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     binding = t.binder == role
-    curve.secure(sock, ctx, cfg, topic, binding)
+    curve.secure(sock, ctx, cfg, topic, role, binding)
     if binding:
         sock.bind(address(cfg, topic, binding))
     else:

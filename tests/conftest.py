@@ -38,6 +38,18 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_index_3(demo_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same gallery in 3 shards: the builder resumes from the 2-shard build's journal (no photo
+    is described again), so it costs seconds."""
+    from index import build
+
+    out = tmp_path_factory.mktemp("demo-index-3")
+    shutil.copy(demo_index / build.JOURNAL, out / build.JOURNAL)
+    build.build(DEMO_GALLERY, out, n_shards=3, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def demo_rows(demo_index: Path) -> tuple[np.ndarray, list]:
     """Every descriptor of the demo index, in row order, and each row's metadata entry."""
     from index import store

@@ -145,7 +145,7 @@ def test_the_command_line_answers_what_the_kiosk_shows(demo_rows, tmp_path):
     assert calibration_file is not None
     descriptors, _ = demo_rows
     query = factories.query(9, descriptors[17] + 0.02)
-    cfg = factories.cfg(index={"path": str(tmp_path)})
+    cfg = factories.cfg(index={"path": str(tmp_path)}, search={"matchers": len(manifest.shards)})
     matchers = [Matcher(cfg, name=f"matcher.{k + 1}") for k in range(len(manifest.shards))]
     reducer = Reducer(cfg)
     reducer.on_start()
