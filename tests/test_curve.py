@@ -251,7 +251,7 @@ def test_the_documented_curve_setup_works_on_the_real_graph(demo_index: Path, tm
     }
     graph = Graph(env)
     try:
-        for name in ("camera", "detector", "encoder", "reducer", "display"):
+        for name in ("camera.1", "detector.1", "encoder.1", "reducer.1", "display.1"):
             graph.start(name)
         graph.start("matcher.1", MEGAPIXELS_CONFIG=str(configs["matcher-host"]))
         graph.results(_first_complete_obama, 150)
@@ -263,8 +263,10 @@ def test_the_documented_curve_setup_works_on_the_real_graph(demo_index: Path, tm
         for actor, topic in (("detector.1", "queries"), ("reducer.1", "candidates")):
             line = graph.wait_for(logged(actor, f"refused a peer on {topic}"), f"{actor}'s refusal", 60, since=0)
             assert f"its public key {intruder_key} is not in curve.authorized_keys_dir" in line, line
+            print(actor, "|", line)
         line = graph.wait_for(logged("matcher.2", "refused this process"), "the intruder's own log", 30, since=0)
         assert intruder_key in line, line
+        print("matcher.2 |", line)
         results = graph.results(lambda r: len(r) >= 3, 60)
         assert all(not r["partial"] for r in results[-3:]), "the intruder must not be let in to add candidates"
 
