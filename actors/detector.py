@@ -49,6 +49,9 @@ class Detector(runtime.Actor):
     RECEIVES = ("frames", "chips")
     SENDS = ("faces", "chips", "queries")
     DRAIN = ("frames",)
+    # Everything the encoders sent (up to MAX_BATCH) is read before the liveness check in tick: a
+    # detector that was itself starved of CPU must not find an encoder silent whose words wait unread.
+    BATCH = ("chips",)
 
     def on_start(self) -> None:
         d = self.cfg["detector"]
