@@ -10,10 +10,15 @@ deadline and fails at once, with the transcript, when an actor dies unasked.
 ``matchers`` is honcho's ``-c matcher=N``: that many matcher processes, ``matcher.1`` to
 ``matcher.N``, with ``MEGAPIXELS_MATCHERS=N`` so they split the shards between them (the default,
 1, is plain ``honcho start``: one matcher serves every shard).
+
+:func:`hog` starts busy-loop processes beside a graph (overload tests and ``benchmarks.soak
+--hog``), and :func:`counters` reads the counters an actor logs every 30 s and when it stops.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
 import queue
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -50,6 +55,40 @@ def holds(predicate: Callable[[Lines], bool]) -> Callable[[Lines], bool | None]:
 def logged(actor: str, needle: str) -> Callable[[Lines], str | None]:
     """A ``wait_for`` check: the first line of ``actor`` containing ``needle``."""
     return lambda seen: next((line for name, line in seen if name == actor and needle in line), None)
+
+
+def counters(seen: Lines, actor: str) -> dict[str, int] | None:
+    """The last counters ``actor`` logged among ``seen`` (the run loop logs them every 30 s and at stop)."""
+    for name, line in reversed(seen):
+        if name == actor and "counters: " in line:
+            return ast.literal_eval(line.split("counters: ", 1)[1])
+    return None
+
+
+# A busy loop that also ends when its parent does (a killed test or benchmark leaves no hog behind)
+# or after an hour, whichever comes first.
+_HOG = """
+import os, time
+parent, end = os.getppid(), time.monotonic() + 3600
+while os.getppid() == parent and time.monotonic() < end:
+    for _ in range(200_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def hog(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` processes that each keep a core busy, killed (by their pid) when the block ends."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", _HOG], stdin=subprocess.DEVNULL))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 class Graph:
@@ -134,6 +173,13 @@ class Graph:
             return found if found and until(found) else None
 
         return self.wait_for(check, "the awaited results", deadline_s, period_s=0.5)
+
+    def stopped_counters(self, actor: str, timeout_s: float = 10.0) -> dict[str, int]:
+        """The counters ``actor`` logged as it stopped (after :meth:`stop` or :meth:`stop_all`)."""
+        self.wait_for(logged(actor, "stopped; counters: "), f"{actor}'s last counters", timeout_s, since=0)
+        found = counters(self.history, actor)
+        assert found is not None
+        return found
 
     def _check_alive(self, what: str) -> None:
         for name, proc in self.procs.items():

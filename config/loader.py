@@ -74,7 +74,10 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "average_track": Setting(
             4, "average the descriptors of the last n queries of a face track (1 = off)", low=1, high=50
         ),
-        "reorder_timeout_ms": Setting(1000, "a job no encoder answered by then is given up", low=10, high=60000),
+        "credits": Setting(1, "jobs an encoder takes at once (more: busier encoders, staler faces)", low=1, high=8),
+        "liveness_s": Setting(
+            5.0, "an encoder silent this long is presumed dead and its jobs are given up", low=0.5, high=600
+        ),
     },
     "index": {
         "path": Setting("build/demo-index-2shards", "index folder made by `megapixels index build`"),

@@ -18,6 +18,7 @@ from messages.schemas import (
     VERDICTS,
     CameraStatus,
     Candidates,
+    Credit,
     Encoded,
     FaceJob,
     Faces,
@@ -31,8 +32,8 @@ from messages.schemas import (
     ReplayControl,
     Result,
 )
-from messages.sockets import open_socket
-from messages.topics import REMOTE_TOPICS, TOPICS, VISITOR_TOPICS, Topic, endpoint
+from messages.sockets import Routed, open_socket
+from messages.topics import REMOTE_TOPICS, TOPIC_OF, TOPICS, VISITOR_MESSAGES, VISITOR_TOPICS, Topic, endpoint
 
 __all__ = [
     "CHIP_PX",
@@ -41,10 +42,13 @@ __all__ = [
     "LOOK_ALIKE",
     "REMOTE_TOPICS",
     "TOPICS",
+    "TOPIC_OF",
     "VERDICTS",
+    "VISITOR_MESSAGES",
     "VISITOR_TOPICS",
     "CameraStatus",
     "Candidates",
+    "Credit",
     "DecodeError",
     "Encoded",
     "FaceJob",
@@ -59,6 +63,7 @@ __all__ = [
     "Query",
     "ReplayControl",
     "Result",
+    "Routed",
     "Topic",
     "curve",
     "decode",

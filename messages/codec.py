@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -20,10 +21,12 @@ from messages.schemas import (
     CHIP_PX,
     DIM,
     LIMITS,
+    MAX_CREDITS,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     VERDICTS,
     Candidates,
+    Credit,
     Faces,
     Frame,
     Header,
@@ -62,8 +65,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
-    """Parse and validate a multipart message; raises DecodeError on anything wrong."""
+def decode(parts: list[bytes] | list[Any], expect: str | Collection[str] | None = None) -> Any:
+    """Parse and validate a multipart message; raises DecodeError on anything wrong.
+
+    ``expect``: the message topic (``Frame.TOPIC``...) that may arrive, or several (both ends of a
+    ROUTER/DEALER topic receive more than one kind); None accepts every known one.
+    """
     parts = [p.bytes if hasattr(p, "bytes") else p for p in parts]
     if len(parts) < 2:
         raise DecodeError(f"expected at least 2 frames, got {len(parts)}")
@@ -71,8 +78,9 @@ def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
         topic = parts[0].decode()
     except UnicodeDecodeError as e:
         raise DecodeError("topic frame is not UTF-8") from e
-    if expect is not None and topic != expect:
-        raise DecodeError(f"expected topic {expect!r}, got {topic!r}")
+    allowed = (expect,) if isinstance(expect, str) else expect
+    if allowed is not None and topic not in allowed:
+        raise DecodeError(f"expected topic {' or '.join(map(repr, sorted(allowed)))}, got {topic!r}")
     cls = MESSAGE_TYPES.get(topic)
     if cls is None:
         raise DecodeError(f"unknown topic {topic!r}")
@@ -128,6 +136,9 @@ def _consistency(msg: Any) -> None:
             raise DecodeError(f"{where}: descriptor of {len(msg.descriptor)} bytes, expected {DIM * 4}")
         if not 1 <= msg.k <= 100:
             raise DecodeError(f"{where}: k={msg.k} out of range 1..100")
+    elif isinstance(msg, Credit):
+        if not 1 <= msg.credits <= MAX_CREDITS:
+            raise DecodeError(f"{where}: credits={msg.credits} out of range 1..{MAX_CREDITS}")
     elif isinstance(msg, Candidates):
         if len(msg.rows) != len(msg.distances):
             raise DecodeError(f"{where}: {len(msg.rows)} rows but {len(msg.distances)} distances")

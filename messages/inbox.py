@@ -5,8 +5,10 @@ Every receiver on the kiosk reads through an :class:`Inbox`: the actors' run loo
 limit, never blocking; on a ``newest_only`` stream (frames) only the newest waiting message is
 decoded and the older ones are counted as stale. A message the codec refuses is counted
 (``<topic>.malformed``), logged and dropped; on a REP socket it is handed on as ``None`` so that
-the caller still answers the request. The inbox also says whether the stream is *alive*: a
-message came within ``ALIVE_PERIODS`` periods of the topic's registered rate.
+the caller still answers the request. On a ROUTER socket each message comes as a
+:class:`~messages.sockets.Routed` (the peer beside it). The inbox also says whether the stream
+is *alive*: a message came within ``ALIVE_PERIODS`` periods of the topic's registered rate, and
+when a message with the visitor's data last came (``visitor_ns``, for the privacy scrub).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import zmq
 
 from messages.codec import DecodeError, decode
-from messages.topics import TOPICS
+from messages.sockets import Routed
+from messages.topics import TOPICS, VISITOR_MESSAGES, arriving
 
 ALIVE_PERIODS = 10  # a stream is alive while a message came within this many periods of its rate...
 MIN_ALIVE_S = 2.0  # ...and never less than this: a busy detector on two cores runs at a few frames/s
@@ -42,7 +45,10 @@ class Inbox:
         self.newest_only = newest_only
         self.limit = limit
         self.last_ns: int | None = None  # when the last good message arrived
+        self.visitor_ns: int | None = None  # when the last message with visitor data arrived (reset by the reader)
         self._answers_requests = sock.type == zmq.REP
+        self._routed = sock.type == zmq.ROUTER
+        self._expect = arriving(topic, at_binder=self._routed)
 
     def receive(self, now_ns: int, limit: int | None = None) -> list[Any]:
         """What is waiting (at most ``limit`` messages read), decoded, oldest first.
@@ -61,9 +67,14 @@ class Inbox:
             waiting = waiting[-1:]
         messages = []
         for parts in waiting:
+            peer = parts.pop(0).bytes if self._routed and len(parts) > 1 else None
             msg = self._decode(parts)
             if msg is not None:
                 self.last_ns = now_ns
+                if type(msg) in VISITOR_MESSAGES:
+                    self.visitor_ns = now_ns
+            if msg is not None and peer is not None:
+                msg = Routed(peer, msg)
             if msg is not None or self._answers_requests:
                 messages.append(msg)
         return messages
@@ -87,7 +98,7 @@ class Inbox:
     def _decode(self, parts: list[Any]) -> Any:
         self.stats[f"{self.topic}.received"] += 1
         try:
-            return decode(parts, expect=self.topic)
+            return decode(parts, expect=self._expect)
         except DecodeError as e:
             self.stats[f"{self.topic}.malformed"] += 1
             self.log.warning("dropped a malformed %s message: %s", self.topic, e)

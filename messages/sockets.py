@@ -4,9 +4,17 @@
 limit, the subscription, CURVE on topics that may cross hosts (messages/curve.py), and binds it
 when the registry names ``role`` as the binder, else connects. Every endpoint comes from
 :func:`messages.topics.endpoint` with the config's transport, ipc folder and port offset.
+
+On a ROUTER/DEALER topic the binder gets a ROUTER and every other end a DEALER, each both sending
+and receiving. What the ROUTER receives, and what it is to send, is a :class:`Routed` message:
+the peer's routing id beside it. The ROUTER refuses (EHOSTUNREACH) a message for a peer that has
+gone instead of dropping it silently, so the sender learns at once that the job went nowhere.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
@@ -24,8 +32,19 @@ _TYPES = {
 }
 
 
-def socket_type(pattern: str, receiving: bool) -> int:
-    """The ZeroMQ socket type of one end of a pattern (``receiving``: SUB, PULL, REP)."""
+@dataclass(frozen=True)
+class Routed:
+    """A message from or to one peer of a ROUTER socket (``peer``: its routing id)."""
+
+    peer: bytes
+    msg: Any
+
+
+def socket_type(pattern: str, receiving: bool, binding: bool = False) -> int:
+    """The ZeroMQ socket type of one end of a pattern (``receiving``: SUB, PULL, REP; on
+    ROUTER/DEALER both ends receive, and ``binding`` says which end: the ROUTER)."""
+    if pattern == "ROUTER/DEALER":
+        return zmq.ROUTER if binding else zmq.DEALER
     return _TYPES[(pattern, receiving)]
 
 
@@ -41,14 +60,19 @@ def address(cfg: config.Config, topic: str, binding: bool) -> str:
 def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, receiving: bool) -> zmq.Socket:
     """A socket for ``topic`` as ``role`` uses it: bound if the registry says role binds it."""
     t = TOPICS[topic]
-    sock = ctx.socket(socket_type(t.pattern, receiving))
+    binding = t.binder == role
+    two_way = t.pattern == "ROUTER/DEALER"
+    sock = ctx.socket(socket_type(t.pattern, receiving, binding))
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM if receiving else zmq.SNDHWM, t.hwm)
-    if receiving:
+    if receiving or two_way:
+        sock.setsockopt(zmq.RCVHWM, t.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, t.max_bytes)
+    if not receiving or two_way:
+        sock.setsockopt(zmq.SNDHWM, t.hwm)
     if sock.type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    binding = t.binder == role
+    if sock.type == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     curve.secure(sock, ctx, cfg, topic, role, binding)
     if binding:
         sock.bind(address(cfg, topic, binding))

@@ -10,6 +10,10 @@ one call. A bad message is logged, counted and dropped; an exception in a handle
 counted and skipped: an actor never dies on one message. SIGTERM / SIGINT set a stop flag that
 the loop notices within one poll (100 ms); sockets close with linger 0.
 
+A ROUTER/DEALER topic (messages/topics.py) is listed in both RECEIVES and SENDS and has one socket
+for both. On the ROUTER's side (its binder) the handler receives and returns
+:class:`messages.Routed` messages; a message for a peer that has gone goes to ``on_unroutable``.
+
 In kiosk mode the loop also *scrubs* the actor once the visitor's data has stopped flowing for
 ``privacy.scrub_after_s``: ``on_scrub`` drops what the actor holds about the visitor, the sockets
 it connects are opened again, and freed-memory caches are emptied (see actors/runtime/privacy.py).
@@ -30,7 +34,7 @@ import zmq
 
 import config
 from actors.runtime import privacy
-from messages import TOPICS, VISITOR_TOPICS, Header, Headers, Inbox, curve, encode, open_socket
+from messages import TOPIC_OF, TOPICS, VISITOR_MESSAGES, Header, Headers, Inbox, Routed, curve, encode, open_socket
 
 POLL_MS = 100
 DRAIN_LIMIT = 1000  # on a DRAIN topic, read at most this many waiting messages per poll (keep the newest)
@@ -84,6 +88,10 @@ class Actor:
     def on_scrub(self) -> None:
         """The visitor has gone (kiosk mode): drop everything held about them; keep working."""
 
+    def on_unroutable(self, routed: Routed) -> list[Any]:
+        """A message to a ROUTER peer that has gone (it disconnected): what to send instead."""
+        return []
+
     def reject(self, reason: str) -> Any:
         """The reply a REP actor sends to a request it could not decode."""
         raise NotImplementedError(f"{self.ROLE} answers no requests")
@@ -116,7 +124,7 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         stop_on_signals(stop)
     cfg = actor.cfg
     inputs = {t: inbox(actor, open_socket(ctx, cfg, t, actor.ROLE, True), t) for t in actor.RECEIVES}
-    outputs = {t: open_socket(ctx, cfg, t, actor.ROLE, False) for t in actor.SENDS}
+    outputs = {t: output(actor, ctx, inputs, t) for t in actor.SENDS}
     poller = zmq.Poller()
     for box in inputs.values():
         poller.register(box.sock, zmq.POLLIN)
@@ -128,11 +136,11 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         while not stop:
             wait_ms = max(0.0, min(POLL_MS, actor.next_tick_ms(time.monotonic_ns())))
             ready = dict(poller.poll(wait_ms)) if inputs else _sleep(wait_ms)
-            for topic, box in inputs.items():
+            for box in inputs.values():
                 if box.sock in ready:
                     receive(actor, box, outputs)
-                    if topic in VISITOR_TOPICS:
-                        actor.visitor_seen_ns = time.monotonic_ns()
+                    if box.visitor_ns is not None:  # the visitor's data came (not just a heartbeat)
+                        actor.visitor_seen_ns, box.visitor_ns = box.visitor_ns, None
             _send(actor, _guarded(actor, "tick", actor.tick, time.monotonic_ns()), outputs)
             seen = actor.visitor_seen_ns
             if scrub_after_ns and seen is not None and time.monotonic_ns() - seen >= scrub_after_ns:
@@ -142,7 +150,7 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
                 next_stats = time.monotonic() + STATS_EVERY_S
     finally:
         actor.on_stop()
-        for sock in [*(box.sock for box in inputs.values()), *outputs.values()]:
+        for sock in {*(box.sock for box in inputs.values()), *outputs.values()}:
             sock.close(linger=0)
         curve.stop(ctx)
         actor.log.info("stopped; counters: %s", dict(actor.stats))
@@ -154,6 +162,13 @@ def inbox(actor: Actor, sock: zmq.Socket, topic: str) -> Inbox:
     if topic in actor.DRAIN:
         return Inbox(sock, topic, actor.stats, actor.log, newest_only=True, limit=DRAIN_LIMIT)
     return Inbox(sock, topic, actor.stats, actor.log, limit=actor.MAX_BATCH if topic in actor.BATCH else 1)
+
+
+def output(actor: Actor, ctx: zmq.Context, inputs: dict[str, Inbox], topic: str) -> zmq.Socket:
+    """The socket ``actor`` sends ``topic`` on: its inbox's own on a ROUTER/DEALER topic, else a new one."""
+    if topic in inputs and TOPICS[topic].pattern == "ROUTER/DEALER":
+        return inputs[topic].sock
+    return open_socket(ctx, actor.cfg, topic, actor.ROLE, False)
 
 
 def _scrub(
@@ -178,8 +193,8 @@ def _scrub(
     for topic, sock in list(outputs.items()):
         if TOPICS[topic].binder != actor.ROLE:
             sock.close(linger=0)
-            outputs[topic] = open_socket(ctx, actor.cfg, topic, actor.ROLE, False)
-            reopened += 1
+            outputs[topic] = output(actor, ctx, inputs, topic)  # a two-way topic's: its inbox's, reopened above
+            reopened += topic not in inputs
     privacy.scrub_process()
     actor.visitor_seen_ns = None
     actor.stats["privacy.scrubs"] += 1
@@ -225,15 +240,24 @@ def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
 
 
 def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> None:
-    for msg in messages:
-        topic = type(msg).TOPIC
-        if topic in VISITOR_TOPICS:
+    for out in messages:
+        msg = out.msg if isinstance(out, Routed) else out
+        topic = type(msg).TOPIC  # the message's own name, for the counters
+        if type(msg) in VISITOR_MESSAGES:
             actor.visitor_seen_ns = time.monotonic_ns()
+        parts = encode(msg)
+        if isinstance(out, Routed):
+            parts.insert(0, out.peer)
         try:
-            outputs[topic].send_multipart(encode(msg), flags=zmq.NOBLOCK, copy=False)
+            outputs[TOPIC_OF[type(msg)]].send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             actor.stats[f"{topic}.sent"] += 1
         except zmq.Again:  # a PUSH peer is gone or full: drop rather than stall the loop
             actor.stats[f"{topic}.send_dropped"] += 1
+        except zmq.ZMQError as e:  # a ROUTER's peer has gone: the actor decides what to do instead
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+            actor.stats[f"{topic}.unroutable"] += 1
+            _send(actor, _guarded(actor, "on_unroutable", actor.on_unroutable, out), outputs)
 
 
 def main(actor_cls: type[Actor], *args: Any) -> int:
