@@ -32,6 +32,7 @@ import numpy as np
 
 from actors import runtime
 from index import search, store
+from index.gallery import finite_answer
 from messages import Candidates, Query
 
 
@@ -140,6 +141,10 @@ class Matcher(runtime.Actor):
         out = []
         for i, msg in enumerate(msgs):
             for shard, (rows, distances) in zip(self.shards, found, strict=True):
+                # A damaged shard row has a NaN distance, which the wire refuses: leave the row out, not the answer.
+                (kept_rows, kept), not_finite = finite_answer(rows[i, : msg.k].tolist(), distances[i, : msg.k].tolist())
+                if not_finite:
+                    self.stats["candidates.not_finite_dropped"] += not_finite
                 out.append(
                     Candidates(
                         self.header(msg.header.frame_id),
@@ -148,8 +153,8 @@ class Matcher(runtime.Actor):
                         k=msg.k,
                         shard=shard.number,
                         n_shards=self.n_shards,
-                        rows=rows[i, : msg.k].tolist(),
-                        distances=distances[i, : msg.k].tolist(),
+                        rows=kept_rows,
+                        distances=kept,
                     )
                 )
         return out

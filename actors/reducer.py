@@ -119,8 +119,11 @@ class Reducer(runtime.Actor):
         self.closed[query_id] = None
         if len(self.closed) > MAX_PENDING:
             self.closed.popitem(last=False)
-        results, hidden = self.gallery.results(list(p.answers.values()), p.k)
+        results, hidden, not_finite = self.gallery.results(list(p.answers.values()), p.k)
         self.stats["matches.synthetic_hidden"] += hidden
+        if not_finite:  # the codec refuses such candidates; a gallery answer is checked all the same
+            self.stats["matches.not_finite_dropped"] += not_finite
+            self.log.warning("query %d: %d rows with a NaN or infinite distance left out", query_id, not_finite)
         missing = sorted(set(range(self.gallery.n_shards)) - set(p.answers))
         self.stats["matches.partial" if missing else "matches.complete"] += 1
         for shard in missing:

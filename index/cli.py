@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             results = search_image(args.image, args.index, args.top_k)
-            print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
+            print(json.dumps([dataclasses.asdict(r) for r in results], indent=2, allow_nan=False))
     except (OSError, ValueError, LookupError, store.IndexStoreError, calibration.CalibrationError) as e:
         print(f"megapixels: {e}", file=sys.stderr)
         return 1

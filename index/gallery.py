@@ -9,13 +9,17 @@ searches every shard itself), so the command line answers exactly what the kiosk
   shown as a person: they are left out, and the real results keep their global rank, so a gap in
   the ranks shows that a distractor came closer;
 - with a ``calibration.json``, each result's ``p_same`` for this index's number of rows (every
-  searched row, synthetic ones included, is a chance for a look-alike: ACCURACY.md) and ``verdict``.
+  searched row, synthetic ones included, is a chance for a look-alike: ACCURACY.md) and ``verdict``;
+- a row whose distance is NaN, infinite or negative (a damaged shard row or query) is left out
+  before the merge, where it would sort anywhere, and counted: it is no answer, and the wire and
+  the display's JSON carry finite numbers only (messages/codec.py).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +27,18 @@ from index import calibration, search, store
 from messages import Result
 
 Answer = tuple[list[int], list[float]]  # one shard's global rows and distances, nearest first
+
+
+class Answered(NamedTuple):
+    results: list[Result]  # the merged top k people can see, best first
+    hidden: int  # synthetic distractors among the top k (not shown)
+    not_finite: int  # rows dropped before the merge: distance NaN, infinite or negative
+
+
+def finite_answer(rows: list[int], distances: list[float]) -> tuple[Answer, int]:
+    """``(rows, distances)`` without the pairs whose distance is NaN, infinite or negative; and how many went."""
+    kept = [(r, d) for r, d in zip(rows, distances, strict=True) if math.isfinite(d) and d >= 0]
+    return ([r for r, _ in kept], [d for _, d in kept]), len(rows) - len(kept)
 
 
 class Gallery:
@@ -38,9 +54,11 @@ class Gallery:
         if self.calibration is not None:  # build the curve now (~0.25 s), not during the first query
             calibration.match_probability(self.calibration, 0.5, self.n_rows)
 
-    def results(self, answers: list[Answer], k: int) -> tuple[list[Result], int]:
-        """The merged top ``k`` as results, and how many synthetic rows were among them (hidden)."""
-        merged = search.merge(answers, k)
+    def results(self, answers: list[Answer], k: int) -> Answered:
+        """The merged top ``k`` as results; how many synthetic rows were among them, how many rows weren't finite."""
+        checked = [finite_answer(rows, distances) for rows, distances in answers]
+        not_finite = sum(n for _, n in checked)
+        merged = search.merge([answer for answer, _ in checked], k)
         entries = self.meta.lookup([r for r, _ in merged])
         shown, hidden = [], 0
         for rank, (row, distance) in enumerate(merged, start=1):
@@ -51,7 +69,7 @@ class Gallery:
                 hidden += 1
                 continue
             shown.append(self._result(rank, row, distance, entry))
-        return shown, hidden
+        return Answered(shown, hidden, not_finite)
 
     def search(self, descriptor: np.ndarray, k: int = 5) -> list[Result]:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""
@@ -60,7 +78,7 @@ class Gallery:
             stored, first = store.open_shard(self.index_dir, shard)
             rows, dists = search.ShardIndex(stored, self.manifest.codec).search(descriptor, k)
             answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
-        return self.results(answers, k)[0]
+        return self.results(answers, k).results
 
     def close(self) -> None:
         self.meta.close()
@@ -68,7 +86,7 @@ class Gallery:
     def _result(self, rank: int, row: int, distance: float, entry: store.Entry) -> Result:
         d = round(float(distance), 4)
         p_same, verdict = None, ""
-        if self.calibration is not None and math.isfinite(d) and d >= 0:
+        if self.calibration is not None:
             p = calibration.match_probability(self.calibration, d, self.n_rows)
             p_same, verdict = round(p, 4), calibration.verdict(p)
         box = [int(v) for v in entry.box] if entry.box else []

@@ -8,8 +8,8 @@
 """
 
 from messages import curve
-from messages.codec import DecodeError, decode, encode
-from messages.inbox import Inbox
+from messages.codec import DecodeError, EncodeError, decode, encode
+from messages.inbox import Inbox, Request
 from messages.schemas import (
     CHIP_PX,
     DIM,
@@ -32,7 +32,7 @@ from messages.schemas import (
     ReplayControl,
     Result,
 )
-from messages.sockets import Routed, open_socket
+from messages.sockets import BindError, Routed, open_socket
 from messages.topics import REMOTE_TOPICS, TOPIC_OF, TOPICS, VISITOR_MESSAGES, VISITOR_TOPICS, Topic, endpoint
 
 __all__ = [
@@ -46,10 +46,12 @@ __all__ = [
     "VERDICTS",
     "VISITOR_MESSAGES",
     "VISITOR_TOPICS",
+    "BindError",
     "CameraStatus",
     "Candidates",
     "Credit",
     "DecodeError",
+    "EncodeError",
     "Encoded",
     "FaceJob",
     "Faces",
@@ -62,6 +64,7 @@ __all__ = [
     "PrintReply",
     "Query",
     "ReplayControl",
+    "Request",
     "Result",
     "Routed",
     "Topic",

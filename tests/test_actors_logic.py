@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import operator
 import time
 
@@ -10,12 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from actors.display import result_line
 from actors.matcher import LayoutError, Matcher, serves
 from actors.printer import Printer
 from actors.printer.receipt import WRAP_CHARS, compose
 from actors.reducer import Reducer, missing_shard_warning
 from index import store
-from messages import PrintJob, Result
+from messages import PrintJob, Result, encode
 from tests import factories
 
 
@@ -121,6 +124,33 @@ def test_a_layout_that_would_leave_a_shard_unserved_refuses_naming_the_numbers()
     with pytest.raises(LayoutError, match="expected shard numbers"):
         serves("matcher.1", {"MEGAPIXELS_SHARD": "one"}, 1, 2)
     assert serves("matcher.5", {"MEGAPIXELS_SHARD": "3,1"}, 1, 4) == [1, 3]  # named outright (another host)
+
+
+def test_rows_with_a_nan_or_infinite_distance_never_reach_the_wire_or_the_json(reducer, demo_index, monkeypatch):
+    """A damaged shard row (NaN distance) is left out by the matcher; should one reach the reducer
+    anyway (the codec refuses it on the wire) the gallery leaves it out; the headless display's
+    JSON is strict and refuses a NaN outright."""
+    monkeypatch.setenv("MEGAPIXELS_SHARD", "0")
+    m = Matcher(factories.cfg(index={"path": str(demo_index)}), name="matcher.1")
+    m.on_start()
+    rows = np.array([[3, 1, 4, 0, 2]])
+    shard = m.shards[0]
+    monkeypatch.setattr(
+        shard.index, "search", lambda q, k: (rows, np.array([[0.3, np.nan, 0.5, np.inf, 0.6]], np.float32))
+    )
+    (answer,) = m.handle(factories.query(21))
+    assert answer.rows == [3, 4, 2] and m.stats["candidates.not_finite_dropped"] == 2
+    encode(answer)  # sendable
+
+    reducer.handle(factories.query(22))
+    reducer.handle(factories.candidates(22, 0, [0, 1, 2], [0.5, math.nan, -1.0]))
+    (out,) = reducer.handle(factories.candidates(22, 1, [200, 201], [math.inf, 0.4]))
+    assert [r.row for r in out.results] == [201, 0] and reducer.stats["matches.not_finite_dropped"] == 3
+    assert all(math.isfinite(r.distance) for r in out.results)
+    assert json.loads(result_line(out))["results"][0]["row"] == 201
+    broken = dataclasses.replace(out, results=[dataclasses.replace(out.results[0], distance=math.nan)])
+    with pytest.raises(ValueError, match="JSON"):
+        result_line(broken)
 
 
 def test_matcher_answers_with_global_rows(demo_index, monkeypatch):

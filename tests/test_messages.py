@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 
 import msgpack
+import numpy as np
 import pytest
 
 from messages import (
@@ -15,6 +18,7 @@ from messages import (
     Credit,
     DecodeError,
     Encoded,
+    EncodeError,
     FaceJob,
     decode,
     encode,
@@ -82,6 +86,39 @@ def _with(msg, **changes) -> list[bytes]:
 def test_malformed_payloads_are_refused_with_a_reason(parts, reason):
     with pytest.raises(DecodeError, match=reason):
         decode(parts)
+
+
+def _descriptor(bad: float) -> bytes:
+    d = np.arange(128, dtype="<f4")
+    d[77] = bad
+    return d.tobytes()
+
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize(
+    ("msg", "where"),
+    [
+        (dataclasses.replace(SAMPLES[4], distances=[0.3, NAN]), "candidates.distances[1]: nan"),
+        (dataclasses.replace(SAMPLES[4], distances=[-INF, 0.4]), "candidates.distances[0]: -inf"),
+        (dataclasses.replace(SAMPLES[5], results=[dataclasses.replace(RESULT, distance=NAN)]), "results[0].distance"),
+        (dataclasses.replace(SAMPLES[5], results=[dataclasses.replace(RESULT, p_same=INF)]), "results[0].p_same"),
+        (dataclasses.replace(SAMPLES[5], latency_ms=NAN), "matches.latency_ms"),
+        (dataclasses.replace(SAMPLES[6], results=[dataclasses.replace(RESULT, distance=INF)]), "print.results[0]"),
+        (dataclasses.replace(SAMPLES[10], rate=NAN), "camera_status.rate"),
+        (dataclasses.replace(SAMPLES[11], value=NAN), "replay_control.value"),
+        (dataclasses.replace(SAMPLES[3], descriptor=_descriptor(NAN)), "queries.descriptor: 1 of 128"),
+        (dataclasses.replace(SAMPLES[9], descriptor=_descriptor(INF)), "descriptors.descriptor: 1 of 128"),
+    ],
+)
+def test_no_nan_or_infinite_number_crosses_the_wire(msg, where):
+    """Refused when sent (the sender counts and drops it) and, from a sender that packs it anyway, on arrival."""
+    with pytest.raises(EncodeError, match=re.escape(where)):
+        encode(msg)
+    packed_anyway = [type(msg).TOPIC.encode(), msgpack.packb(dataclasses.asdict(msg))]
+    with pytest.raises(DecodeError, match=re.escape(where)):
+        decode(packed_anyway)
 
 
 def test_missing_field_is_named():

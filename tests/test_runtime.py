@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -11,7 +12,7 @@ import zmq
 import config
 from actors import runtime
 from actors.encoder import Encoder
-from messages import CHIP_PX, Credit, Encoded, FaceJob, Routed, encode, open_socket
+from messages import CHIP_PX, Candidates, Credit, Encoded, FaceJob, Routed, decode, encode, open_socket
 from tests import factories
 
 
@@ -47,7 +48,7 @@ def test_sockets_bind_and_connect_as_the_registry_says(ipc_config, ipc_dir):
     sub = open_socket(ctx, ipc_config, "frames", "detector", receiving=True)
     assert sub.type == zmq.SUB and sub.getsockopt(zmq.RCVHWM) == 2
     rep = open_socket(ctx, ipc_config, "print", "printer", receiving=True)
-    assert rep.type == zmq.REP
+    assert rep.type == zmq.ROUTER  # requests are answered behind their envelope (messages/sockets.py)
     router = open_socket(ctx, ipc_config, "chips", "detector", receiving=True)  # one socket both ways
     dealer = open_socket(ctx, ipc_config, "chips", "encoder", receiving=True)
     assert router.type == zmq.ROUTER and dealer.type == zmq.DEALER and (ipc_dir / "chips.sock").exists()
@@ -145,3 +146,27 @@ def test_waiting_messages_are_handled_as_one_batch(ipc_config):
         push.close(0)
         pull.close(0)
         ctx.term()
+
+
+class NanEcho(factories.Echo):
+    """Answers query 13 with a NaN distance, which must not be sent."""
+
+    def handle(self, msg):
+        if msg.query_id == 13:
+            return [Candidates(self.header(), 13, msg.captured_ns, msg.k, 0, 1, [1], [math.nan])]
+        return super().handle(msg)
+
+
+def test_a_message_holding_a_nan_is_counted_and_not_sent_and_the_actor_goes_on(ipc_config):
+    actor = NanEcho(ipc_config)
+    with factories.matcher_in_thread(actor) as (_, thread, pub, pull):
+        factories.send_until_answered(pub, pull, [encode(factories.query(1))], 1)  # connected
+        seen = set()
+        end = time.monotonic() + 10
+        while 14 not in seen and time.monotonic() < end:
+            pub.send_multipart(encode(factories.query(13)))
+            pub.send_multipart(encode(factories.query(14)))
+            while pull.poll(100):
+                seen.add(decode(pull.recv_multipart()).query_id)
+        assert 14 in seen and 13 not in seen and thread.is_alive()
+        assert actor.stats["candidates.unsendable"] >= 1

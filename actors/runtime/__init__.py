@@ -8,7 +8,15 @@ topics it receives and sends. :func:`run` opens its sockets from the topic regis
 ``BATCH`` topic, everything already waiting (up to ``MAX_BATCH``) goes to ``handle_batch`` in
 one call. A bad message is logged, counted and dropped; an exception in a handler is logged,
 counted and skipped: an actor never dies on one message. SIGTERM / SIGINT set a stop flag that
-the loop notices within one poll (100 ms); sockets close with linger 0.
+the loop notices within one poll (100 ms); sockets close with linger 0. Nothing in the loop
+blocks: every receive and send is ``NOBLOCK``, and requests (``REQ/REP`` topics) are read from a
+ROUTER with their envelope and answered behind it, so a message without one is dropped, never
+waited on. A message that holds a NaN or infinite number is not sent (``<topic>.unsendable``).
+
+At start every socket the actor binds is bound before any is connected: if another graph holds
+an address the actor exits (code 2) with "address in use: ..." before it has taken anything from
+the graph it would have joined. A process started by :func:`main` also stops when the supervisor
+that started it dies (actors/runtime/supervisor.py), so a SIGKILLed honcho leaves no actor behind.
 
 A ROUTER/DEALER topic (messages/topics.py) is listed in both RECEIVES and SENDS and has one socket
 for both. On the ROUTER's side (its binder) the handler receives and returns
@@ -34,7 +42,23 @@ import zmq
 
 import config
 from actors.runtime import privacy
-from messages import TOPIC_OF, TOPICS, VISITOR_MESSAGES, Header, Headers, Inbox, Routed, curve, encode, open_socket
+from actors.runtime.supervisor import Supervisor
+from messages import (
+    TOPIC_OF,
+    TOPICS,
+    VISITOR_MESSAGES,
+    BindError,
+    EncodeError,
+    Header,
+    Headers,
+    Inbox,
+    Request,
+    Routed,
+    curve,
+    encode,
+    open_socket,
+)
+from messages.sockets import binds
 
 POLL_MS = 100
 DRAIN_LIMIT = 1000  # on a DRAIN topic, read at most this many waiting messages per poll (keep the newest)
@@ -93,7 +117,7 @@ class Actor:
         return []
 
     def reject(self, reason: str) -> Any:
-        """The reply a REP actor sends to a request it could not decode."""
+        """The reply an actor that answers requests sends to one it could not read or handle."""
         raise NotImplementedError(f"{self.ROLE} answers no requests")
 
 
@@ -116,15 +140,19 @@ def stop_on_signals(stop: StopFlag) -> None:
     signal.signal(signal.SIGINT, stop.set)
 
 
-def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = None) -> Counter[str]:
-    """Run ``actor`` until ``stop`` is set; returns its counters."""
+def run(
+    actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = None, supervisor: Supervisor | None = None
+) -> Counter[str]:
+    """Run ``actor`` until ``stop`` is set (or ``supervisor`` dies); returns its counters.
+
+    Raises BindError, before connecting anything, when an address the actor binds is taken.
+    """
     ctx = ctx or zmq.Context.instance()
     stop = stop if stop is not None else StopFlag()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
     cfg = actor.cfg
-    inputs = {t: inbox(actor, open_socket(ctx, cfg, t, actor.ROLE, True), t) for t in actor.RECEIVES}
-    outputs = {t: output(actor, ctx, inputs, t) for t in actor.SENDS}
+    inputs, outputs = open_sockets(actor, ctx)
     poller = zmq.Poller()
     for box in inputs.values():
         poller.register(box.sock, zmq.POLLIN)
@@ -148,6 +176,9 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
             if time.monotonic() > next_stats:
                 actor.log.info("counters: %s", dict(actor.stats))
                 next_stats = time.monotonic() + STATS_EVERY_S
+            if supervisor is not None and supervisor.gone(time.monotonic_ns()):
+                actor.log.warning("the supervisor that started this process (%s) is gone: stopping", supervisor)
+                break
     finally:
         actor.on_stop()
         for sock in {*(box.sock for box in inputs.values()), *outputs.values()}:
@@ -155,6 +186,29 @@ def run(actor: Actor, ctx: zmq.Context | None = None, stop: StopFlag | None = No
         curve.stop(ctx)
         actor.log.info("stopped; counters: %s", dict(actor.stats))
     return actor.stats
+
+
+def open_sockets(actor: Actor, ctx: zmq.Context) -> tuple[dict[str, Inbox], dict[str, zmq.Socket]]:
+    """The actor's inboxes and output sockets: every bound one first, then the connected ones.
+
+    A second graph started on the same addresses fails at its first bind, before any of its
+    sockets connects to the first graph and takes work from it (a PULL connected to a live PUSH
+    is handed messages at once). On BindError every socket opened so far is closed.
+    """
+    two_way = [t for t in actor.SENDS if t in actor.RECEIVES and TOPICS[t].pattern == "ROUTER/DEALER"]
+    wanted = [(t, True) for t in actor.RECEIVES] + [(t, False) for t in actor.SENDS if t not in two_way]
+    opened: dict[tuple[str, bool], zmq.Socket] = {}
+    try:
+        for topic, receiving in sorted(wanted, key=lambda w: not binds(actor.ROLE, w[0])):
+            opened[(topic, receiving)] = open_socket(ctx, actor.cfg, topic, actor.ROLE, receiving)
+    except BaseException:
+        for sock in opened.values():
+            sock.close(linger=0)
+        curve.stop(ctx)
+        raise
+    inputs = {t: inbox(actor, opened[(t, True)], t) for t in actor.RECEIVES}
+    outputs = {t: inputs[t].sock if t in two_way else opened[(t, False)] for t in actor.SENDS}
+    return inputs, outputs
 
 
 def inbox(actor: Actor, sock: zmq.Socket, topic: str) -> Inbox:
@@ -184,14 +238,14 @@ def _scrub(
     _guarded(actor, "on_scrub", lambda _: actor.on_scrub(), None)
     reopened = 0
     for topic, box in list(inputs.items()):
-        if TOPICS[topic].binder != actor.ROLE:
+        if not binds(actor.ROLE, topic):
             poller.unregister(box.sock)
             box.close()
             inputs[topic] = inbox(actor, open_socket(ctx, actor.cfg, topic, actor.ROLE, True), topic)
             poller.register(inputs[topic].sock, zmq.POLLIN)
             reopened += 1
     for topic, sock in list(outputs.items()):
-        if TOPICS[topic].binder != actor.ROLE:
+        if not binds(actor.ROLE, topic):
             sock.close(linger=0)
             outputs[topic] = output(actor, ctx, inputs, topic)  # a two-way topic's: its inbox's, reopened above
             reopened += topic not in inputs
@@ -212,14 +266,12 @@ def receive(actor: Actor, box: Inbox, outputs: dict[str, zmq.Socket]) -> None:
 
     One message per call, or everything waiting on a ``BATCH`` topic (up to MAX_BATCH) as one
     batch: under load, one pass of work answers many messages instead of each waiting for the
-    ones before it. A REP socket answers every request it took, a malformed one with ``reject``.
+    ones before it. Every request read is answered, an unreadable one with ``reject``.
     """
     msgs = box.receive(time.monotonic_ns())
-    if box.sock.type == zmq.REP:
-        for msg in msgs:
-            replies = _guarded(actor, "handle", actor.handle, msg) if msg is not None else []
-            reply = replies[0] if replies else actor.reject("malformed request")
-            box.sock.send_multipart(encode(reply))
+    if box.answers_requests:
+        for request in msgs:
+            answer(actor, box, request)
         return
     if box.topic in actor.BATCH:
         if msgs:
@@ -228,6 +280,30 @@ def receive(actor: Actor, box: Inbox, outputs: dict[str, zmq.Socket]) -> None:
         return
     for msg in msgs:
         _send(actor, _guarded(actor, "handle", actor.handle, msg), outputs)
+
+
+def answer(actor: Actor, box: Inbox, request: Request) -> None:
+    """Handle one request and send the reply behind its envelope, never blocking.
+
+    An unreadable request, or one whose handler failed or returned nothing, gets ``reject``. A
+    reply that can't be sent (its client is gone or not reading: ROUTER drops it) is lost, and
+    nothing waits for it.
+    """
+    topic = box.topic
+    replies = _guarded(actor, "handle", actor.handle, request.msg) if request.msg is not None else []
+    why = "malformed request" if request.msg is None else "request failed"
+    try:
+        parts = encode(replies[0] if replies else actor.reject(why))
+    except Exception as e:  # EncodeError, or a broken reject(): the client's own deadline runs on
+        actor.stats[f"{topic}.reply_failed"] += 1
+        actor.log.warning("could not answer a %s request: %s", topic, e)
+        return
+    try:
+        box.sock.send_multipart([*request.envelope, *parts], flags=zmq.NOBLOCK)
+        actor.stats[f"{topic}.answered"] += 1
+    except zmq.ZMQError as e:
+        actor.stats[f"{topic}.reply_dropped"] += 1
+        actor.log.warning("the answer to a %s request was dropped: %s", topic, e)
 
 
 def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
@@ -245,7 +321,12 @@ def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> 
         topic = type(msg).TOPIC  # the message's own name, for the counters
         if type(msg) in VISITOR_MESSAGES:
             actor.visitor_seen_ns = time.monotonic_ns()
-        parts = encode(msg)
+        try:
+            parts = encode(msg)
+        except EncodeError as e:  # a NaN or inf must not reach the wire (nor the display's JSON)
+            actor.stats[f"{topic}.unsendable"] += 1
+            actor.log.warning("did not send a %s message: %s", topic, e)
+            continue
         if isinstance(out, Routed):
             parts.insert(0, out.peer)
         try:
@@ -272,10 +353,11 @@ def main(actor_cls: type[Actor], *args: Any) -> int:
         privacy.restart_without_malloc_cache()  # returns once it is off
         scrubbed = privacy.scrub_freed_memory()
         log.info("kiosk mode: freed memory is %s", "overwritten" if scrubbed else "NOT overwritten (no glibc mallopt)")
+    supervisor = Supervisor()  # after the kiosk-mode restart: same pid, same parent
     try:
         actor = actor_cls(cfg, *args)
-        run(actor)
-    except (StartupError, config.ConfigError) as e:
+        run(actor, supervisor=supervisor)
+    except (StartupError, BindError, config.ConfigError) as e:
         log.error("%s cannot start: %s", actor_cls.ROLE, e)
         return 2
     return 0
