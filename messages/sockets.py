@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, rec
 
 
 def _bind(sock: zmq.Socket, where: str, topic: str) -> None:
-    if where.startswith("ipc://") and _served(Path(where.removeprefix("ipc://"))):
+    if where.startswith("ipc://") and _still_served(Path(where.removeprefix("ipc://"))):
         raise BindError(_in_use(where, topic))
     try:
         sock.bind(where)
@@ -119,6 +120,17 @@ def _bind(sock: zmq.Socket, where: str, topic: str) -> None:
 
 def _in_use(where: str, topic: str) -> str:
     return f"address in use: {where} (topic {topic}) — is another graph running?"
+
+
+def _still_served(path: Path, patience_s: float = 1.0) -> bool:
+    """Whether ``path`` stays served for ``patience_s``: a socket this process has just closed is
+    unbound by libzmq's I/O thread a moment later, and must not count as another graph's."""
+    deadline = time.monotonic() + patience_s
+    while _served(path):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _served(path: Path) -> bool:
