@@ -97,7 +97,7 @@ class SyntheticInfo:
     seed: int
     model_file: str
     photos_per_identity: int
-    fitted_on: str
+    fitted_on: dict[str, Any] | str
     note: str = "synthetic distractor descriptors for measuring scale: no photo, no person"
 
 
@@ -191,11 +191,11 @@ def manifest_problems(data: Any) -> list[str]:
     def need(obj: dict, key: str, ok: Any, what: str, prefix: str = "", optional: bool = False) -> Any:
         if key not in obj:
             if not optional:
-                problems.append(f"key {prefix}{key!r} is missing")
+                problems.append(f"key '{prefix}{key}' is missing")
             return None
         value = obj[key]
         if not ok(value):
-            problems.append(f"key {prefix}{key!r} must be {what}, got {_kind(value)} {json.dumps(value)[:40]}")
+            problems.append(f"key '{prefix}{key}' must be {what}, got {_kind(value)} {json.dumps(value)[:40]}")
             return None
         return value
 
@@ -240,7 +240,7 @@ def manifest_problems(data: Any) -> list[str]:
         need(synthetic, "seed", _is_int, "an integer", where)
         need(synthetic, "model_file", _plain_file, "a file name inside the index folder", where)
         need(synthetic, "photos_per_identity", lambda v: _is_int(v) and v >= 1, "an integer >= 1", where)
-        need(synthetic, "fitted_on", lambda v: isinstance(v, str), "a string", where)
+        need(synthetic, "fitted_on", lambda v: isinstance(v, str | dict), "a text or an object", where)
         need(synthetic, "note", lambda v: isinstance(v, str), "a string", where, optional=True)
         if start is not None and real is not None and start != real:
             problems.append(f"key 'synthetic.start' ({start}) must equal 'real' ({real})")
