@@ -251,10 +251,11 @@ def describe_all(
     """
     if not photos:
         return
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_worker_init, initargs=(os.getpid(), inherited_fds)
-    ) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(), inherited_fds))
+    try:
         yield from pool.map(describe_photo, [str(root)] * len(photos), photos, [quality] * len(photos), chunksize=4)
+    finally:  # on an error or Ctrl-C, drop the photos not started yet instead of finishing them all
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_journal(path: Path) -> dict[str, Outcome]:
@@ -319,9 +320,7 @@ def build(
     default. ``log`` receives lines for the operator.
     """
     check_arguments(n_shards, workers, dtype, quality, synthetic)
-    out = Path(os.path.abspath(out))
-    if out.is_symlink():
-        out = out.resolve()  # build where the link points; the link keeps naming the index
+    out = publish.target(out)
     with publish.BuildLock(out) as lock:
         root, todo = scan(source)
         if not todo:
@@ -383,6 +382,15 @@ def describe_with_journal(
             writer.append(outcome)
             by_key[keys[outcome.photo]] = outcome
     seconds = time.monotonic() - started
+    # The journal the index keeps: one line per key this build uses (stale lines of killed builds
+    # of other datasets and copies are left out), written beside and renamed over.
+    used = {keys[p.path]: by_key[keys[p.path]] for p in named if p.path in keys}
+    compact = staging / (JOURNAL + ".tmp")
+    with journal.Writer(compact) as writer:
+        for o in used.values():
+            if o.key:
+                writer.append(o)
+    os.replace(compact, staging / JOURNAL)
     outcomes = []
     for p in todo:
         if not p.identity:

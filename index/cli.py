@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "index" and args.action == "calibrate":
             store.read_manifest(args.index_dir)
-            with publish.BuildLock(Path(args.index_dir).absolute()):  # not while a build replaces the folder
+            with publish.BuildLock(publish.target(args.index_dir)):  # not while a build replaces the folder
                 if calibration.install(args.index_dir, args.source) is None:
                     raise FileNotFoundError(f"{args.source} does not exist")
             say(f"calibration from {args.source} stored in {args.index_dir / calibration.FILENAME}")

@@ -51,6 +51,12 @@ class BuildLocked(RuntimeError):
     """Another build into the same --out is running."""
 
 
+def target(out: Path) -> Path:
+    """The folder a build of ``out`` replaces: absolute; a symbolic link's target (the link keeps naming it)."""
+    out = Path(os.path.abspath(out))
+    return out.resolve() if out.is_symlink() else out
+
+
 def staging_dir(out: Path) -> Path:
     return out.parent / f".{out.name}{store.STAGING_SUFFIX}"
 
