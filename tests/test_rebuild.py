@@ -214,3 +214,36 @@ def test_search_refuses_too_many_pixels_before_decoding(tmp_path, capsys, monkey
     assert "huge.jpg: 8200x5000 is 41.0 megapixels, the limit is 40 (not decoded)" in capsys.readouterr().err
     assert cli.main(["search", str(huge), "--index", str(tmp_path / "none"), "--max-megapixels", "10"]) == 1
     assert "the limit is 10 (not decoded)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["renameat2 exchange", "two renames"])
+def test_publishing_replaces_the_folder_and_never_rewrites_a_mapped_file(tmp_path, monkeypatch, atomic):
+    real_exchange = publish.exchange
+    exchanged: list[bool] = []
+
+    def exchange(a: Path, b: Path) -> bool:
+        exchanged.append(real_exchange(a, b) if atomic else False)  # False: a system without it
+        return exchanged[-1]
+
+    monkeypatch.setattr(publish, "exchange", exchange)
+    out = tmp_path / "idx"
+    rng = np.random.default_rng(3)
+
+    def stage(n: int) -> np.ndarray:
+        rows = rng.normal(0, 0.1, (n, 128)).astype(np.float32)
+        staging = publish.prepare_staging(out)
+        store.write(staging, rows, [store.Entry(f"p{i}", f"p{i}/1.jpg", None) for i in range(n)], 1, {})
+        return rows
+
+    first = stage(30)
+    publish.publish(publish.staging_dir(out), out)
+    assert exchanged == []  # nothing to replace: one rename
+    mapped, _ = store.open_shard(out, 0)  # as a float32 matcher holds it
+    inode = (out / "shard_000.npy").stat().st_ino
+    second = stage(50)
+    publish.publish(publish.staging_dir(out), out)
+    assert exchanged == [atomic]  # ext4 here has RENAME_EXCHANGE
+    assert np.array_equal(mapped, first)  # the old file was unlinked, not rewritten: still readable
+    assert (out / "shard_000.npy").stat().st_ino != inode
+    assert np.array_equal(store.open_shard(out, 0)[0], second) and store.verify(out).real == 50
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no staging or replaced folder left
