@@ -354,7 +354,8 @@ def describe_with_journal(
     keys, unreadable = photo_keys(root, named, settings_fingerprint, progress)
     known = journal.read(staging / JOURNAL)  # this build's own, from a run that was killed
     previous = journal.read(out / JOURNAL, repair=False) if out.is_dir() else {}  # the index being replaced
-    carried = [o for k, o in previous.items() if k in set(keys.values()) and k not in known]
+    wanted = set(keys.values())
+    carried = [o for k, o in previous.items() if k in wanted and k not in known]
     remaining, queued = [], set()
     for p in named:
         k = keys.get(p.path)
