@@ -52,6 +52,12 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "start_s": Setting(0.0, "replays start this many seconds in", low=0, high=86400),
         "paused": Setting(False, "replays start paused (resume / step through replay_control)"),
         "reconnect_s": Setting(1.0, "a lost webcam is reopened this often", low=0.05, high=60),
+        "max_image_mp": Setting(
+            40.0,
+            "an image folder's larger files are skipped, checked from their header before decoding",
+            low=0.01,
+            high=10000,
+        ),
     },
     "recorder": {
         "topics": Setting("frames", "comma-separated topics to record (development only)"),
