@@ -19,8 +19,10 @@ Requests and replies (``REQ/REP`` topics):
   without an envelope (a bare DEALER frame, no empty delimiter) can't be answered: it is counted
   (``<topic>.unanswerable`` and ``.malformed``) and dropped, and nothing waits for it;
 - on a client's REQ socket the inbox decodes replies (the topic's ``reply`` class); an unreadable
-  one is a ``None``: the exchange is over and the client should know. (A reply without an
-  envelope never gets here: the REQ socket drops it itself, and the client's deadline runs on.)
+  one is a ``None``: the exchange is over and the client should know. A reply without an
+  envelope never gets here: over tcp and ipc libzmq's REQ drops the connection that sent it (the
+  reply in flight is lost; the client's deadline and retry cover that), over inproc the socket
+  skips it, after a poll has already said "ready" (so a blocking read there would wait).
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ class Inbox:
                 waiting.append(self.sock.recv_multipart(zmq.NOBLOCK, copy=False))
             except zmq.Again:
                 break
+            except zmq.ZMQError as e:
+                if e.errno == zmq.EFSM:  # a REQ socket with no request in flight: no reply to wait for
+                    break
+                raise
         if self.newest_only and len(waiting) > 1:
             self.stats[f"{self.topic}.skipped_stale"] += len(waiting) - 1
             waiting = waiting[-1:]

@@ -99,6 +99,7 @@ def test_a_client_reads_replies_without_blocking_and_a_garbled_one_ends_the_exch
             assert req.poll(1000)
             assert replies.receive(now_ns=2) == [want]
         assert replies.stats["replay_control.malformed"] == 1
+        assert replies.receive(now_ns=3) == []  # no request in flight: nothing to wait for, no error
 
 
 def test_a_stream_is_alive_for_ten_periods_of_its_rate_and_never_less_than_two_seconds():

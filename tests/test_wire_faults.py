@@ -294,10 +294,10 @@ def test_every_bound_socket_is_bound_before_any_is_connected(ipc_config):
     bind faces; binding first, it fails before it connects anything (nothing accepted on frames)."""
     from actors.detector import Detector
 
-    ctx = zmq.Context()
+    ctx, squatter_ctx = zmq.Context(), zmq.Context()
     pub = open_socket(ctx, ipc_config, "frames", "camera", receiving=False)  # the first graph's camera
     monitor = pub.get_monitor_socket(zmq.EVENT_ACCEPTED)
-    taken = [open_socket(ctx, ipc_config, t, "detector", receiving=False) for t in ("faces",)]
+    squatter = open_socket(squatter_ctx, ipc_config, "faces", "detector", receiving=False)  # its detector
     detector = Detector(ipc_config)
     assert "frames" in detector.RECEIVES and TOPICS["faces"].binder == "detector"
     try:
@@ -305,13 +305,16 @@ def test_every_bound_socket_is_bound_before_any_is_connected(ipc_config):
             runtime.open_sockets(detector, ctx)
         assert not monitor.poll(500), "the failed detector connected to frames first"
         # Once the address is free the same actor opens everything, and does connect to frames.
-        for s in taken:
-            s.close(0)
+        squatter.close(0)
+        squatter_ctx.term()  # returns once the socket is closed and its ipc file gone
         inputs, outputs = runtime.open_sockets(detector, ctx)
         assert monitor.poll(5000), "the detector never connected to frames"
         for s in [*(b.sock for b in inputs.values()), *outputs.values()]:
             s.close(0)
     finally:
+        if not squatter.closed:
+            squatter.close(0)
+            squatter_ctx.term()
         pub.disable_monitor()
         monitor.close(0)
         pub.close(0)

@@ -14,8 +14,7 @@ Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``Pri
 blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
 reopened (Lazy Pirate) and the same job is sent again, up to PRINT_ATTEMPTS times; the printer
 recognises a resent job and does not print it twice. Then the visitor reads "printer not
-answering". The reply is read through an Inbox like everything else, never blocking: a stray
-message without an envelope, which the REQ socket drops itself, can't hold the window.
+answering". The reply is read through an Inbox like everything else, never blocking.
 
 One Kivy clock callback on the main thread (the only thread that touches widgets) reads every
 subscription through its ``messages.Inbox``, as the actors' run loop does: without blocking,

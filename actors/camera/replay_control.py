@@ -27,8 +27,8 @@ ROLE = "replay_control"  # the operator's shell: connects, never binds
 def send(cfg: config.Config, command: str, value: float = 0.0, timeout_ms: int = 2000) -> CameraStatus:
     """One request/reply with the camera; TimeoutError when it doesn't answer, DecodeError when garbled.
 
-    The reply is read through an Inbox, never blocking: a message the REQ socket itself drops (no
-    envelope) wakes the poll without being a reply, and the deadline runs on.
+    The reply is read through an Inbox, never blocking: a poll that said "ready" is no promise of a
+    reply (a stray message without an envelope wakes it and is dropped), and the deadline runs on.
     """
     sock = open_socket(zmq.Context.instance(), cfg, "replay_control", ROLE, receiving=False)
     try:
