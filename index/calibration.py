@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -243,8 +244,11 @@ def tail_normal(distances: np.ndarray, low_q: float = 1e-4, high_q: float = 1e-2
 
 
 def save(cal: Calibration, index_dir: Path) -> Path:
+    """Store ``cal`` with an index: written beside and renamed over, so a reader sees the old or the new file."""
     path = Path(index_dir) / FILENAME
-    path.write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(cal)}, indent=2) + "\n")
+    tmp = path.with_name(FILENAME + ".tmp")
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(cal)}, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 

@@ -42,14 +42,15 @@ def finite_answer(rows: list[int], distances: list[float]) -> tuple[Answer, int]
 
 
 class Gallery:
-    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError."""
+    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError
+    at open when any part it answers from (manifest, metadata, calibration) is unusable."""
 
     def __init__(self, index_dir: Path):
         self.index_dir = Path(index_dir)
         self.manifest = store.read_manifest(self.index_dir)
         self.n_shards = len(self.manifest.shards)
         self.n_rows = max(1, self.manifest.count)
-        self.meta = store.Metadata(self.index_dir)
+        self.meta = store.Metadata(self.index_dir, self.manifest)  # checked: integrity, table, row count
         self.calibration = calibration.load(self.index_dir)  # fitted offline; None: no p_same / verdict
         if self.calibration is not None:  # build the curve now (~0.25 s), not during the first query
             calibration.match_probability(self.calibration, 0.5, self.n_rows)
@@ -75,7 +76,7 @@ class Gallery:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""
         answers = []
         for shard in range(self.n_shards):
-            stored, first = store.open_shard(self.index_dir, shard)
+            stored, first = store.open_shard(self.index_dir, shard, manifest=self.manifest)
             rows, dists = search.ShardIndex(stored, self.manifest.codec).search(descriptor, k)
             answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
         return self.results(answers, k).results

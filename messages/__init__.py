@@ -18,6 +18,7 @@ from messages.schemas import (
     VERDICTS,
     CameraStatus,
     Candidates,
+    Credit,
     Encoded,
     FaceJob,
     Faces,
@@ -31,8 +32,8 @@ from messages.schemas import (
     ReplayControl,
     Result,
 )
-from messages.sockets import BindError, open_socket
-from messages.topics import REMOTE_TOPICS, TOPICS, VISITOR_TOPICS, Topic, endpoint
+from messages.sockets import BindError, Routed, open_socket
+from messages.topics import REMOTE_TOPICS, TOPIC_OF, TOPICS, VISITOR_MESSAGES, VISITOR_TOPICS, Topic, endpoint
 
 __all__ = [
     "CHIP_PX",
@@ -41,11 +42,14 @@ __all__ = [
     "LOOK_ALIKE",
     "REMOTE_TOPICS",
     "TOPICS",
+    "TOPIC_OF",
     "VERDICTS",
+    "VISITOR_MESSAGES",
     "VISITOR_TOPICS",
     "BindError",
     "CameraStatus",
     "Candidates",
+    "Credit",
     "DecodeError",
     "EncodeError",
     "Encoded",
@@ -62,6 +66,7 @@ __all__ = [
     "ReplayControl",
     "Request",
     "Result",
+    "Routed",
     "Topic",
     "curve",
     "decode",

@@ -18,6 +18,7 @@ import math
 import struct
 import types
 import typing
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -27,10 +28,12 @@ from messages.schemas import (
     CHIP_PX,
     DIM,
     LIMITS,
+    MAX_CREDITS,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     VERDICTS,
     Candidates,
+    Credit,
     Encoded,
     Faces,
     Frame,
@@ -104,8 +107,12 @@ def _descriptor_problem(descriptor: bytes, where: str) -> str:
     return f"{where}: {bad} of {DIM} components are not finite numbers" if bad else ""
 
 
-def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
-    """Parse and validate a multipart message; raises DecodeError on anything wrong."""
+def decode(parts: list[bytes] | list[Any], expect: str | Collection[str] | None = None) -> Any:
+    """Parse and validate a multipart message; raises DecodeError on anything wrong.
+
+    ``expect``: the message topic (``Frame.TOPIC``...) that may arrive, or several (both ends of a
+    ROUTER/DEALER topic receive more than one kind); None accepts every known one.
+    """
     parts = [p.bytes if hasattr(p, "bytes") else p for p in parts]
     if len(parts) < 2:
         raise DecodeError(f"expected at least 2 frames, got {len(parts)}")
@@ -113,8 +120,9 @@ def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
         topic = parts[0].decode()
     except UnicodeDecodeError as e:
         raise DecodeError("topic frame is not UTF-8") from e
-    if expect is not None and topic != expect:
-        raise DecodeError(f"expected topic {expect!r}, got {topic!r}")
+    allowed = (expect,) if isinstance(expect, str) else expect
+    if allowed is not None and topic not in allowed:
+        raise DecodeError(f"expected topic {' or '.join(map(repr, sorted(allowed)))}, got {topic!r}")
     cls = MESSAGE_TYPES.get(topic)
     if cls is None:
         raise DecodeError(f"unknown topic {topic!r}")
@@ -172,6 +180,9 @@ def _consistency(msg: Any) -> None:
             raise DecodeError(problem)
         if not 1 <= msg.k <= 100:
             raise DecodeError(f"{where}: k={msg.k} out of range 1..100")
+    elif isinstance(msg, Credit):
+        if not 1 <= msg.credits <= MAX_CREDITS:
+            raise DecodeError(f"{where}: credits={msg.credits} out of range 1..{MAX_CREDITS}")
     elif isinstance(msg, Encoded):
         if problem := _descriptor_problem(msg.descriptor, f"{where}.descriptor"):
             raise DecodeError(problem)

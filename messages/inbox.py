@@ -5,7 +5,11 @@ Every receiver on the kiosk reads through an :class:`Inbox`: the actors' run loo
 what is waiting, up to a limit, never blocking; on a ``newest_only`` stream (frames) only the
 newest waiting message is decoded and the older ones are counted as stale. A message the codec
 refuses is counted (``<topic>.malformed``), logged and dropped. The inbox also says whether the
-stream is *alive*: a message came within ``ALIVE_PERIODS`` periods of the topic's registered rate.
+stream is *alive*: a message came within ``ALIVE_PERIODS`` periods of the topic's registered rate,
+and when a message with the visitor's data last came (``visitor_ns``, for the privacy scrub).
+
+On the binding ROUTER of a ``ROUTER/DEALER`` topic (the detector's ``chips``) each message comes
+as a :class:`~messages.sockets.Routed` (the peer beside it).
 
 Requests and replies (``REQ/REP`` topics):
 
@@ -31,7 +35,8 @@ from typing import Any
 import zmq
 
 from messages.codec import DecodeError, decode
-from messages.topics import TOPICS
+from messages.sockets import Routed
+from messages.topics import TOPICS, VISITOR_MESSAGES, arriving
 
 ALIVE_PERIODS = 10  # a stream is alive while a message came within this many periods of its rate...
 MIN_ALIVE_S = 2.0  # ...and never less than this: a busy detector on two cores runs at a few frames/s
@@ -76,11 +81,15 @@ class Inbox:
         self.newest_only = newest_only
         self.limit = limit
         self.last_ns: int | None = None  # when the last good message arrived
+        self.visitor_ns: int | None = None  # when the last message with visitor data arrived (reset by the reader)
         requests = TOPICS[topic].pattern == "REQ/REP"
         self.answers_requests = requests and sock.type == zmq.ROUTER
         self._awaits_reply = requests and sock.type == zmq.REQ
+        self._routed = sock.type == zmq.ROUTER and not requests
         reply = TOPICS[topic].reply
-        self._expect = reply.TOPIC if self._awaits_reply and reply is not None else topic
+        self._expect = (
+            (reply.TOPIC,) if self._awaits_reply and reply is not None else arriving(topic, at_binder=self._routed)
+        )
 
     def receive(self, now_ns: int, limit: int | None = None) -> list[Any]:
         """What is waiting (at most ``limit`` messages read), decoded, oldest first.
@@ -108,9 +117,14 @@ class Inbox:
                 if request is not None:
                     messages.append(request)
                 continue
+            peer = parts.pop(0).bytes if self._routed and len(parts) > 1 else None
             msg = self._decode(parts)
             if msg is not None:
                 self.last_ns = now_ns
+                if type(msg) in VISITOR_MESSAGES:
+                    self.visitor_ns = now_ns
+            if msg is not None and peer is not None:
+                msg = Routed(peer, msg)
             if msg is not None or self._awaits_reply:
                 messages.append(msg)
         return messages
@@ -143,6 +157,8 @@ class Inbox:
         msg = self._decode(body)
         if msg is not None:
             self.last_ns = now_ns
+            if type(msg) in VISITOR_MESSAGES:
+                self.visitor_ns = now_ns
         return Request(envelope, msg)
 
     def _decode(self, parts: list[Any]) -> Any:

@@ -5,6 +5,11 @@ limit, the subscription, CURVE on topics that may cross hosts (messages/curve.py
 when the registry names ``role`` as the binder, else connects. Every endpoint comes from
 :func:`messages.topics.endpoint` with the config's transport, ipc folder and port offset.
 
+On a ROUTER/DEALER topic the binder gets a ROUTER and every other end a DEALER, each both sending
+and receiving. What the ROUTER receives, and what it is to send, is a :class:`Routed` message:
+the peer's routing id beside it. The ROUTER refuses (EHOSTUNREACH) a message for a peer that has
+gone instead of dropping it silently, so the sender learns at once that the job went nowhere.
+
 The side that answers requests (``REQ/REP`` topics) is a ROUTER, not a REP: it sees each
 request's envelope, so a message without one (a stray DEALER's single frame) is dropped where it
 is read instead of leaving a REP socket waiting for a request it can answer, and the answer goes
@@ -18,7 +23,10 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -40,8 +48,19 @@ class BindError(RuntimeError):
     """An endpoint this process must bind can't be bound (another graph holds it, most likely)."""
 
 
-def socket_type(pattern: str, receiving: bool) -> int:
-    """The ZeroMQ socket type of one end of a pattern (``receiving``: SUB, PULL, or ROUTER for requests)."""
+@dataclass(frozen=True)
+class Routed:
+    """A message from or to one peer of a ROUTER socket (``peer``: its routing id)."""
+
+    peer: bytes
+    msg: Any
+
+
+def socket_type(pattern: str, receiving: bool, binding: bool = False) -> int:
+    """The ZeroMQ socket type of one end of a pattern (``receiving``: SUB, PULL, or ROUTER for requests;
+    on ROUTER/DEALER both ends receive, and ``binding`` says which end: the ROUTER)."""
+    if pattern == "ROUTER/DEALER":
+        return zmq.ROUTER if binding else zmq.DEALER
     return _TYPES[(pattern, receiving)]
 
 
@@ -62,17 +81,22 @@ def binds(role: str, topic: str) -> bool:
 def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, receiving: bool) -> zmq.Socket:
     """A socket for ``topic`` as ``role`` uses it: bound if the registry says role binds it."""
     t = TOPICS[topic]
-    sock = ctx.socket(socket_type(t.pattern, receiving))
+    binding = t.binder == role
+    two_way = t.pattern == "ROUTER/DEALER"
+    sock = ctx.socket(socket_type(t.pattern, receiving, binding))
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM if receiving else zmq.SNDHWM, t.hwm)
-    if receiving:
+    if receiving or two_way:
+        sock.setsockopt(zmq.RCVHWM, t.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, t.max_bytes)
+    if not receiving or two_way:
+        sock.setsockopt(zmq.SNDHWM, t.hwm)
     if sock.type == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    binding = binds(role, topic)
+    if two_way and sock.type == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     where = address(cfg, topic, binding)
     try:
-        curve.secure(sock, ctx, cfg, topic, binding)
+        curve.secure(sock, ctx, cfg, topic, role, binding)
         if binding:
             _bind(sock, where, topic)
         else:
@@ -84,7 +108,7 @@ def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, rec
 
 
 def _bind(sock: zmq.Socket, where: str, topic: str) -> None:
-    if where.startswith("ipc://") and _served(Path(where.removeprefix("ipc://"))):
+    if where.startswith("ipc://") and _still_served(Path(where.removeprefix("ipc://"))):
         raise BindError(_in_use(where, topic))
     try:
         sock.bind(where)
@@ -96,6 +120,17 @@ def _bind(sock: zmq.Socket, where: str, topic: str) -> None:
 
 def _in_use(where: str, topic: str) -> str:
     return f"address in use: {where} (topic {topic}) — is another graph running?"
+
+
+def _still_served(path: Path, patience_s: float = 1.0) -> bool:
+    """Whether ``path`` stays served for ``patience_s``: a socket this process has just closed is
+    unbound by libzmq's I/O thread a moment later, and must not count as another graph's."""
+    deadline = time.monotonic() + patience_s
+    while _served(path):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _served(path: Path) -> bool:

@@ -27,6 +27,7 @@ from messages import (
     TOPICS,
     CameraStatus,
     Candidates,
+    Credit,
     Encoded,
     FaceJob,
     Faces,
@@ -97,6 +98,7 @@ SAMPLES = [
     PrintReply(H, 99, True, "/tmp/receipt.png"),
     FaceJob(H, 3, 123, 7, bytes(CHIP_PX * CHIP_PX * 3)),
     Encoded(H, 3, 123, 7, np.arange(128, dtype="<f4").tobytes()),
+    Credit(H, 1, 123456789),
     CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
     ReplayControl(H, "rate", 0.5),
 ]

@@ -85,11 +85,11 @@ def test_a_message_without_an_envelope_is_dropped_and_waits_for_nothing():
 
 
 def test_a_client_reads_replies_without_blocking_and_a_garbled_one_ends_the_exchange():
-    status = factories.SAMPLES[10]
+    status = factories.SAMPLES[11]
     with _pair((zmq.REQ, zmq.ROUTER)) as (req, router):
         replies = Inbox(req, "replay_control")
         for reply, want in ((encode(status), status), ([b"camera_status", b"\xc1"], None)):
-            req.send_multipart(encode(factories.SAMPLES[11]))
+            req.send_multipart(encode(factories.SAMPLES[12]))
             assert router.poll(1000)
             envelope = router.recv_multipart()[:2]
             router.send_multipart([envelope[0], b"camera_status", b"no envelope"])  # the REQ drops it itself

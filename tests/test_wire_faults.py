@@ -238,7 +238,7 @@ def test_stray_traffic_at_every_bound_endpoint_freezes_nothing(tcp_env: dict[str
         counters = _counters(graph, name)
         assert _count(counters, f"{topic}.unanswerable") >= 2, counters
         assert _count(counters, f"{topic}.answered") >= 2, counters
-    for name, topic in (("detector.1", "descriptors"), ("reducer.1", "candidates")):
+    for name, topic in (("detector.1", "chips"), ("reducer.1", "candidates")):
         assert _count(_counters(graph, name), f"{topic}.malformed") >= 1, _counters(graph, name)
     for name in ("camera.1", "printer.1", "detector.1", "reducer.1"):
         print(_counters(graph, name))
@@ -340,7 +340,7 @@ def test_killing_honcho_stops_every_actor(base: str, demo_index: Path, tmp_path:
     )
     env.pop("MEGAPIXELS_IPC_DIR", None)
     honcho = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-c", "matcher=2"],
+        [sys.executable, "-m", "honcho", "start"],  # plain, as an operator starts it
         cwd=PROJECT,
         env=env,
         stdout=subprocess.PIPE,

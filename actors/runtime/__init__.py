@@ -18,6 +18,10 @@ an address the actor exits (code 2) with "address in use: ..." before it has tak
 the graph it would have joined. A process started by :func:`main` also stops when the supervisor
 that started it dies (actors/runtime/supervisor.py), so a SIGKILLed honcho leaves no actor behind.
 
+A ROUTER/DEALER topic (messages/topics.py) is listed in both RECEIVES and SENDS and has one socket
+for both. On the ROUTER's side (its binder) the handler receives and returns
+:class:`messages.Routed` messages; a message for a peer that has gone goes to ``on_unroutable``.
+
 In kiosk mode the loop also *scrubs* the actor once the visitor's data has stopped flowing for
 ``privacy.scrub_after_s``: ``on_scrub`` drops what the actor holds about the visitor, the sockets
 it connects are opened again, and freed-memory caches are emptied (see actors/runtime/privacy.py).
@@ -40,13 +44,16 @@ import config
 from actors.runtime import privacy
 from actors.runtime.supervisor import Supervisor
 from messages import (
-    VISITOR_TOPICS,
+    TOPIC_OF,
+    TOPICS,
+    VISITOR_MESSAGES,
     BindError,
     EncodeError,
     Header,
     Headers,
     Inbox,
     Request,
+    Routed,
     curve,
     encode,
     open_socket,
@@ -105,6 +112,10 @@ class Actor:
     def on_scrub(self) -> None:
         """The visitor has gone (kiosk mode): drop everything held about them; keep working."""
 
+    def on_unroutable(self, routed: Routed) -> list[Any]:
+        """A message to a ROUTER peer that has gone (it disconnected): what to send instead."""
+        return []
+
     def reject(self, reason: str) -> Any:
         """The reply an actor that answers requests sends to one it could not read or handle."""
         raise NotImplementedError(f"{self.ROLE} answers no requests")
@@ -153,11 +164,11 @@ def run(
         while not stop:
             wait_ms = max(0.0, min(POLL_MS, actor.next_tick_ms(time.monotonic_ns())))
             ready = dict(poller.poll(wait_ms)) if inputs else _sleep(wait_ms)
-            for topic, box in inputs.items():
+            for box in inputs.values():
                 if box.sock in ready:
                     receive(actor, box, outputs)
-                    if topic in VISITOR_TOPICS:
-                        actor.visitor_seen_ns = time.monotonic_ns()
+                    if box.visitor_ns is not None:  # the visitor's data came (not just a heartbeat)
+                        actor.visitor_seen_ns, box.visitor_ns = box.visitor_ns, None
             _send(actor, _guarded(actor, "tick", actor.tick, time.monotonic_ns()), outputs)
             seen = actor.visitor_seen_ns
             if scrub_after_ns and seen is not None and time.monotonic_ns() - seen >= scrub_after_ns:
@@ -170,7 +181,7 @@ def run(
                 break
     finally:
         actor.on_stop()
-        for sock in [*(box.sock for box in inputs.values()), *outputs.values()]:
+        for sock in {*(box.sock for box in inputs.values()), *outputs.values()}:
             sock.close(linger=0)
         curve.stop(ctx)
         actor.log.info("stopped; counters: %s", dict(actor.stats))
@@ -184,7 +195,8 @@ def open_sockets(actor: Actor, ctx: zmq.Context) -> tuple[dict[str, Inbox], dict
     sockets connects to the first graph and takes work from it (a PULL connected to a live PUSH
     is handed messages at once). On BindError every socket opened so far is closed.
     """
-    wanted = [(t, True) for t in actor.RECEIVES] + [(t, False) for t in actor.SENDS]
+    two_way = [t for t in actor.SENDS if t in actor.RECEIVES and TOPICS[t].pattern == "ROUTER/DEALER"]
+    wanted = [(t, True) for t in actor.RECEIVES] + [(t, False) for t in actor.SENDS if t not in two_way]
     opened: dict[tuple[str, bool], zmq.Socket] = {}
     try:
         for topic, receiving in sorted(wanted, key=lambda w: not binds(actor.ROLE, w[0])):
@@ -195,7 +207,7 @@ def open_sockets(actor: Actor, ctx: zmq.Context) -> tuple[dict[str, Inbox], dict
         curve.stop(ctx)
         raise
     inputs = {t: inbox(actor, opened[(t, True)], t) for t in actor.RECEIVES}
-    outputs = {t: opened[(t, False)] for t in actor.SENDS}
+    outputs = {t: inputs[t].sock if t in two_way else opened[(t, False)] for t in actor.SENDS}
     return inputs, outputs
 
 
@@ -204,6 +216,13 @@ def inbox(actor: Actor, sock: zmq.Socket, topic: str) -> Inbox:
     if topic in actor.DRAIN:
         return Inbox(sock, topic, actor.stats, actor.log, newest_only=True, limit=DRAIN_LIMIT)
     return Inbox(sock, topic, actor.stats, actor.log, limit=actor.MAX_BATCH if topic in actor.BATCH else 1)
+
+
+def output(actor: Actor, ctx: zmq.Context, inputs: dict[str, Inbox], topic: str) -> zmq.Socket:
+    """The socket ``actor`` sends ``topic`` on: its inbox's own on a ROUTER/DEALER topic, else a new one."""
+    if topic in inputs and TOPICS[topic].pattern == "ROUTER/DEALER":
+        return inputs[topic].sock
+    return open_socket(ctx, actor.cfg, topic, actor.ROLE, False)
 
 
 def _scrub(
@@ -228,8 +247,8 @@ def _scrub(
     for topic, sock in list(outputs.items()):
         if not binds(actor.ROLE, topic):
             sock.close(linger=0)
-            outputs[topic] = open_socket(ctx, actor.cfg, topic, actor.ROLE, False)
-            reopened += 1
+            outputs[topic] = output(actor, ctx, inputs, topic)  # a two-way topic's: its inbox's, reopened above
+            reopened += topic not in inputs
     privacy.scrub_process()
     actor.visitor_seen_ns = None
     actor.stats["privacy.scrubs"] += 1
@@ -297,9 +316,10 @@ def _guarded(actor: Actor, what: str, fn: Any, arg: Any) -> list[Any]:
 
 
 def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> None:
-    for msg in messages:
-        topic = type(msg).TOPIC
-        if topic in VISITOR_TOPICS:
+    for out in messages:
+        msg = out.msg if isinstance(out, Routed) else out
+        topic = type(msg).TOPIC  # the message's own name, for the counters
+        if type(msg) in VISITOR_MESSAGES:
             actor.visitor_seen_ns = time.monotonic_ns()
         try:
             parts = encode(msg)
@@ -307,11 +327,18 @@ def _send(actor: Actor, messages: list[Any], outputs: dict[str, zmq.Socket]) -> 
             actor.stats[f"{topic}.unsendable"] += 1
             actor.log.warning("did not send a %s message: %s", topic, e)
             continue
+        if isinstance(out, Routed):
+            parts.insert(0, out.peer)
         try:
-            outputs[topic].send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            outputs[TOPIC_OF[type(msg)]].send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
             actor.stats[f"{topic}.sent"] += 1
         except zmq.Again:  # a PUSH peer is gone or full: drop rather than stall the loop
             actor.stats[f"{topic}.send_dropped"] += 1
+        except zmq.ZMQError as e:  # a ROUTER's peer has gone: the actor decides what to do instead
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+            actor.stats[f"{topic}.unroutable"] += 1
+            _send(actor, _guarded(actor, "on_unroutable", actor.on_unroutable, out), outputs)
 
 
 def main(actor_cls: type[Actor], *args: Any) -> int:
