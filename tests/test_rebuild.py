@@ -147,7 +147,7 @@ def test_a_rebuild_under_a_running_matcher_never_crashes_it(datasets, d1_index, 
     out = _copy(d1_index, tmp_path)
     old_row0 = _row0(out)
     env = {"MEGAPIXELS_CONFIG": str(PROJECT / "config" / "test.toml"), "MEGAPIXELS_IPC_DIR": str(ipc_dir)}
-    graph = Graph({**env, "MEGAPIXELS_INDEX": str(out)}, shards=1)
+    graph = Graph({**env, "MEGAPIXELS_INDEX": str(out)})
     ctx = zmq.Context()
     pub = open_socket(ctx, ipc_config, "queries", "detector", receiving=False)
     pull = open_socket(ctx, ipc_config, "candidates", "reducer", receiving=True)
@@ -170,7 +170,7 @@ def test_a_rebuild_under_a_running_matcher_never_crashes_it(datasets, d1_index, 
         assert graph.procs["matcher.1"].poll() is None
         assert graph.stop("matcher.1") == 0
         graph.start("matcher.1")
-        graph.wait_for(logged("matcher.1", "shard 0/1"), "the restarted matcher", 90)
+        graph.wait_for(logged("matcher.1", "shards 0 of 1"), "the restarted matcher", 90)
         assert ask(new_row0) == (0, pytest.approx(0, abs=1e-3))  # it serves the new index
     finally:
         graph.stop_all()
