@@ -35,6 +35,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -268,8 +269,8 @@ def _two_threads(n: int, path: str, queries: np.ndarray, one, batch, repeats: in
     return timings, rss, top5
 
 
-def run_layouts(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int) -> dict:
-    """Only the two matcher layouts on 2 shards of float16: 2 processes against 1 process x 2 threads."""
+def _query_set(g16: np.ndarray, n_real: int) -> tuple[np.ndarray, Callable[[], np.ndarray], Callable[[], np.ndarray]]:
+    """64 noisy real descriptors, and functions that hand out one query or a batch of 16 in turn."""
     rng = np.random.default_rng(0)
     real = np.asarray(g16[:n_real], np.float32)
     queries = real[rng.choice(n_real, 64, replace=False)] + rng.normal(0, 0.02, (64, 128)).astype(np.float32)
@@ -281,6 +282,13 @@ def run_layouts(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int) -
     def batch() -> np.ndarray:
         i = next(it) % 4
         return queries[16 * i : 16 * i + 16]
+
+    return queries, one, batch
+
+
+def run_layouts(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int) -> dict:
+    """Only the two matcher layouts on 2 shards of float16: 2 processes against 1 process x 2 threads."""
+    queries, one, batch = _query_set(g16, n_real)
 
     rows, rss = {}, {}
     # Alternated, so both layouts see the same load from the machine's other jobs.
@@ -296,18 +304,8 @@ def run_layouts(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int) -
 
 
 def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1: float, bw2: float) -> dict:
-    rng = np.random.default_rng(0)
-    real = np.asarray(g16[:n_real], np.float32)
-    queries = real[rng.choice(n_real, 64, replace=False)] + rng.normal(0, 0.02, (64, 128)).astype(np.float32)
+    queries, one, batch = _query_set(g16, n_real)
     sub16 = np.ascontiguousarray(g16[:n])
-    it = iter(range(10**9))
-
-    def one() -> np.ndarray:
-        return queries[next(it) % 64]
-
-    def batch() -> np.ndarray:
-        i = next(it) % 4
-        return queries[16 * i : 16 * i + 16]
 
     rows: dict[str, dict[str, list[float]]] = {}
     rows.update(
@@ -321,7 +319,7 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
     rows["2 shards fp16 (2 processes)"], rss, top16 = _two_shards(n, path, CODEC16, queries, one, batch, repeats)
     rows["2 shards fp16 (1 process, 2 threads)"], _, top_threads = _two_threads(n, path, queries, one, batch, repeats)
     assert top_threads == top16, "one process with two threads must answer what two processes answer"
-    scale, offset = store.int8_codec(real)
+    scale, offset = store.int8_codec(np.asarray(g16[:n_real], np.float32))
     codec8 = store.RowCodec("int8", tuple(scale.tolist()), tuple(offset.tolist()))
     rows["2 shards int8 (2 processes)"], rss8, top8 = _two_shards(n, path, codec8, queries, one, batch, repeats)
     same_top5 = float(np.mean([a == b for a, b in zip(top8, top16, strict=True)]))
