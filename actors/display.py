@@ -18,7 +18,11 @@ from messages import CameraStatus, Matches
 
 
 def result_line(msg: Matches) -> str:
-    """One JSON line per result list, as printed by the headless display."""
+    """One JSON line per result list, as printed by the headless display: strict JSON, no NaN.
+
+    The codec lets no NaN or infinite number through; should one come anyway, ``json.dumps``
+    raises, and the run loop counts (``handle.failed``) and skips the message.
+    """
     return json.dumps(
         {
             "query_id": msg.query_id,
@@ -27,7 +31,8 @@ def result_line(msg: Matches) -> str:
             "missing_shards": msg.missing_shards,
             "latency_ms": round(msg.latency_ms, 1),
             "results": [dataclasses.asdict(r) for r in msg.results],
-        }
+        },
+        allow_nan=False,
     )
 
 

@@ -1,32 +1,99 @@
-"""matcher.k — subscribes to ``queries``, pushes ``candidates`` to the reducer.
+"""matcher — subscribes to ``queries``, pushes ``candidates`` to the reducer.
 
-Holds shard k of the gallery resident in memory (read from the memory-mapped shard file, its
-checksum verified) and answers every query with its exact local top-k as global row numbers,
-with the kernel ``search.kernel`` names (index/search.py), on one thread: the shards are the
-parallelism, one process per core. Queries that arrive while a search runs are answered
-together by the next one, as one batch (one pass over the shard for all of them), so a burst
-of visitors or encoders does not queue up one full scan per query. The shard
-is ``k = N - 1`` for honcho's process name ``matcher.N`` (``honcho start -c matcher=2``), or
-``MEGAPIXELS_SHARD``.
+Serves a *set* of the index's shards, each resident in memory (read from the memory-mapped shard
+file, its checksum verified), and answers every query with each shard's exact local top-k as
+global row numbers, one ``Candidates`` per shard (so the reducer sees shards, not processes),
+with the kernel ``search.kernel`` names (index/search.py). Several shards are searched in
+parallel, one thread per shard: the kernels (faiss, BLAS, OpenCV's conversion) release the GIL,
+and two threads in one process answer as fast as two processes (docs/SEARCH.md). Queries that
+arrive while a search runs are answered together by the next one, as one batch (one pass over
+each shard for all of them).
+
+Which shards (:func:`serves`): ``search.matchers`` (``MEGAPIXELS_MATCHERS``, default 1) matcher
+processes split the shards as ``k % M == N - 1`` for honcho's process name ``matcher.N``. So
+plain ``honcho start`` (one matcher) serves every shard of whatever index it is given, and
+``MEGAPIXELS_MATCHERS=2 honcho start -c matcher=2`` runs one process per core. A ``matcher.N``
+with N > M, or one that would serve no shard, refuses to start naming the numbers.
+``MEGAPIXELS_SHARD=1`` (or ``1,3``) names the shards outright, for a matcher on another host.
 """
 
 from __future__ import annotations
 
 import os
+
+# One BLAS thread per search thread: the shards are the parallelism (set before numpy loads BLAS).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from actors import runtime
 from index import search, store
+from index.gallery import finite_answer
 from messages import Candidates, Query
 
 
-def shard_number(name: str, env: dict[str, str]) -> int:
-    if env.get("MEGAPIXELS_SHARD", "") != "":
-        return int(env["MEGAPIXELS_SHARD"])
+class LayoutError(ValueError):
+    """A matcher process that would serve no shard, or the wrong ones; the message says what to set."""
+
+
+def process_number(name: str) -> int:
+    """N of honcho's process name ``matcher.N`` (systemd units set it too); 1 for a bare ``matcher``."""
     _, _, n = name.rpartition(".")
-    return int(n) - 1 if n.isdigit() else 0
+    return int(n) if n.isdigit() and int(n) > 0 else 1
+
+
+def serves(name: str, env: dict[str, str], matchers: int, n_shards: int) -> list[int]:
+    """The shards the matcher process ``name`` serves: ``MEGAPIXELS_SHARD``, else ``k % M == N - 1``."""
+    if env.get("MEGAPIXELS_SHARD", "").strip():
+        text = env["MEGAPIXELS_SHARD"]
+        try:
+            shards = sorted({int(part) for part in text.split(",")})
+        except ValueError:
+            raise LayoutError(f"MEGAPIXELS_SHARD = {text!r}: expected shard numbers such as 0 or 1,3") from None
+        wrong = [k for k in shards if not 0 <= k < n_shards]
+        if wrong:
+            raise LayoutError(
+                f"MEGAPIXELS_SHARD = {text!r}: the index has {n_shards} shards (0 to {n_shards - 1}), not {wrong}"
+            )
+        return shards
+    n = process_number(name)
+    if n > matchers:
+        raise LayoutError(
+            f"{name} of {matchers}: set search.matchers = {n} (MEGAPIXELS_MATCHERS={n}) to run {n} matcher "
+            f"processes, or start one matcher: it serves all {n_shards} shards"
+        )
+    shards = [k for k in range(n_shards) if k % matchers == n - 1]
+    if not shards:
+        raise LayoutError(
+            f"{name} of {matchers} would serve no shard: the index has {n_shards} shards; set search.matchers "
+            f"(MEGAPIXELS_MATCHERS) to at most {n_shards} and start that many matchers"
+        )
+    return shards
+
+
+@dataclass
+class Shard:
+    number: int
+    first_row: int
+    index: search.ShardIndex
+
+
+def search_shards(
+    shards: list[Shard], queries: np.ndarray, k: int, pool: ThreadPoolExecutor | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each shard's (m, k) global rows and distances for the (m, 128) ``queries``, in parallel on ``pool``."""
+
+    def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
+        rows, distances = shard.index.search(queries, k)
+        return rows + shard.first_row, distances
+
+    if pool is None or len(shards) == 1:
+        return [one(s) for s in shards]
+    return list(pool.map(one, shards))
 
 
 class Matcher(runtime.Actor):
@@ -37,24 +104,31 @@ class Matcher(runtime.Actor):
 
     def on_start(self) -> None:
         index_dir = self.cfg.path("index", "path")
-        self.shard = shard_number(self.name, dict(os.environ))
         if search.faiss is not None:
-            search.faiss.omp_set_num_threads(1)  # threads hurt single queries; shards use the cores
+            search.faiss.omp_set_num_threads(1)  # threads hurt single queries; one thread per shard
         try:
             manifest = store.read_manifest(index_dir)
             self.n_shards = len(manifest.shards)
-            mapped, self.first_row = store.open_shard(index_dir, self.shard)
-            self.index = search.ShardIndex(mapped, manifest.codec, self.cfg["search"]["kernel"])
-        except (store.IndexStoreError, RuntimeError) as e:
+            numbers = serves(self.name, dict(os.environ), self.cfg["search"]["matchers"], self.n_shards)
+            self.shards: list[Shard] = []
+            for k in numbers:
+                mapped, first_row = store.open_shard(index_dir, k)
+                self.shards.append(
+                    Shard(k, first_row, search.ShardIndex(mapped, manifest.codec, self.cfg["search"]["kernel"]))
+                )
+        except (store.IndexStoreError, RuntimeError, LayoutError) as e:
             raise runtime.StartupError(str(e)) from e
+        self.pool = ThreadPoolExecutor(len(self.shards), "shard") if len(self.shards) > 1 else None
         self.log.info(
-            "shard %d/%d: %d rows (%s, %s kernel, %.0f MiB resident) from %s",
-            self.shard,
+            "shards %s of %d: %d rows (%s, %s kernel, %.0f MiB resident, %d thread%s) from %s",
+            ",".join(str(s.number) for s in self.shards),
             self.n_shards,
-            self.index.rows,
+            sum(s.index.rows for s in self.shards),
             manifest.dtype,
-            self.index.kernel,
-            self.index.resident_bytes / 2**20,
+            self.shards[0].index.kernel,
+            sum(s.index.resident_bytes for s in self.shards) / 2**20,
+            len(self.shards),
+            "s" if len(self.shards) > 1 else "",
             index_dir,
         )
 
@@ -63,20 +137,31 @@ class Matcher(runtime.Actor):
 
     def handle_batch(self, msgs: list[Query]) -> list[Any]:
         queries = np.stack([np.frombuffer(m.descriptor, "<f4") for m in msgs])
-        found_rows, found_distances = self.index.search(queries, max(m.k for m in msgs))
-        return [
-            Candidates(
-                self.header(msg.header.frame_id),
-                query_id=msg.query_id,
-                captured_ns=msg.captured_ns,
-                k=msg.k,
-                shard=self.shard,
-                n_shards=self.n_shards,
-                rows=(rows[: msg.k] + self.first_row).tolist(),
-                distances=distances[: msg.k].tolist(),
-            )
-            for msg, rows, distances in zip(msgs, found_rows, found_distances, strict=True)
-        ]
+        found = search_shards(self.shards, queries, max(m.k for m in msgs), self.pool)
+        out = []
+        for i, msg in enumerate(msgs):
+            for shard, (rows, distances) in zip(self.shards, found, strict=True):
+                # A damaged shard row has a NaN distance, which the wire refuses: leave the row out, not the answer.
+                (kept_rows, kept), not_finite = finite_answer(rows[i, : msg.k].tolist(), distances[i, : msg.k].tolist())
+                if not_finite:
+                    self.stats["candidates.not_finite_dropped"] += not_finite
+                out.append(
+                    Candidates(
+                        self.header(msg.header.frame_id),
+                        query_id=msg.query_id,
+                        captured_ns=msg.captured_ns,
+                        k=msg.k,
+                        shard=shard.number,
+                        n_shards=self.n_shards,
+                        rows=kept_rows,
+                        distances=kept,
+                    )
+                )
+        return out
+
+    def on_stop(self) -> None:
+        if getattr(self, "pool", None) is not None:
+            self.pool.shutdown(wait=True)
 
 
 if __name__ == "__main__":

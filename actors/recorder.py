@@ -3,7 +3,7 @@
 Writes every message it receives, with the time its sender made it, to ``recorder.path`` in the recording
 format of actors/recording.py; the camera replays such a file with the same frames, order and
 relative timing (``MEGAPIXELS_SOURCE=build/recording.mprec``). Only PUB/SUB topics can be
-recorded: listening on a PUSH/PULL topic would steal the messages from their real receiver.
+recorded: listening on any other (PUSH/PULL, ROUTER/DEALER...) would steal messages from their receivers.
 
 It refuses to start when ``mode.kiosk`` is true: visitors are never recorded.
 Run it beside the graph: ``python -m actors.recorder`` (Ctrl-C ends the file cleanly).

@@ -1,13 +1,14 @@
 """End to end through the real graph at 600k and 4.2M entries, with a per-stage timeline.
 
-The whole Procfile runs under honcho (ipc sockets in a private folder, 2 matcher shards) on an
+The whole Procfile runs under honcho (ipc sockets in a private folder, a 2-shard index served by
+one matcher process with a thread per shard, or ``--matchers 2``: one process per shard) on an
 index of the cached real LFW descriptors (benchmarks.lfw_descriptors) grown with synthetic
 distractors to N entries, float16. The camera replays 640x480 frames (the bundled Obama clip,
 letterboxed to 640x480) and a sniffer subscribes to ``frames``, ``faces``, ``queries`` and
 ``matches``: for every frame that became a result it prints when each stage's message was made
 (header t_ns, monotonic clock, same machine).
 
-    .venv/bin/python -m benchmarks.e2e_graph [--sizes 600000,4200000] [--seconds 40]
+    .venv/bin/python -m benchmarks.e2e_graph [--sizes 600000,4200000] [--seconds 40] [--matchers 1]
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def time_open(index: Path) -> float:
     return time.perf_counter() - t
 
 
-def run(n: int, seconds: float, frames: Path) -> dict:
+def run(n: int, seconds: float, frames: Path, matchers: int = 1) -> dict:
     index = index_of(n)
     print(f"  opening the {n:,}-entry index (checksums verified, made resident): {time_open(index):.1f} s")
     ipc = Path(tempfile.mkdtemp(prefix="mp-e2e-", dir="/tmp"))
@@ -92,6 +93,7 @@ def run(n: int, seconds: float, frames: Path) -> dict:
         MEGAPIXELS_HEADLESS="1",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
+        MEGAPIXELS_MATCHERS=str(matchers),
     )
     cfg = config.load(PROJECT / "config" / "test.toml", env={"MEGAPIXELS_IPC_DIR": str(ipc)})
     ctx = zmq.Context()
@@ -107,7 +109,7 @@ def run(n: int, seconds: float, frames: Path) -> dict:
     for s in subs:
         poller.register(s, zmq.POLLIN)
     honcho = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-c", "matcher=2"],
+        [sys.executable, "-m", "honcho", "start", "-c", f"matcher={matchers}"],
         cwd=PROJECT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -154,6 +156,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="600000,4200000")
     p.add_argument("--seconds", type=float, default=40)
+    p.add_argument("--matchers", type=int, default=1, help="matcher processes (1: one thread per shard)")
     args = p.parse_args()
     import faces
 
@@ -161,10 +164,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         frames = frames_640x480(Path(tmp))
         for n in (int(s) for s in args.sizes.split(",")):
-            r = run(n, args.seconds, frames)
+            r = run(n, args.seconds, frames, args.matchers)
             lat = np.array(r["latency_ms"])
             st = np.array(r["stages"]) if r["stages"] else np.zeros((1, 4))
-            print(f"\n{n:,} entries: {len(lat)} results in {args.seconds:.0f} s (load {os.getloadavg()[0]:.1f})")
+            print(
+                f"\n{n:,} entries, {args.matchers} matcher process(es): {len(lat)} results in {args.seconds:.0f} s "
+                f"(load {os.getloadavg()[0]:.1f})"
+            )
             p50, p90 = np.percentile(lat, 50), np.percentile(lat, 90)
             print(f"  camera frame -> matches latency_ms: p50 {p50:.0f}  p90 {p90:.0f}")
             det, enc, search_merge, total = np.percentile(st, 50, axis=0)

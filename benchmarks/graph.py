@@ -6,10 +6,19 @@ benchmarks run the whole graph for minutes. So this starts each Procfile line it
 honcho does (``HONCHO_PROCESS_NAME=name``, the line run by ``sh -c``), and merges every
 process's output into one queue of ``(name, line)``; :meth:`Graph.wait_for` reads it with a
 deadline and fails at once, with the transcript, when an actor dies unasked.
+
+``matchers`` is honcho's ``-c matcher=N``: that many matcher processes, ``matcher.1`` to
+``matcher.N``, with ``MEGAPIXELS_MATCHERS=N`` so they split the shards between them (the default,
+1, is plain ``honcho start``: one matcher serves every shard).
+
+:func:`hog` starts busy-loop processes beside a graph (overload tests and ``benchmarks.soak
+--hog``), and :func:`counters` reads the counters an actor logs every 30 s and when it stops.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
 import queue
@@ -18,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -48,14 +57,49 @@ def logged(actor: str, needle: str) -> Callable[[Lines], str | None]:
     return lambda seen: next((line for name, line in seen if name == actor and needle in line), None)
 
 
+def counters(seen: Lines, actor: str) -> dict[str, int] | None:
+    """The last counters ``actor`` logged among ``seen`` (the run loop logs them every 30 s and at stop)."""
+    for name, line in reversed(seen):
+        if name == actor and "counters: " in line:
+            return ast.literal_eval(line.split("counters: ", 1)[1])
+    return None
+
+
+# A busy loop that also ends when its parent does (a killed test or benchmark leaves no hog behind)
+# or after an hour, whichever comes first.
+_HOG = """
+import os, time
+parent, end = os.getppid(), time.monotonic() + 3600
+while os.getppid() == parent and time.monotonic() < end:
+    for _ in range(200_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def hog(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` processes that each keep a core busy, killed (by their pid) when the block ends."""
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", _HOG], stdin=subprocess.DEVNULL))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
 class Graph:
     """Actor processes named ``kind`` or ``kind.N`` (a Procfile line each), and their merged output."""
 
-    def __init__(self, env: dict[str, str], shards: int = 2):
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    def __init__(self, env: dict[str, str], matchers: int = 1):
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MEGAPIXELS_MATCHERS": str(matchers), **env}
         # The Procfile says `python`: this interpreter's (the venv's), whatever PATH ``env`` brings.
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', os.defpath)}"
-        self.names = [f"{kind}.{n}" for kind in procfile() for n in range(1, (shards if kind == "matcher" else 1) + 1)]
+        counts = {"matcher": matchers}
+        self.names = [f"{kind}.{n}" for kind in procfile() for n in range(1, counts.get(kind, 1) + 1)]
         self.procs: dict[str, subprocess.Popen] = {}
         self.lines: queue.Queue[tuple[str, str]] = queue.Queue()
         self.history: Lines = []  # every line wait_for has read, in order
@@ -129,6 +173,13 @@ class Graph:
             return found if found and until(found) else None
 
         return self.wait_for(check, "the awaited results", deadline_s, period_s=0.5)
+
+    def stopped_counters(self, actor: str, timeout_s: float = 10.0) -> dict[str, int]:
+        """The counters ``actor`` logged as it stopped (after :meth:`stop` or :meth:`stop_all`)."""
+        self.wait_for(logged(actor, "stopped; counters: "), f"{actor}'s last counters", timeout_s, since=0)
+        found = counters(self.history, actor)
+        assert found is not None
+        return found
 
     def _check_alive(self, what: str) -> None:
         for name, proc in self.procs.items():

@@ -19,6 +19,9 @@ Per size, single queries and batches of 16:
   each) with half the gallery each, queries scattered over pipes and merged
   (index/search.merge); int8 is the store's per-dimension int8 (half the bytes of float16),
   and its top 5 is compared with float16's
+- ``2 shards fp16 (1 process, 2 threads)``: the default matcher layout (plain ``honcho start``):
+  one worker process holding both halves, searched in parallel by actors.matcher.search_shards
+  (one thread per shard), over one pipe; ``--layouts`` measures only this and the 2 processes
 - ``floor fp16 1 core / 2 cores``: the bytes of the float16 gallery / measured read bandwidth
   (the best of a BLAS dot product, a sum and a copy over 1 GiB)
 
@@ -32,6 +35,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -39,6 +43,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from actors import matcher
 from benchmarks import lfw_descriptors
 from index import search, store, synthetic
 
@@ -103,6 +108,22 @@ def _shard_worker(conn, path: str, start: int, stop: int, codec: store.RowCodec)
         q, k = msg
         r, d = index.search(q, k)
         conn.send((r, d))
+
+
+def _threads_worker(conn, path: str, bounds: list[tuple[int, int]], codec: store.RowCodec) -> None:
+    """One matcher process serving every shard: one thread per shard, as actors.matcher does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mapped = np.load(path, mmap_mode="r")
+    shards = [matcher.Shard(k, a, search.ShardIndex(mapped[a:b], codec, "faiss")) for k, (a, b) in enumerate(bounds)]
+    del mapped
+    search.faiss.omp_set_num_threads(1)
+    pool = ThreadPoolExecutor(len(shards))
+    conn.send(_rss_mib())
+    while (msg := conn.recv()) is not None:
+        q, k = msg
+        conn.send(matcher.search_shards(shards, q, k, pool))
+    pool.shutdown()
 
 
 def _bandwidth_worker(conn, nbytes: int) -> None:
@@ -224,11 +245,35 @@ def _two_shards(n: int, path: str, codec: store.RowCodec, queries: np.ndarray, o
     return timings, rss, top5
 
 
-def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1: float, bw2: float) -> dict:
+def _two_threads(n: int, path: str, queries: np.ndarray, one, batch, repeats: int) -> tuple:
+    """The default matcher layout: one spawned process with both halves, one thread per shard."""
+    half = n // 2
+    spawn = mp.get_context("spawn")
+    parent, child = spawn.Pipe()
+    proc = spawn.Process(target=_threads_worker, args=(child, path, [(0, half), (half, n)], CODEC16))
+    proc.start()
+    rss = [parent.recv()]
+
+    def scatter(q: np.ndarray) -> list:
+        parent.send((q, 5))
+        answers = parent.recv()
+        return [search.merge([(r[j].tolist(), d[j].tolist()) for r, d in answers], 5) for j in range(len(q))]
+
+    timings = {
+        "1": timed(lambda: scatter(one()[None]), repeats),
+        "16": timed(lambda: scatter(batch()), max(3, repeats // 3)),
+    }
+    top5 = [[r for r, _ in found] for found in scatter(queries)]
+    parent.send(None)
+    proc.join()
+    return timings, rss, top5
+
+
+def _query_set(g16: np.ndarray, n_real: int) -> tuple[np.ndarray, Callable[[], np.ndarray], Callable[[], np.ndarray]]:
+    """64 noisy real descriptors, and functions that hand out one query or a batch of 16 in turn."""
     rng = np.random.default_rng(0)
     real = np.asarray(g16[:n_real], np.float32)
     queries = real[rng.choice(n_real, 64, replace=False)] + rng.normal(0, 0.02, (64, 128)).astype(np.float32)
-    sub16 = np.ascontiguousarray(g16[:n])
     it = iter(range(10**9))
 
     def one() -> np.ndarray:
@@ -237,6 +282,30 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
     def batch() -> np.ndarray:
         i = next(it) % 4
         return queries[16 * i : 16 * i + 16]
+
+    return queries, one, batch
+
+
+def run_layouts(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int) -> dict:
+    """Only the two matcher layouts on 2 shards of float16: 2 processes against 1 process x 2 threads."""
+    queries, one, batch = _query_set(g16, n_real)
+
+    rows, rss = {}, {}
+    # Alternated, so both layouts see the same load from the machine's other jobs.
+    for _ in range(2):
+        t, rss["processes"], top_p = _two_shards(n, path, CODEC16, queries, one, batch, repeats)
+        for key, v in t.items():
+            rows.setdefault("2 shards fp16 (2 processes)", {}).setdefault(key, []).extend(v)
+        t, rss["threads"], top_t = _two_threads(n, path, queries, one, batch, repeats)
+        for key, v in t.items():
+            rows.setdefault("2 shards fp16 (1 process, 2 threads)", {}).setdefault(key, []).extend(v)
+    assert top_p == top_t, "the two layouts must answer the same"
+    return {"n": n, "rows": rows, "rss_mib": rss}
+
+
+def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1: float, bw2: float) -> dict:
+    queries, one, batch = _query_set(g16, n_real)
+    sub16 = np.ascontiguousarray(g16[:n])
 
     rows: dict[str, dict[str, list[float]]] = {}
     rows.update(
@@ -248,7 +317,9 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
     crossover = _batch_crossover(whole, queries, max(3, repeats // 5))
     del whole
     rows["2 shards fp16 (2 processes)"], rss, top16 = _two_shards(n, path, CODEC16, queries, one, batch, repeats)
-    scale, offset = store.int8_codec(real)
+    rows["2 shards fp16 (1 process, 2 threads)"], _, top_threads = _two_threads(n, path, queries, one, batch, repeats)
+    assert top_threads == top16, "one process with two threads must answer what two processes answer"
+    scale, offset = store.int8_codec(np.asarray(g16[:n_real], np.float32))
     codec8 = store.RowCodec("int8", tuple(scale.tolist()), tuple(offset.tolist()))
     rows["2 shards int8 (2 processes)"], rss8, top8 = _two_shards(n, path, codec8, queries, one, batch, repeats)
     same_top5 = float(np.mean([a == b for a, b in zip(top8, top16, strict=True)]))
@@ -271,11 +342,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,600000,4200000")
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--layouts", action="store_true", help="only 2 processes against 1 process x 2 threads")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     g16, n_real, path = gallery(max(sizes))
     print(f"gallery: {n_real} real LFW descriptors + synthetic distractors up to {max(sizes)} rows (float16)")
     print(f"load: {os.getloadavg()}")
+    if args.layouts:
+        for n in sizes:
+            r = run_layouts(n, g16, path, n_real, args.repeats)
+            print(f"\n{n:,} entries, 2 shards fp16 (load {os.getloadavg()[0]:.1f})  p50 ms  p99 ms | batch of 16")
+            for name, t in r["rows"].items():
+                print(f"  {name:38s} {pct(t['1'])} | {pct(t['16'])}   ({np.percentile(t['16'], 50) / 16:.2f} ms/query)")
+            print(f"  resident MiB: {r['rss_mib']}")
+        return
     probe = np.ones(256 * 2**20, np.float32)  # 1 GiB
     bw1 = bandwidth_gb_s(probe)
     del probe

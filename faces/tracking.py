@@ -1,4 +1,5 @@
-"""Who the visitor is from frame to frame, when to ask for a search, and putting answers back in order.
+"""Who the visitor is from frame to frame, when to ask for a search, which encoder gets it, and
+putting the answers back in order.
 
 Pure logic over boxes and numbers, no sockets and no pixels, so tests drive it frame by frame:
 
@@ -7,9 +8,12 @@ Pure logic over boxes and numbers, no sockets and no pixels, so tests drive it f
   frames" has a meaning, and gives each face a track id;
 - :class:`QueryGate` lets a track ask for a search only once it has been stable for
   ``stable_frames`` frames, and then at most ``max_per_s`` times a second;
+- :class:`Dispatch` is the flow control in front of the encoders: each announces how many jobs it
+  takes at once (credits), a chip goes only to an encoder with a free credit, and while none has
+  one the chip waits, at most one per track (a newer face of the track replaces it). An encoder
+  silent for longer than the liveness timeout is presumed dead, and only then are its jobs given up;
 - :class:`Reorder` releases the encoders' answers in job order (several encoders finish out of
-  order) and gives up on a job nobody answered within a timeout, so one lost job never blocks
-  the stream;
+  order); a job given up (its encoder presumed dead) is skipped, so it never blocks the stream;
 - :class:`TrackAverage` averages the last n descriptors of a track: for a live camera, what
   jitter is for a still.
 """
@@ -17,7 +21,8 @@ Pure logic over boxes and numbers, no sockets and no pixels, so tests drive it f
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -103,45 +108,164 @@ class QueryGate:
         return True
 
 
-class Reorder:
-    """Answers released strictly in job-id order; a job unanswered for ``timeout_ns`` is skipped.
+@dataclass
+class Encoder:
+    """What the detector knows of one encoder connection."""
 
-    Job ids are handed out in increasing order. An answer that arrives after its job was given
-    up, or twice, is dropped (counted in ``late``): nothing is ever released twice or out of order.
+    name: str
+    instance: int  # drawn when the encoder process started (messages.Credit)
+    credits: int  # jobs it takes at once
+    heard_ns: int  # when it was last heard from, or last given a job
+    free_since_ns: int  # when it last had a credit come free (the longest-idle encoder goes first)
+    jobs: set[int] = field(default_factory=set)  # job ids sent to it and not answered
+
+    @property
+    def free(self) -> int:
+        return self.credits - len(self.jobs)
+
+
+@dataclass
+class Waiting:
+    """A chip waiting for an encoder with a free credit."""
+
+    track_id: int
+    captured_ns: int
+    item: Any  # what the detector will send (frame id, chip...)
+
+
+class Dispatch:
+    """Credit-based flow control between the detector and its encoders (one per connection, ``peer``).
+
+    - :meth:`announce`: an encoder's credits (at start, after it reconnects, and as its heartbeat);
+    - :meth:`wait`: a chip to encode; it waits at most one per track, a newer face of the track
+      replaces the waiting one (counted in ``superseded``: never sent, so no work is thrown away);
+    - :meth:`assign`: the waiting chips, oldest capture first, each to the encoder with a free credit
+      that has been idle longest, with increasing job ids;
+    - :meth:`answered`: a descriptor came back, which frees its credit;
+    - :meth:`dead` / :meth:`gone`: encoders silent past ``liveness_ns`` (or whose connection has
+      closed) are forgotten, and their jobs are returned to be given up.
     """
 
-    def __init__(self, timeout_ns: int):
-        self.timeout_ns = timeout_ns
-        self._sent_ns: dict[int, int] = {}
+    def __init__(self, liveness_ns: int):
+        self.liveness_ns = liveness_ns
+        self.encoders: dict[bytes, Encoder] = {}
+        self.waiting: dict[int, Waiting] = {}  # by track id
+        self.last_job_id = 0
+        self.superseded = 0  # waiting chips replaced by a newer face of their track
+
+    def announce(self, peer: bytes, name: str, instance: int, credits: int, now_ns: int) -> tuple[bool, list[int]]:
+        """An encoder's Credit: (whether this connection is new, the jobs of its earlier connection).
+
+        A new connection of a known encoder instance means it reconnected (a privacy scrub reopens
+        its socket): what the old connection held is lost, so its jobs come back to be given up.
+        """
+        known = self.encoders.get(peer)
+        if known is not None:
+            known.credits, known.heard_ns = credits, now_ns
+            return False, []
+        lost: list[int] = []
+        for old in [p for p, e in self.encoders.items() if e.instance == instance]:
+            lost += sorted(self.encoders.pop(old).jobs)
+        self.encoders[peer] = Encoder(name, instance, credits, now_ns, now_ns)
+        return True, lost
+
+    def wait(self, track_id: int, captured_ns: int, item: Any) -> None:
+        if self.waiting.pop(track_id, None) is not None:
+            self.superseded += 1
+        self.waiting[track_id] = Waiting(track_id, captured_ns, item)
+
+    def assign(self, now_ns: int) -> list[tuple[bytes, int, Waiting]]:
+        """(peer, job id, waiting chip) for each chip that an encoder has room for now."""
+        out = []
+        for w in sorted(self.waiting.values(), key=lambda w: w.captured_ns):
+            ready = [(e.free_since_ns, peer) for peer, e in self.encoders.items() if e.free > 0]
+            if not ready:
+                break
+            _, peer = min(ready)
+            enc = self.encoders[peer]
+            self.last_job_id += 1
+            enc.jobs.add(self.last_job_id)
+            enc.heard_ns = max(enc.heard_ns, now_ns)
+            del self.waiting[w.track_id]
+            out.append((peer, self.last_job_id, w))
+        return out
+
+    def answered(self, peer: bytes, job_id: int, now_ns: int) -> bool:
+        """A descriptor from ``peer``: its credit is free again. False if the job was not its to answer."""
+        enc = self.encoders.get(peer)
+        if enc is None or job_id not in enc.jobs:
+            return False
+        enc.jobs.discard(job_id)
+        enc.heard_ns = enc.free_since_ns = now_ns
+        return True
+
+    def heard(self, peer: bytes, now_ns: int) -> None:
+        if (enc := self.encoders.get(peer)) is not None:
+            enc.heard_ns = now_ns
+
+    def dead(self, now_ns: int) -> list[tuple[Encoder, list[int]]]:
+        """Encoders silent for longer than the liveness timeout, forgotten, with their jobs."""
+        silent = [p for p, e in self.encoders.items() if now_ns - e.heard_ns > self.liveness_ns]
+        return [self.gone(p) for p in silent]
+
+    def gone(self, peer: bytes) -> tuple[Encoder, list[int]]:
+        """Forget an encoder connection (it closed, or is presumed dead); its jobs, to give up."""
+        enc = self.encoders.pop(peer)
+        return enc, sorted(enc.jobs)
+
+    def in_flight(self) -> int:
+        return sum(len(e.jobs) for e in self.encoders.values())
+
+
+class Reorder:
+    """Answers released strictly in job-id order; a job leaves the line only answered or given up.
+
+    Job ids are handed out in increasing order. A job is given up only when the detector says so
+    (its encoder is presumed dead), never for being slow. An answer that arrives after its job was
+    given up, or twice, is dropped (counted in ``late``): nothing is ever released twice or out of order.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, None] = {}  # job ids sent and not yet released, in increasing order
         self._done: dict[int, object] = {}
         self.given_up = 0
         self.late = 0
 
     @property
     def in_flight(self) -> int:
-        return len(self._sent_ns)
+        return len(self._pending)
 
-    def sent(self, job_id: int, now_ns: int) -> None:
-        self._sent_ns[job_id] = now_ns
+    def sent(self, job_id: int) -> None:
+        self._pending[job_id] = None
 
-    def add(self, job_id: int, answer: object, now_ns: int) -> list[object]:
-        if job_id not in self._sent_ns or job_id in self._done:
+    def add(self, job_id: int, answer: object) -> list[object]:
+        if job_id not in self._pending or job_id in self._done:
             self.late += 1
             return []
         self._done[job_id] = answer
-        return self.release(now_ns)
+        return self._release()
 
-    def release(self, now_ns: int) -> list[object]:
+    def give_up(self, job_ids: list[int], counted: bool = True) -> list[object]:
+        """Skip these jobs (``counted``: work lost, in ``given_up``); returns the answers that unblocks."""
+        for job_id in job_ids:
+            if job_id in self._pending and job_id not in self._done:
+                del self._pending[job_id]
+                self.given_up += counted
+        return self._release()
+
+    def clear(self) -> None:
+        """Forget every job and held answer (privacy scrub); none of them becomes a query: given up."""
+        self.given_up += len(self._pending)
+        self._pending.clear()
+        self._done.clear()
+
+    def _release(self) -> list[object]:
         out: list[object] = []
-        while self._sent_ns:
-            head = min(self._sent_ns)
-            if head in self._done:
-                out.append(self._done.pop(head))
-            elif now_ns - self._sent_ns[head] > self.timeout_ns:
-                self.given_up += 1
-            else:
+        for head in list(self._pending):
+            if head not in self._done:
                 break
-            del self._sent_ns[head]
+            out.append(self._done.pop(head))
+            del self._pending[head]
         return out
 
 

@@ -1,32 +1,43 @@
-"""Build a gallery index from a dataset: detect, quality-filter, describe, store.
+"""Build a gallery index from a dataset: detect, quality-filter, describe, store, publish.
 
 Inputs (:func:`scan`):
 
 - a folder per identity (LFW: ``<root>/<Person_Name>/<photo>.jpg``), or MegaFace's layout
   (``<root>/<prefix>/<flickr user>/<photo>.jpg``): the identity is the photo's folder. A JSON
   sidecar ``<photo>.jpg.json`` with a ``bounding_box`` (x, y, width, height) names the face to
-  use; without one the detector looks and the largest face is kept.
+  use; without one the detector looks and the largest face is kept. Photos directly in the root
+  have no identity: they are reported ("no identity folder").
 - a CSV manifest with columns ``path, identity, url, licence`` (paths relative to the CSV).
 
 Every photo either becomes an entry or is rejected with one reason (:data:`REASONS`); the build
-never stops on one bad file. Photos are described in worker processes (all cores by default).
+never stops on one bad file. :func:`describe_photo` is the whole per-photo work (a pure function
+of the photo's file and the quality settings); :func:`describe_all` runs it over worker
+processes (all cores by default), and is the one place that knows about the executor.
 
-Resumable: every finished photo is appended to ``<out>/build_journal.jsonl`` (flushed as it
-arrives). Killed at any point (even ``kill -9``), the next run reads the journal, drops a torn
-last line, and describes only the photos not in it: nothing is done twice, nothing is lost.
-Duplicates (same bytes) are resolved at the end in scan order, so the result doesn't depend on
-which worker finished first.
+Nothing an operator does corrupts the index (index/publish.py): the build writes into a staging
+folder beside ``--out`` under a lock (a second build into the same ``--out`` refuses at once),
+checks the finished index as a matcher would open it, and only then swaps it in. Until then the
+previous index is untouched and usable, and a running matcher keeps its (unlinked) files.
+
+Resumable (index/journal.py): every finished photo is appended to the staging folder's journal,
+keyed by the photo's content and the settings that decide its outcome, never by its path. Killed
+at any point (even ``kill -9``), the next run drops a torn last line and describes only the
+photos whose key is not in it, or in the journal of the index being replaced: nothing is done
+twice, nothing is lost, and a changed photo or setting is described again. Duplicates (same
+bytes) are resolved at the end in scan order, so the result doesn't depend on which worker
+finished first.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,12 +46,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from faces import IMAGE_SUFFIXES
-from index import calibration, store
+from faces import IMAGE_SUFFIXES, MAX_PIXELS
+from index import calibration, journal, publish, store
+from index.journal import Outcome
 
-JOURNAL = "build_journal.jsonl"
+JOURNAL = journal.FILENAME
 REASONS = (
     "unreadable file",
+    "too many pixels",
+    "no identity folder",
     "no face",
     "face too small",
     "too blurred",
@@ -51,59 +65,45 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Quality:
-    """Rejection thresholds (recorded in the manifest's build parameters)."""
+    """Rejection thresholds and detection settings: they decide each photo's outcome, so they are
+    part of every journal key (index/journal.py) and recorded in the manifest's build parameters."""
 
     min_face_px: int = 40  # face box width in photo pixels
     min_sharpness: float = 6.0  # variance of the Laplacian of the grey 150x150 aligned chip
     max_yaw: float = 0.45  # |nose offset from the eyes' midpoint| / eye distance (0 = frontal)
     upsample: int = 1  # HOG upsampling (offline: take the accurate setting)
+    max_pixels: int = MAX_PIXELS  # larger photos are refused from their header, never decoded
+
+    def problems(self) -> list[str]:
+        """Every setting out of range, named."""
+        out = []
+        if not 0 <= self.min_face_px <= 100_000:
+            out.append(f"min_face_px must be 0 to 100000 pixels, got {self.min_face_px}")
+        if not 0 <= self.min_sharpness < float("inf"):
+            out.append(f"min_sharpness must be >= 0, got {self.min_sharpness}")
+        if not 0 <= self.max_yaw < float("inf"):
+            out.append(f"max_yaw must be >= 0, got {self.max_yaw}")
+        if self.upsample not in (0, 1, 2):
+            out.append(f"upsample must be 0, 1 or 2, got {self.upsample}")
+        if not self.max_pixels >= 1:
+            out.append(f"max_pixels must be >= 1, got {self.max_pixels}")
+        return out
 
 
 @dataclass(frozen=True)
 class Photo:
     path: str  # relative to the dataset root
-    identity: str
+    identity: str  # "" for a photo directly in the root (or a CSV row without one): not indexed
     url: str = ""
     licence: str = ""
-
-
-@dataclass
-class Outcome:
-    photo: str
-    identity: str
-    reason: str  # "" when accepted
-    descriptor: np.ndarray | None = None
-    box: tuple[int, int, int, int] | None = None
-    faces: int = 0
-    box_from: str = ""  # "sidecar" or "detector"
-    sha1: str = ""
-    sharpness: float = 0.0
-    yaw: float = 0.0
-    url: str = ""
-    licence: str = ""
-    detail: str = ""
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["descriptor"] = base64.b64encode(self.descriptor.astype("<f4").tobytes()).decode() if self.ok else None
-        d["box"] = list(self.box) if self.box else None
-        return json.dumps(d)
-
-    @classmethod
-    def from_json(cls, line: str) -> Outcome:
-        d = json.loads(line)
-        if d["descriptor"] is not None:
-            d["descriptor"] = np.frombuffer(base64.b64decode(d["descriptor"]), "<f4").copy()
-        d["box"] = tuple(d["box"]) if d["box"] else None
-        return cls(**d)
-
-    @property
-    def ok(self) -> bool:
-        return not self.reason
 
 
 def scan(source: Path) -> tuple[Path, list[Photo]]:
-    """(dataset root, every photo with its identity) in a stable order, from a folder or a CSV."""
+    """(dataset root, every photo with its identity) in a stable order, from a folder or a CSV.
+
+    A photo without an identity (directly in the root, or a CSV row with an empty identity) has
+    identity ""; the build reports it as "no identity folder".
+    """
     source = Path(source)
     if source.is_file() and source.suffix.lower() == ".csv":
         return source.parent.resolve(), _scan_csv(source)
@@ -114,11 +114,11 @@ def scan(source: Path) -> tuple[Path, list[Photo]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         folder = Path(dirpath)
-        if folder == root:
-            continue  # photos directly in the root have no identity folder
         for name in sorted(filenames):
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                photos.append(Photo(str((folder / name).relative_to(root)), folder.name))
+                # a photo directly in the root has no identity folder: kept, to be reported
+                identity = folder.name if folder != root else ""
+                photos.append(Photo(str((folder / name).relative_to(root)), identity))
     return root, photos
 
 
@@ -131,7 +131,7 @@ def _scan_csv(path: Path) -> list[Photo]:
                 f"{path}: a CSV manifest needs columns path, identity (and url, licence); got {reader.fieldnames}"
             )
         return [
-            Photo(row["path"], row["identity"], row.get("url") or "", row.get("licence") or "")
+            Photo(row["path"], (row["identity"] or "").strip(), row.get("url") or "", row.get("licence") or "")
             for row in reader
             if row.get("path")
         ]
@@ -139,24 +139,33 @@ def _scan_csv(path: Path) -> list[Photo]:
 
 def read_sidecar(photo_path: Path) -> tuple[int, int, int, int] | None:
     """The face box (left, top, right, bottom) of a MegaFace-style ``<photo>.json`` sidecar, if any."""
-    side = photo_path.with_name(photo_path.name + ".json")
-    if not side.exists():
-        return None
     try:
-        bb = json.loads(side.read_text()).get("bounding_box")
+        return parse_sidecar(journal.sidecar_path(photo_path).read_bytes())
+    except OSError:
+        return None
+
+
+def parse_sidecar(data: bytes) -> tuple[int, int, int, int] | None:
+    """The face box of a sidecar's bytes; None when it names no usable box (the detector decides)."""
+    try:
+        bb = json.loads(data).get("bounding_box")
         if isinstance(bb, dict):
             x, y, w, h = (float(bb[k]) for k in ("x", "y", "width", "height"))
         else:
             x, y, w, h = (float(v) for v in bb)
     except (ValueError, TypeError, KeyError, AttributeError):
-        return None  # an unusable sidecar: the detector decides
-    if w <= 0 or h <= 0:
+        return None
+    if not (w > 0 and h > 0) or not all(np.isfinite((x, y, w, h))):
         return None
     return round(x), round(y), round(x + w), round(y + h)
 
 
 def describe_photo(root: str, photo: Photo, quality: Quality = Quality()) -> Outcome:
-    """Runs in a worker process: the chosen face's descriptor, or the reason there is none."""
+    """The chosen face's descriptor, or the reason there is none (runs in a worker process).
+
+    A pure function of the photo's file, its sidecar and ``quality``: it knows nothing of the
+    executor, the journal or the index, so any pool (processes, a cluster) can run it.
+    """
     import cv2
 
     import faces
@@ -166,12 +175,27 @@ def describe_photo(root: str, photo: Photo, quality: Quality = Quality()) -> Out
     out = Outcome(photo.path, photo.identity, "", url=photo.url, licence=photo.licence)
     try:
         data = path.read_bytes()
-        out.sha1 = hashlib.sha1(data).hexdigest()
-        rgb = faces.read_image(path)
-    except (OSError, faces.ImageError) as e:
+    except OSError as e:
+        out.reason, out.detail = "unreadable file", f"{photo.path}: {e.strerror or e}"
+        return out
+    out.sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        side = journal.sidecar_path(path).read_bytes()
+    except FileNotFoundError:
+        side = None
+    except OSError as e:
+        out.reason, out.detail = "unreadable file", f"{photo.path}.json: {e.strerror or e}"
+        return out
+    out.sidecar_sha1 = hashlib.sha1(side).hexdigest() if side is not None else ""
+    try:
+        rgb = faces.decode_image(data, photo.path, quality.max_pixels)
+    except faces.TooManyPixels as e:
+        out.reason, out.detail = "too many pixels", str(e)
+        return out
+    except faces.ImageError as e:
         out.reason, out.detail = "unreadable file", str(e)
         return out
-    box = read_sidecar(path)
+    box = parse_sidecar(side) if side is not None else None
     if box is not None:
         out.box_from, out.faces = "sidecar", 1
     else:
@@ -199,9 +223,15 @@ def describe_photo(root: str, photo: Photo, quality: Quality = Quality()) -> Out
     return out
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In each worker: exit when the build process is gone (kill -9 leaves workers waiting forever)."""
+def _worker_init(parent: int, inherited_fds: tuple[int, ...]) -> None:
+    """In each worker: let go of the build's lock (a forked worker inherits its descriptor, and
+    would hold the lock after the build died), and exit when the build process is gone (kill -9
+    leaves workers waiting forever)."""
     import threading
+
+    for fd in inherited_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -211,26 +241,63 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def describe_all(
+    root: Path, photos: list[Photo], quality: Quality, workers: int, inherited_fds: tuple[int, ...] = ()
+) -> Iterator[Outcome]:
+    """:func:`describe_photo` over ``photos`` in ``workers`` processes; outcomes as they finish.
+
+    The only part of the build that knows the executor: the journal, the checks and the publish
+    step consume this iterator, whatever runs the photos.
+    """
+    if not photos:
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(), inherited_fds))
+    try:
+        yield from pool.map(describe_photo, [str(root)] * len(photos), photos, [quality] * len(photos), chunksize=4)
+    finally:  # on an error or Ctrl-C, drop the photos not started yet instead of finishing them all
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def read_journal(path: Path) -> dict[str, Outcome]:
-    """Finished photos of an interrupted build; a torn last line (kill -9 mid-write) is cut off."""
-    done: dict[str, Outcome] = {}
-    if not path.exists():
-        return done
-    good_bytes = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                o = Outcome.from_json(raw.decode())
-            except (ValueError, KeyError, TypeError):
-                break
-            if not raw.endswith(b"\n"):
-                break
-            done[o.photo] = o
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return done
+    """Finished photos of an interrupted build, by journal key; a torn last line is cut off."""
+    return journal.read(path)
+
+
+def photo_keys(
+    root: Path, photos: list[Photo], settings_fingerprint: str, progress: bool = False
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each photo's journal key from its bytes and sidecar (read here, in the build process), and
+    the photos that could not be read at all, with the reason."""
+    keys: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    for p in tqdm(photos, desc="hashing", unit="photo", disable=not progress, leave=False):
+        path = root / p.path
+        try:
+            sha1 = journal.content_sha1(path)
+            if not sha1:
+                unreadable[p.path] = f"{p.path}: no such file"
+                continue
+            keys[p.path] = journal.key(sha1, journal.content_sha1(journal.sidecar_path(path)), settings_fingerprint)
+        except OSError as e:
+            unreadable[p.path] = f"{p.path}: {e.strerror or e}"
+    return keys, unreadable
+
+
+def check_arguments(n_shards: int, workers: int | None, dtype: str, quality: Quality, synthetic: dict | None) -> None:
+    """ValueError naming every argument that is out of range (before any work or lock)."""
+    problems = quality.problems()
+    if not (isinstance(n_shards, int) and n_shards >= 1):
+        problems.append(f"shards must be an integer >= 1, got {n_shards!r}")
+    if workers is not None and not (isinstance(workers, int) and workers >= 1):
+        problems.append(f"workers must be an integer >= 1, got {workers!r}")
+    if dtype not in store.DTYPES:
+        problems.append(f"dtype {dtype!r}: allowed {', '.join(store.DTYPES)}")
+    if synthetic:
+        count = synthetic.get("count", 0)
+        if not (isinstance(count, int) and count >= 0):
+            problems.append(f"synthetic count must be an integer >= 0, got {count!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def build(
@@ -242,46 +309,98 @@ def build(
     dtype: str = "float32",
     quality: Quality = Quality(),
     synthetic: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Index every usable photo of ``source`` into ``out``; returns the build report.
+    """Index every usable photo of ``source`` and publish it as ``out``; returns the build report.
 
-    ``synthetic`` (``{"count", "seed"}`` and optionally ``"model"``) grows the index with that
-    many synthetic distractors, from a model fitted on this build's own descriptors by default.
+    ``out`` is replaced as a whole, atomically, only once the new index is complete and checked
+    (index/publish.py); a failing build leaves it as it was, and a killed one continues on the
+    next run. ``synthetic`` (``{"count", "seed"}`` and optionally ``"model"``) grows the index
+    with that many synthetic distractors, from a model fitted on this build's own descriptors by
+    default. ``log`` receives lines for the operator.
     """
-    root, todo = scan(source)
-    if not todo:
-        raise ValueError(f"no images found in {source} (expected <root>/<identity>/<photo>.jpg or a CSV)")
-    if dtype not in store.DTYPES:
-        raise ValueError(f"dtype {dtype!r}: allowed {', '.join(store.DTYPES)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    journal_path = out / JOURNAL
-    done = read_journal(journal_path)
-    remaining = [p for p in todo if p.path not in done]
+    check_arguments(n_shards, workers, dtype, quality, synthetic)
+    out = publish.target(out)
+    with publish.BuildLock(out) as lock:
+        root, todo = scan(source)
+        if not todo:
+            raise ValueError(f"no images found in {source} (expected <root>/<identity>/<photo>.jpg or a CSV)")
+        publish.check_replaceable(out)
+        staging = publish.prepare_staging(out)
+        if log:
+            log(f"building in {staging}; published as {out} once complete and checked")
+        lock_fds = (lock.fd,) if lock.fd is not None else ()
+        outcomes, counts = describe_with_journal(staging, out, root, todo, quality, workers, progress, lock_fds)
+        report = write_index(staging, source, root, todo, outcomes, counts, n_shards, dtype, quality, synthetic)
+        publish.publish(staging, out)
+    return report
+
+
+def describe_with_journal(
+    staging: Path,
+    out: Path,
+    root: Path,
+    todo: list[Photo],
+    quality: Quality,
+    workers: int | None,
+    progress: bool,
+    lock_fds: tuple[int, ...] = (),
+) -> tuple[list[Outcome], dict[str, Any]]:
+    """Every photo's outcome, in scan order: from the journals when its key is there (this
+    build's own in ``staging``, then the one of the index at ``out``), else described now and
+    journaled as it arrives. Also the counts for the report."""
+    settings_fingerprint = journal.fingerprint(asdict(quality))
+    named = [p for p in todo if p.identity]
+    keys, unreadable = photo_keys(root, named, settings_fingerprint, progress)
+    known = journal.read(staging / JOURNAL)  # this build's own, from a run that was killed
+    previous = journal.read(out / JOURNAL, repair=False) if out.is_dir() else {}  # the index being replaced
+    wanted = set(keys.values())
+    carried = [o for k, o in previous.items() if k in wanted and k not in known]
+    remaining, queued = [], set()
+    for p in named:
+        k = keys.get(p.path)
+        if k and k not in known and k not in previous and k not in queued:
+            remaining.append(p)  # one photo per key: copies of the same bytes are described once
+            queued.add(k)
+    resumed = sum(1 for p in named if keys.get(p.path) in known or keys.get(p.path) in previous)
     workers = workers or os.cpu_count() or 1
+    by_key = dict(known)  # the outcome for each key computed here (a described file may change meanwhile)
     started = time.monotonic()
-    with open(journal_path, "a", encoding="utf-8") as journal:
-        if remaining:
-            with ProcessPoolExecutor(
-                max_workers=workers, initializer=_exit_with_parent, initargs=(os.getpid(),)
-            ) as pool:
-                jobs = pool.map(
-                    describe_photo, [str(root)] * len(remaining), remaining, [quality] * len(remaining), chunksize=4
-                )
-                bar = tqdm(
-                    jobs,
-                    total=len(todo),
-                    initial=len(todo) - len(remaining),
-                    desc="indexing",
-                    unit="photo",
-                    disable=not progress,
-                )
-                for outcome in bar:
-                    journal.write(outcome.to_json() + "\n")
-                    journal.flush()
-                    done[outcome.photo] = outcome
+    with journal.Writer(staging / JOURNAL) as writer:
+        for o in carried:
+            writer.append(o)
+            by_key[o.key] = o
+        bar = tqdm(
+            describe_all(root, remaining, quality, workers, lock_fds),
+            total=len(todo),
+            initial=len(todo) - len(remaining),
+            desc="indexing",
+            unit="photo",
+            disable=not progress,
+        )
+        for outcome in bar:
+            outcome.key = journal.key(outcome.sha1, outcome.sidecar_sha1, settings_fingerprint)
+            writer.append(outcome)
+            by_key[keys[outcome.photo]] = outcome
     seconds = time.monotonic() - started
-    outcomes = [done[p.path] for p in todo if p.path in done]
+    # The journal the index keeps: one line per key this build uses (stale lines of killed builds
+    # of other datasets and copies are left out), written beside and renamed over.
+    used = {keys[p.path]: by_key[keys[p.path]] for p in named if p.path in keys}
+    compact = staging / (JOURNAL + ".tmp")
+    with journal.Writer(compact) as writer:
+        for o in used.values():
+            if o.key:
+                writer.append(o)
+    os.replace(compact, staging / JOURNAL)
+    outcomes = []
+    for p in todo:
+        if not p.identity:
+            o = Outcome(p.path, "", "no identity folder", url=p.url, licence=p.licence, detail=NO_IDENTITY)
+        elif p.path in unreadable:
+            o = Outcome(p.path, p.identity, "unreadable file", url=p.url, licence=p.licence, detail=unreadable[p.path])
+        else:
+            o = journal.relabel(by_key[keys[p.path]], p.path, p.identity, p.url, p.licence)
+        outcomes.append(o)
     first_of: dict[str, str] = {}
     for o in outcomes:  # scan order: the first copy of a photo stays, later copies are duplicates
         if o.ok and o.sha1:
@@ -289,9 +408,38 @@ def build(
                 o.reason, o.detail = "duplicate photo", f"same bytes as {first_of[o.sha1]}"
             else:
                 first_of[o.sha1] = o.photo
+    counts = {
+        "described_this_run": len(remaining),
+        "resumed_from_journal": resumed,
+        "reused_from_previous_index": len(carried),
+        "seconds": round(seconds, 1),
+        "photos_per_s": round(len(remaining) / seconds, 2) if remaining and seconds > 0 else None,
+        "workers": workers,
+        "settings_fingerprint": settings_fingerprint,
+    }
+    return outcomes, counts
+
+
+NO_IDENTITY = "directly in the dataset's root (or a CSV row without identity): put it in <root>/<identity>/ to index it"
+
+
+def write_index(
+    staging: Path,
+    source: Path,
+    root: Path,
+    todo: list[Photo],
+    outcomes: list[Outcome],
+    counts: dict[str, Any],
+    n_shards: int,
+    dtype: str,
+    quality: Quality,
+    synthetic: dict[str, Any] | None,
+) -> dict:
+    """Write the complete index (shards, metadata, manifest, report, calibration) into ``staging``."""
     kept = [o for o in outcomes if o.ok]
     if not kept:
         raise ValueError(f"no usable face in any of the {len(todo)} images of {source}")
+    fingerprint = counts.pop("settings_fingerprint")
     report = {
         "dataset": str(source),
         "photos": len(todo),
@@ -301,11 +449,7 @@ def build(
         "rejected_files": [{"photo": o.photo, "reason": o.reason, "detail": o.detail} for o in outcomes if not o.ok],
         "several_faces_kept_largest": [o.photo for o in kept if o.faces > 1 and o.box_from == "detector"],
         "boxes_from_sidecars": sum(o.box_from == "sidecar" for o in kept),
-        "described_this_run": len(remaining),
-        "resumed_from_journal": len(todo) - len(remaining),
-        "seconds": round(seconds, 1),
-        "photos_per_s": round(len(remaining) / seconds, 2) if remaining and seconds > 0 else None,
-        "workers": workers,
+        **counts,
     }
     descriptors = np.stack([o.descriptor for o in kept]).astype(np.float32)
     entries = [store.Entry(o.identity, o.photo, o.box, o.url, o.licence) for o in kept]
@@ -326,11 +470,12 @@ def build(
     }
     parameters = {
         "quality": asdict(quality),
+        "settings_fingerprint": fingerprint,
         "dtype": dtype,
         "shards": n_shards,
         "face_choice": "sidecar box, else largest",
     }
-    store.write(out, descriptors, entries, n_shards, provenance, dtype, synthetic, parameters)
-    (out / "build_report.json").write_text(json.dumps(report, indent=2))
-    calibration.install(out)  # distance -> P(same person), fitted on LFW (see ACCURACY.md)
+    store.write(staging, descriptors, entries, n_shards, provenance, dtype, synthetic, parameters)
+    (staging / "build_report.json").write_text(json.dumps(report, indent=2))
+    calibration.install(staging)  # distance -> P(same person), fitted on LFW (see ACCURACY.md)
     return report

@@ -53,6 +53,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -412,8 +413,11 @@ def to_json(cal: Calibration) -> str:
 
 
 def save(cal: Calibration, index_dir: Path) -> Path:
+    """Store ``cal`` with an index: written beside and renamed over, so a reader sees the old or the new file."""
     path = Path(index_dir) / FILENAME
-    path.write_text(to_json(cal))
+    tmp = path.with_name(FILENAME + ".tmp")
+    tmp.write_text(to_json(cal))
+    os.replace(tmp, path)
     return path
 
 

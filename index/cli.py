@@ -1,11 +1,14 @@
 """``megapixels``: the operator's command line.
 
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
-                       [--synthetic N [--synthetic-seed S]]
+                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP]
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
-megapixels search IMAGE --index INDEX_DIR [--top-k K] [--enrolled-share P]
-                  (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
-                  setting of $MEGAPIXELS_CONFIG, else config/demo.toml, as the actors read it)
+megapixels search IMAGE --index INDEX_DIR [--top-k K] [--max-megapixels MP] [--enrolled-share P]
+                       (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
+                       setting of $MEGAPIXELS_CONFIG, else config/demo.toml, as the actors read it)
+
+A build writes beside INDEX_DIR (.INDEX_DIR.building) and replaces INDEX_DIR only once the new
+index is complete and checked; a second build into the same INDEX_DIR refuses at once.
 """
 
 from __future__ import annotations
@@ -13,47 +16,88 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import config
-from index import build, calibration, store
+from faces import MAX_PIXELS
+from index import build, calibration, publish, store
 from index.gallery import Gallery
 from messages import Result
 
 
-def search_image(image: Path, index_dir: Path, k: int = 5, enrolled_share: float | None = None) -> list[Result]:
-    """Detect the largest face in ``image``, describe it and answer as the kiosk would (index/gallery.py)."""
+def search_image(
+    image: Path,
+    index_dir: Path,
+    k: int = 5,
+    max_pixels: int | None = MAX_PIXELS,
+    enrolled_share: float | None = None,
+) -> list[Result]:
+    """Detect the largest face in ``image``, describe it and answer as the kiosk would (index/gallery.py).
+
+    The image's size is checked from its header first (faces.TooManyPixels), then the index is
+    opened (IndexStoreError), and only then are faces looked for. ``enrolled_share``: the prior of
+    p_same (None: the setting's kiosk default).
+    """
     import faces
 
-    found = faces.describe_largest(faces.read_image(image))
-    if found is None:
-        raise LookupError(f"no face found in {image}")
-    _, descriptor = found
+    rgb = faces.read_image(image, max_pixels)
     gallery = Gallery(index_dir, enrolled_share)
     try:
-        return gallery.search(descriptor, k)
+        found = faces.describe_largest(rgb)
+        if found is None:
+            raise LookupError(f"no face found in {image}")
+        return gallery.search(found[1], k)
     finally:
         gallery.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="megapixels", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+def _number(kind: Callable[[str], float], low: float, high: float = math.inf, what: str = "") -> Callable[[str], float]:
+    """An argparse type: ``kind`` of the text, within [low, high], or a message that says so."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what or kind.__name__}") from None
+        if not (low <= value <= high):  # also refuses nan
+            span = f">= {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    return parse
+
+
+COUNT = _number(int, 1, what="an integer")
+MEGAPIXELS = _number(float, 0.01, 10_000, what="a number of megapixels")
+
+
+def _add_max_megapixels(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-megapixels",
+        type=MEGAPIXELS,
+        default=MAX_PIXELS / 1e6,
+        help=f"refuse larger images from their header, before decoding (default {MAX_PIXELS / 1e6:g})",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="megapixels", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
     idx = sub.add_parser("index", help="gallery index commands").add_subparsers(dest="action", required=True)
     b = idx.add_parser("build", help="build an index from <DATASET_DIR>/<identity>/<photo> or a CSV manifest")
     b.add_argument(
         "dataset", type=Path, help="a folder per identity (LFW, MegaFace) or a CSV: path,identity,url,licence"
     )
-    b.add_argument("--out", type=Path, required=True)
-    b.add_argument("--shards", type=int, default=2)
-    b.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    b.add_argument("--out", type=Path, required=True, help="the index folder (replaced as a whole when complete)")
+    b.add_argument("--shards", type=COUNT, default=2)
+    b.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
     b.add_argument("--dtype", choices=store.DTYPES, default="float32", help="stored descriptor type")
-    b.add_argument("--min-face-px", type=int, default=build.Quality.min_face_px)
-    b.add_argument("--min-sharpness", type=float, default=build.Quality.min_sharpness)
-    b.add_argument("--max-yaw", type=float, default=build.Quality.max_yaw)
+    b.add_argument("--min-face-px", type=_number(int, 0, 100_000, "an integer"), default=build.Quality.min_face_px)
+    b.add_argument("--min-sharpness", type=_number(float, 0, what="a number"), default=build.Quality.min_sharpness)
+    b.add_argument("--max-yaw", type=_number(float, 0, what="a number"), default=build.Quality.max_yaw)
     b.add_argument(
         "--upsample",
         type=int,
@@ -62,54 +106,71 @@ def main(argv: list[str] | None = None) -> int:
         help="HOG upsampling for photos without a sidecar box: 1 finds faces down to ~40 px; "
         "0 makes HOG ~3x faster (a whole build 1.2-1.8x) and is enough when faces are >= 80 px (LFW's are ~100 px)",
     )
-    b.add_argument("--synthetic", type=int, default=0, help="add this many synthetic distractors (no photo)")
-    b.add_argument("--synthetic-seed", type=int, default=1)
+    _add_max_megapixels(b)
+    b.add_argument(
+        "--synthetic",
+        type=_number(int, 0, what="an integer"),
+        default=0,
+        help="add this many synthetic distractors (no photo)",
+    )
+    b.add_argument("--synthetic-seed", type=_number(int, 0, what="an integer"), default=1)
     c = idx.add_parser("calibrate", help="store a distance -> P(same person) calibration with an index")
     c.add_argument("index_dir", type=Path)
     c.add_argument("--from", dest="source", type=Path, default=calibration.DEFAULT, help="default: the LFW fit")
     s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
     s.add_argument("image", type=Path)
     s.add_argument("--index", type=Path, required=True)
-    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--top-k", type=_number(int, 1, 1000, "an integer"), default=5)
+    _add_max_megapixels(s)
     s.add_argument(
         "--enrolled-share",
-        type=float,
+        type=_number(float, 1e-9, 1.0, "a share"),
         default=None,
-        help="share of visitors expected to be in the dataset (default: the index.enrolled_share setting)",
+        help="share of visitors expected to be in the dataset, the prior of p_same "
+        "(default: the index.enrolled_share setting of the config the actors would read)",
     )
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    say = lambda line: print(f"megapixels: {line}", file=sys.stderr)  # noqa: E731
     try:
         if args.command == "index" and args.action == "calibrate":
             store.read_manifest(args.index_dir)
-            if calibration.install(args.index_dir, args.source) is None:
-                raise FileNotFoundError(f"{args.source} does not exist")
-            print(f"calibration from {args.source} stored in {args.index_dir / calibration.FILENAME}", file=sys.stderr)
+            with publish.BuildLock(publish.target(args.index_dir)):  # not while a build replaces the folder
+                if calibration.install(args.index_dir, args.source) is None:
+                    raise FileNotFoundError(f"{args.source} does not exist")
+            say(f"calibration from {args.source} stored in {args.index_dir / calibration.FILENAME}")
         elif args.command == "index":
-            if args.shards < 1:
-                parser.error("--shards must be at least 1")
-            quality = build.Quality(args.min_face_px, args.min_sharpness, args.max_yaw, args.upsample)
+            quality = build.Quality(
+                args.min_face_px, args.min_sharpness, args.max_yaw, args.upsample, round(args.max_megapixels * 1e6)
+            )
             grow = {"count": args.synthetic, "seed": args.synthetic_seed} if args.synthetic else None
-            report = build.build(args.dataset, args.out, args.shards, args.workers, True, args.dtype, quality, grow)
+            report = build.build(
+                args.dataset, args.out, args.shards, args.workers, True, args.dtype, quality, grow, log=say
+            )
             summary = {k: v for k, v in report.items() if k != "rejected_files"}
             print(json.dumps(summary, indent=2))
-            print(
-                f"index written to {args.out}; rejected files listed in {args.out / 'build_report.json'}",
-                file=sys.stderr,
-            )
+            say(f"index written to {args.out}; rejected files listed in {args.out / 'build_report.json'}")
         else:
             share = args.enrolled_share
             if share is None:
                 share = config.load()["index"]["enrolled_share"]
-            results = search_image(args.image, args.index, args.top_k, share)
-            print(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
-    except (OSError, ValueError, LookupError, store.IndexStoreError, calibration.CalibrationError) as e:
-        print(f"megapixels: {e}", file=sys.stderr)
+            results = search_image(args.image, args.index, args.top_k, round(args.max_megapixels * 1e6), share)
+            print(json.dumps([dataclasses.asdict(r) for r in results], indent=2, allow_nan=False))
+    except (
+        OSError,
+        ValueError,
+        LookupError,
+        store.IndexStoreError,
+        calibration.CalibrationError,
+        publish.BuildLocked,
+    ) as e:
+        say(str(e))
         return 1
     except KeyboardInterrupt:
-        print(
-            "megapixels: interrupted; finished photos are kept in the build journal, run again to continue",
-            file=sys.stderr,
-        )
+        say("interrupted; finished photos are kept in the build journal, run again to continue")
         return 130
     return 0
 

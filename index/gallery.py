@@ -12,13 +12,17 @@ searches every shard itself), so the command line answers exactly what the kiosk
   against the next other identities in the same merged list (synthetic rows included: they are
   look-alikes the visitor could have matched), for this index's number of rows (every searched row
   is a chance for a look-alike: ACCURACY.md) and the share of visitors expected to be in the dataset
-  (``index.enrolled_share``).
+  (``index.enrolled_share``);
+- a row whose distance is NaN, infinite or negative (a damaged shard row or query) is left out
+  before the merge, where it would sort anywhere, and counted: it is no answer, and the wire and
+  the display's JSON carry finite numbers only (messages/codec.py).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,8 +33,21 @@ from messages import Result
 Answer = tuple[list[int], list[float]]  # one shard's global rows and distances, nearest first
 
 
+class Answered(NamedTuple):
+    results: list[Result]  # the merged top k people can see, best first
+    hidden: int  # synthetic distractors among the top k (not shown)
+    not_finite: int  # rows dropped before the merge: distance NaN, infinite or negative
+
+
+def finite_answer(rows: list[int], distances: list[float]) -> tuple[Answer, int]:
+    """``(rows, distances)`` without the pairs whose distance is NaN, infinite or negative; and how many went."""
+    kept = [(r, d) for r, d in zip(rows, distances, strict=True) if math.isfinite(d) and d >= 0]
+    return ([r for r, _ in kept], [d for _, d in kept]), len(rows) - len(kept)
+
+
 class Gallery:
-    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError.
+    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError
+    at open when any part it answers from (manifest, metadata, calibration) is unusable.
 
     ``enrolled_share``: the share of visitors expected to be in the dataset (the prior of p_same);
     default: the ``index.enrolled_share`` setting's kiosk default."""
@@ -44,14 +61,16 @@ class Gallery:
         self.manifest = store.read_manifest(self.index_dir)
         self.n_shards = len(self.manifest.shards)
         self.n_rows = max(1, self.manifest.count)
-        self.meta = store.Metadata(self.index_dir)
+        self.meta = store.Metadata(self.index_dir, self.manifest)  # checked: integrity, table, row count
         self.calibration = calibration.load(self.index_dir)  # fitted offline; None: no p_same / verdict
         if self.calibration is not None:  # build any curve now (~0.25 s), not during the first query
             calibration.p_same(self.calibration, [0.5], ["warm-up"], self.n_rows, self.enrolled_share)
 
-    def results(self, answers: list[Answer], k: int) -> tuple[list[Result], int]:
-        """The merged top ``k`` as results, and how many synthetic rows were among them (hidden)."""
-        merged = [(row, round(float(d), 4)) for row, d in search.merge(answers, k)]
+    def results(self, answers: list[Answer], k: int) -> Answered:
+        """The merged top ``k`` as results; how many synthetic rows were among them, how many rows weren't finite."""
+        checked = [finite_answer(rows, distances) for rows, distances in answers]
+        not_finite = sum(n for _, n in checked)
+        merged = [(row, round(float(d), 4)) for row, d in search.merge([answer for answer, _ in checked], k)]
         entries = self.meta.lookup([r for r, _ in merged])
         known = [(rank, row, d, entries[row]) for rank, (row, d) in enumerate(merged, start=1) if row in entries]
         confidences = self._p_same([d for _, _, d, _ in known], [e.identity for *_, e in known])
@@ -60,33 +79,27 @@ class Gallery:
             for (rank, row, d, entry), c in zip(known, confidences, strict=True)
             if not entry.synthetic
         ]
-        return shown, sum(entry.synthetic for *_, entry in known)
+        return Answered(shown, sum(entry.synthetic for *_, entry in known), not_finite)
 
     def search(self, descriptor: np.ndarray, k: int = 5) -> list[Result]:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""
         answers = []
         for shard in range(self.n_shards):
-            stored, first = store.open_shard(self.index_dir, shard)
+            stored, first = store.open_shard(self.index_dir, shard, manifest=self.manifest)
             rows, dists = search.ShardIndex(stored, self.manifest.codec).search(descriptor, k)
             answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
-        return self.results(answers, k)[0]
+        return self.results(answers, k).results
 
     def close(self) -> None:
         self.meta.close()
 
     def _p_same(self, distances: list[float], identities: list[str]) -> list[tuple[float | None, str]]:
-        """(p_same, verdict) of every row of one merged list, synthetic rows included (they are look-alikes
-        the visitor could have matched); (None, "") without a calibration and for a distance that is no number."""
-        out: list[tuple[float | None, str]] = [(None, "")] * len(distances)
+        """(p_same, verdict) of every row of one merged list (finite distances only), synthetic rows
+        included: they are look-alikes the visitor could have matched; (None, "") without a calibration."""
         if self.calibration is None:
-            return out
-        ok = [i for i, d in enumerate(distances) if math.isfinite(d) and d >= 0]
-        p = calibration.p_same(
-            self.calibration, [distances[i] for i in ok], [identities[i] for i in ok], self.n_rows, self.enrolled_share
-        )
-        for i, v in zip(ok, p, strict=True):
-            out[i] = (round(v, 4), calibration.verdict(v))
-        return out
+            return [(None, "")] * len(distances)
+        p = calibration.p_same(self.calibration, distances, identities, self.n_rows, self.enrolled_share)
+        return [(round(v, 4), calibration.verdict(v)) for v in p]
 
     @staticmethod
     def _result(rank: int, row: int, d: float, entry: store.Entry, p_same: float | None, verdict: str) -> Result:

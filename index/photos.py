@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from faces import MAX_PIXELS
 from index import store
 from messages import Result
 
@@ -112,6 +113,9 @@ class DatasetPhotos:
             return None
         try:
             with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:  # replaced since the build checked it: not decoded
+                    log.warning("dataset photo %s: %dx%d, over the pixel limit; not shown", photo, *img.size)
+                    return None
                 rgb = img.convert("RGB")
             if len(box) == 4:
                 rgb = rgb.crop(crop_box((box[0], box[1], box[2], box[3]), *rgb.size))

@@ -7,6 +7,17 @@ Layout of an index folder::
     shard_000.npy ...   descriptors in the build's dtype, one .npy per shard (memory-mapped)
     meta.sqlite         one row per real descriptor: identity, source photo, URL, licence, face box
     build_report.json   what the build did and every file it rejected, with the reason
+    build_journal.jsonl every photo's outcome by content key, for the next build (index/journal.py)
+    calibration.json    distance -> P(same person) (index/calibration.py)
+
+Every part is checked where it is opened, and a problem raises :class:`IndexStoreError` naming
+the file and what is wrong: the manifest key by key (:func:`manifest_problems`), each shard's
+size, shape, dtype and sha256 (:func:`open_shard`), the metadata's integrity, table, columns and
+row count (:class:`Metadata`); :func:`verify` opens all of them. The matchers and the reducer
+refuse to start with that message. A build's staging folder (``.<name>.building``) is refused
+as an index even when complete: it becomes one only by the build's atomic rename (index/publish.py).
+Files are never rewritten in place (a running matcher may have them memory-mapped): a new file
+replaces an old one by unlink or rename.
 
 Shard k holds global rows ``[start, stop)``; rows are numbered across shards in build order.
 Rows from ``manifest.synthetic.start`` on are synthetic distractors (index/synthetic.py):
@@ -35,6 +46,7 @@ from messages import DIM
 
 FORMAT_VERSION = 2
 DTYPES = ("float32", "float16", "int8")
+STAGING_SUFFIX = ".building"  # a build writes ``.<out>.building`` beside its --out (index/publish.py)
 
 
 class IndexStoreError(RuntimeError):
@@ -85,7 +97,7 @@ class SyntheticInfo:
     seed: int
     model_file: str
     photos_per_identity: int
-    fitted_on: str
+    fitted_on: dict[str, Any] | str
     note: str = "synthetic distractor descriptors for measuring scale: no photo, no person"
 
 
@@ -120,25 +132,127 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
-        try:
-            synthetic = data.get("synthetic")
-            scale, offset = data.get("int8_scale"), data.get("int8_offset")
-            return cls(
-                dim=int(data["dim"]),
-                dtype=str(data["dtype"]),
-                count=int(data["count"]),
-                real=int(data.get("real", data["count"])),
-                identities=int(data["identities"]),
-                shards=tuple(ShardInfo(**s) for s in data["shards"]),
-                build_parameters=dict(data.get("build_parameters") or {}),
-                provenance=dict(data.get("provenance") or {}),
-                int8_scale=tuple(scale) if scale is not None else None,
-                int8_offset=tuple(offset) if offset is not None else None,
-                synthetic=SyntheticInfo(**synthetic) if synthetic else None,
-                format_version=int(data["format_version"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise IndexStoreError(f"{where}: not a complete index manifest ({type(e).__name__}: {e}): rebuild") from e
+        """The manifest in ``data``; IndexStoreError naming every missing or wrong key."""
+        problems = manifest_problems(data)
+        if problems:
+            raise IndexStoreError(f"{where}: not a usable index manifest: {'; '.join(problems)}: rebuild the index")
+        synthetic = data.get("synthetic")
+        scale, offset = data.get("int8_scale"), data.get("int8_offset")
+        return cls(
+            dim=data["dim"],
+            dtype=data["dtype"],
+            count=data["count"],
+            real=data["real"],
+            identities=data["identities"],
+            shards=tuple(ShardInfo(**{f: s[f] for f in _SHARD_KEYS}) for s in data["shards"]),
+            build_parameters=dict(data.get("build_parameters") or {}),
+            provenance=dict(data.get("provenance") or {}),
+            int8_scale=tuple(float(v) for v in scale) if scale is not None else None,
+            int8_offset=tuple(float(v) for v in offset) if offset is not None else None,
+            synthetic=SyntheticInfo(**{f: synthetic[f] for f in _SYNTHETIC_KEYS if f in synthetic})
+            if synthetic
+            else None,
+            format_version=data["format_version"],
+        )
+
+
+_SHARD_KEYS = ("file", "start", "stop", "bytes", "sha256")
+_SYNTHETIC_KEYS = ("start", "stop", "seed", "model_file", "photos_per_identity", "fitted_on", "note")
+
+
+def _kind(value: Any) -> str:
+    return (
+        "null"
+        if value is None
+        else {"bool": "boolean", "str": "string", "dict": "object", "list": "list"}.get(
+            type(value).__name__, type(value).__name__
+        )
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and np.isfinite(value)
+
+
+def _plain_file(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def manifest_problems(data: Any) -> list[str]:
+    """Everything wrong with a parsed manifest.json, each naming its key; [] when it is usable."""
+    if not isinstance(data, dict):
+        return [f"the file must hold a JSON object, not a {_kind(data)}"]
+    problems: list[str] = []
+
+    def need(obj: dict, key: str, ok: Any, what: str, prefix: str = "", optional: bool = False) -> Any:
+        if key not in obj:
+            if not optional:
+                problems.append(f"key '{prefix}{key}' is missing")
+            return None
+        value = obj[key]
+        if not ok(value):
+            problems.append(f"key '{prefix}{key}' must be {what}, got {_kind(value)} {json.dumps(value)[:40]}")
+            return None
+        return value
+
+    need(data, "dim", lambda v: v == DIM and _is_int(v), f"the integer {DIM}")
+    dtype = need(data, "dtype", lambda v: v in DTYPES, f"one of {', '.join(DTYPES)}")
+    count = need(data, "count", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    real = need(data, "real", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    if count is not None and real is not None and real > count:
+        problems.append(f"key 'real' ({real}) must not exceed 'count' ({count})")
+    need(data, "identities", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    need(data, "build_parameters", lambda v: isinstance(v, dict), "an object", optional=True)
+    need(data, "provenance", lambda v: isinstance(v, dict), "an object", optional=True)
+    shards = need(data, "shards", lambda v: isinstance(v, list) and v, "a non-empty list of shards")
+    for i, shard in enumerate(shards or []):
+        where = f"shards[{i}]."
+        if not isinstance(shard, dict):
+            problems.append(f"key 'shards[{i}]' must be an object, got {_kind(shard)}")
+            continue
+        need(shard, "file", _plain_file, "a file name inside the index folder", where)
+        start = need(shard, "start", lambda v: _is_int(v) and v >= 0, "an integer >= 0", where)
+        stop = need(shard, "stop", lambda v: _is_int(v) and v >= 0, "an integer >= 0", where)
+        need(shard, "bytes", lambda v: _is_int(v) and v >= 0, "an integer >= 0", where)
+        need(shard, "sha256", _is_sha256, "64 hexadecimal digits", where)
+        expected_start = 0 if i == 0 else (shards[i - 1].get("stop") if isinstance(shards[i - 1], dict) else None)
+        if start is not None and _is_int(expected_start) and start != expected_start:
+            problems.append(f"key '{where}start' is {start}, the rows must continue at {expected_start}")
+        if start is not None and stop is not None and stop < start:
+            problems.append(f"key '{where}stop' ({stop}) is before its start ({start})")
+    if shards and count is not None and isinstance(shards[-1], dict) and shards[-1].get("stop") != count:
+        problems.append(f"key 'shards[{len(shards) - 1}].stop' must equal 'count' ({count})")
+    vector = lambda v: isinstance(v, list) and len(v) == DIM and all(_is_number(x) for x in v)  # noqa: E731
+    int8 = dtype == "int8"
+    scale = need(data, "int8_scale", vector, f"a list of {DIM} numbers", optional=not int8)
+    need(data, "int8_offset", vector, f"a list of {DIM} numbers", optional=not int8)
+    if int8 and scale is not None and min(scale) <= 0:
+        problems.append("key 'int8_scale' must hold positive numbers")
+    synthetic = need(data, "synthetic", lambda v: isinstance(v, dict), "an object", optional=True)
+    if synthetic is not None:
+        where = "synthetic."
+        start = need(synthetic, "start", _is_int, "an integer", where)
+        stop = need(synthetic, "stop", _is_int, "an integer", where)
+        need(synthetic, "seed", _is_int, "an integer", where)
+        need(synthetic, "model_file", _plain_file, "a file name inside the index folder", where)
+        need(synthetic, "photos_per_identity", lambda v: _is_int(v) and v >= 1, "an integer >= 1", where)
+        need(synthetic, "fitted_on", lambda v: isinstance(v, str | dict), "a text or an object", where)
+        need(synthetic, "note", lambda v: isinstance(v, str), "a string", where, optional=True)
+        if start is not None and real is not None and start != real:
+            problems.append(f"key 'synthetic.start' ({start}) must equal 'real' ({real})")
+        if stop is not None and count is not None and stop != count:
+            problems.append(f"key 'synthetic.stop' ({stop}) must equal 'count' ({count})")
+    elif count is not None and real is not None and real != count:
+        problems.append(f"key 'real' ({real}) must equal 'count' ({count}) in an index without synthetic rows")
+    return problems
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def int8_codec(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +290,9 @@ class ShardWriter:
 
     def __init__(self, path: Path, rows: int, dtype: str):
         self.path = path
+        # A new file, never the old one rewritten: a matcher may have the old one memory-mapped
+        # (rewriting it in place kills that matcher with SIGBUS); unlinked, it lives on for it.
+        path.unlink(missing_ok=True)
         self.array = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(_NP[dtype]), shape=(rows, DIM))
         self.at = 0
 
@@ -289,34 +406,54 @@ def _write_metadata(db: Path, entries: list[Entry]) -> None:
     con.close()
 
 
-def read_manifest(index_dir: Path) -> Manifest:
+def unfinished(index_dir: Path) -> bool:
+    """A build's staging folder (``.<name>.building``, index/publish.py): never an index, even when complete."""
+    return Path(os.path.abspath(index_dir)).name.endswith(STAGING_SUFFIX)
+
+
+def read_manifest(index_dir: Path, staged: bool = False) -> Manifest:
+    """The index's manifest, checked key by key (IndexStoreError names the file and each bad key).
+
+    A build's staging folder is refused (``staged=True`` only for the build's own check before it
+    publishes the folder).
+    """
     path = Path(index_dir) / "manifest.json"
+    if unfinished(index_dir) and not staged:
+        raise IndexStoreError(
+            f"{index_dir} is the staging folder of an unfinished build, not an index: use the build's --out folder"
+        )
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError as e:
         raise IndexStoreError(f"{path} does not exist: build the index first (megapixels index build)") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IndexStoreError(f"{path} is not valid JSON: {e}") from e
-    if manifest.get("format_version") != FORMAT_VERSION:
+    except OSError as e:
+        raise IndexStoreError(f"{path} can't be read: {e.strerror or e}") from e
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
         raise IndexStoreError(
-            f"{path}: format version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}: rebuild the index"
+            f"{path}: key 'format_version' is {version!r}, expected {FORMAT_VERSION}: rebuild the index"
         )
     return Manifest.from_json(manifest, path)
 
 
-def open_shard(index_dir: Path, k: int, verify: bool = True) -> tuple[np.ndarray, int]:
+def open_shard(
+    index_dir: Path, k: int, verify: bool = True, manifest: Manifest | None = None
+) -> tuple[np.ndarray, int]:
     """Shard ``k`` memory-mapped (on-disk dtype), and the global row number of its first row.
 
     A shard whose size, shape or dtype disagrees with the manifest is refused naming the file;
-    with ``verify`` its sha256 is checked too (one sequential read: ~1 s per GB).
+    with ``verify`` its sha256 is checked too (one sequential read: ~1 s per GB). ``manifest``:
+    the folder's manifest when the caller has read it already.
     """
-    manifest = read_manifest(index_dir)
+    manifest = manifest or read_manifest(index_dir)
     shards = manifest.shards
     if not 0 <= k < len(shards):
         raise IndexStoreError(f"{index_dir} has {len(shards)} shards, there is no shard {k}")
     info = shards[k]
     path = Path(index_dir) / info.file
-    if not path.exists():
+    if not path.is_file():
         raise IndexStoreError(f"{path}: shard file is missing")
     if path.stat().st_size != info.bytes:
         raise IndexStoreError(f"{path}: {path.stat().st_size} bytes, manifest says {info.bytes} (truncated?)")
@@ -332,17 +469,64 @@ def open_shard(index_dir: Path, k: int, verify: bool = True) -> tuple[np.ndarray
     return array, info.start
 
 
-class Metadata:
-    """Row -> identity, photo, URL, licence and box, read from meta.sqlite (read-only)."""
+def verify(index_dir: Path, staged: bool = False) -> Manifest:
+    """Open every part of an index as the matchers and the reducer do: the manifest, every shard
+    (size, shape, dtype, sha256) and the metadata (integrity, table, row count). IndexStoreError
+    names the first file that is wrong."""
+    manifest = read_manifest(index_dir, staged=staged)
+    for k in range(len(manifest.shards)):
+        array, _ = open_shard(index_dir, k, verify=True, manifest=manifest)
+        del array
+    Metadata(index_dir, manifest).close()
+    return manifest
 
-    def __init__(self, index_dir: Path):
+
+META_COLUMNS = ("row", "identity", "photo", "url", "licence", "box")
+
+
+class Metadata:
+    """Row -> identity, photo, URL, licence and box, read from meta.sqlite (read-only).
+
+    Checked at open: an SQLite database that passes ``PRAGMA quick_check``, with an ``entries``
+    table of the expected columns and exactly the manifest's real rows, numbered from 0.
+    """
+
+    def __init__(self, index_dir: Path, manifest: Manifest | None = None):
         path = Path(index_dir) / "meta.sqlite"
-        if not path.exists():
-            raise IndexStoreError(f"{path} does not exist")
-        synthetic = read_manifest(index_dir).synthetic
+        if not path.is_file():
+            raise IndexStoreError(f"{path} does not exist: rebuild the index")
+        manifest = manifest or read_manifest(index_dir)
+        synthetic = manifest.synthetic
+        self.path = path
         self._synthetic = (synthetic.start, synthetic.stop) if synthetic else (-1, -1)
         self._per_identity = synthetic.photos_per_identity if synthetic else 1
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            self._check(manifest)
+        except sqlite3.Error as e:
+            self._con.close()
+            raise IndexStoreError(f"{path}: not a usable SQLite database ({e}): rebuild the index") from e
+        except IndexStoreError:
+            self._con.close()
+            raise
+
+    def _check(self, manifest: Manifest) -> None:
+        found = [row[0] for row in self._con.execute("PRAGMA quick_check(5)")]
+        if found != ["ok"]:
+            raise IndexStoreError(f"{self.path}: damaged database ({'; '.join(map(str, found))}): rebuild the index")
+        columns = {row[1] for row in self._con.execute("PRAGMA table_info(entries)")}
+        if not columns:
+            raise IndexStoreError(f"{self.path}: has no 'entries' table: rebuild the index")
+        if missing := [c for c in META_COLUMNS if c not in columns]:
+            raise IndexStoreError(f"{self.path}: table 'entries' lacks the columns {', '.join(missing)}: rebuild")
+        n, low, high = self._con.execute("SELECT COUNT(*), MIN(row), MAX(row) FROM entries").fetchone()
+        if n != manifest.real:
+            raise IndexStoreError(
+                f"{self.path}: table 'entries' has {n} rows, manifest.json says {manifest.real} real rows: "
+                "rebuild the index"
+            )
+        if n and (low, high) != (0, n - 1):
+            raise IndexStoreError(f"{self.path}: rows must be numbered 0..{n - 1}, found {low}..{high}: rebuild")
 
     def is_synthetic(self, row: int) -> bool:
         return self._synthetic[0] <= row < self._synthetic[1]
@@ -358,11 +542,14 @@ class Metadata:
                 real.append(r)
         if real:
             marks = ",".join("?" * len(real))
-            cur = self._con.execute(
-                f"SELECT row, identity, photo, url, licence, box FROM entries WHERE row IN ({marks})", real
-            )
-            for r, identity, photo, url, licence, box in cur:
-                found[r] = Entry(identity, photo, tuple(json.loads(box)) if box else None, url, licence)
+            try:
+                cur = self._con.execute(
+                    f"SELECT row, identity, photo, url, licence, box FROM entries WHERE row IN ({marks})", real
+                )
+                for r, identity, photo, url, licence, box in cur:
+                    found[r] = Entry(identity, photo, tuple(json.loads(box)) if box else None, url, licence)
+            except (sqlite3.Error, ValueError, TypeError) as e:
+                raise IndexStoreError(f"{self.path}: rows {real} can't be read ({e})") from e
         return found
 
     def close(self) -> None:

@@ -8,8 +8,8 @@
 """
 
 from messages import curve
-from messages.codec import DecodeError, decode, encode
-from messages.inbox import Inbox
+from messages.codec import DecodeError, EncodeError, decode, encode
+from messages.inbox import Inbox, Request
 from messages.schemas import (
     CHIP_PX,
     DIM,
@@ -18,6 +18,7 @@ from messages.schemas import (
     VERDICTS,
     CameraStatus,
     Candidates,
+    Credit,
     Encoded,
     FaceJob,
     Faces,
@@ -31,8 +32,8 @@ from messages.schemas import (
     ReplayControl,
     Result,
 )
-from messages.sockets import open_socket
-from messages.topics import REMOTE_TOPICS, TOPICS, VISITOR_TOPICS, Topic, endpoint
+from messages.sockets import BindError, Routed, open_socket
+from messages.topics import REMOTE_TOPICS, TOPIC_OF, TOPICS, VISITOR_MESSAGES, VISITOR_TOPICS, Topic, endpoint
 
 __all__ = [
     "CHIP_PX",
@@ -41,11 +42,16 @@ __all__ = [
     "LOOK_ALIKE",
     "REMOTE_TOPICS",
     "TOPICS",
+    "TOPIC_OF",
     "VERDICTS",
+    "VISITOR_MESSAGES",
     "VISITOR_TOPICS",
+    "BindError",
     "CameraStatus",
     "Candidates",
+    "Credit",
     "DecodeError",
+    "EncodeError",
     "Encoded",
     "FaceJob",
     "Faces",
@@ -58,7 +64,9 @@ __all__ = [
     "PrintReply",
     "Query",
     "ReplayControl",
+    "Request",
     "Result",
+    "Routed",
     "Topic",
     "curve",
     "decode",

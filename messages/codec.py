@@ -4,13 +4,21 @@ Wire form of every message: multipart ``[topic, msgpack map]``, or ``[topic, msg
 payload]`` for types that carry raw bytes (frames, face chips). :func:`decode` checks the
 topic, the schema version, every field's type and every size limit, and raises
 :class:`DecodeError` with a clear reason; actors count and drop such messages.
+
+Every number on the wire is finite: a NaN or infinite float (a distance, ``p_same``, a rate) or
+descriptor component is refused on both sides, by :func:`encode` (:class:`EncodeError`: the
+sender counts and drops the message) and by :func:`decode`. JSON has no NaN, and a NaN distance
+sorts anywhere in a top k.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import struct
 import types
 import typing
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -20,10 +28,13 @@ from messages.schemas import (
     CHIP_PX,
     DIM,
     LIMITS,
+    MAX_CREDITS,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     VERDICTS,
     Candidates,
+    Credit,
+    Encoded,
     Faces,
     Frame,
     Header,
@@ -38,10 +49,17 @@ class DecodeError(ValueError):
     """A message that can't be accepted; the text says why."""
 
 
+class EncodeError(ValueError):
+    """A message that must not be sent (a number that is not finite); the text says why."""
+
+
 def encode(msg: Any) -> list[bytes]:
-    """The multipart frames for ``msg`` (a dataclass from messages.schemas)."""
+    """The multipart frames for ``msg`` (a dataclass from messages.schemas); EncodeError if it holds a NaN or inf."""
     cls = type(msg)
     fields = {f.name: _plain(getattr(msg, f.name)) for f in dataclasses.fields(msg)}
+    problem = _not_finite(fields, cls.TOPIC)
+    if problem:
+        raise EncodeError(problem)
     parts = [cls.TOPIC.encode()]
     payload_name = _payload_field(cls)
     if payload_name:
@@ -62,8 +80,39 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
-    """Parse and validate a multipart message; raises DecodeError on anything wrong."""
+def _not_finite(value: Any, where: str) -> str:
+    """Where ``value`` (a message's plain fields) holds a NaN or infinite number, else ''."""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else f"{where}: {value!r} is not a finite number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "descriptor" and isinstance(item, (bytes, bytearray)):
+                problem = _descriptor_problem(item, f"{where}.descriptor")
+            else:
+                problem = _not_finite(item, f"{where}.{key}")
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if problem := _not_finite(item, f"{where}[{i}]"):
+                return problem
+    return ""
+
+
+def _descriptor_problem(descriptor: bytes, where: str) -> str:
+    """Why a descriptor (DIM little-endian float32) can't travel, or '' (a wrong size is decode's to say)."""
+    if len(descriptor) != DIM * 4:
+        return ""
+    bad = sum(not math.isfinite(v) for v in struct.unpack(f"<{DIM}f", descriptor))
+    return f"{where}: {bad} of {DIM} components are not finite numbers" if bad else ""
+
+
+def decode(parts: list[bytes] | list[Any], expect: str | Collection[str] | None = None) -> Any:
+    """Parse and validate a multipart message; raises DecodeError on anything wrong.
+
+    ``expect``: the message topic (``Frame.TOPIC``...) that may arrive, or several (both ends of a
+    ROUTER/DEALER topic receive more than one kind); None accepts every known one.
+    """
     parts = [p.bytes if hasattr(p, "bytes") else p for p in parts]
     if len(parts) < 2:
         raise DecodeError(f"expected at least 2 frames, got {len(parts)}")
@@ -71,8 +120,9 @@ def decode(parts: list[bytes] | list[Any], expect: str | None = None) -> Any:
         topic = parts[0].decode()
     except UnicodeDecodeError as e:
         raise DecodeError("topic frame is not UTF-8") from e
-    if expect is not None and topic != expect:
-        raise DecodeError(f"expected topic {expect!r}, got {topic!r}")
+    allowed = (expect,) if isinstance(expect, str) else expect
+    if allowed is not None and topic not in allowed:
+        raise DecodeError(f"expected topic {' or '.join(map(repr, sorted(allowed)))}, got {topic!r}")
     cls = MESSAGE_TYPES.get(topic)
     if cls is None:
         raise DecodeError(f"unknown topic {topic!r}")
@@ -126,8 +176,16 @@ def _consistency(msg: Any) -> None:
     elif isinstance(msg, Query):
         if len(msg.descriptor) != DIM * 4:
             raise DecodeError(f"{where}: descriptor of {len(msg.descriptor)} bytes, expected {DIM * 4}")
+        if problem := _descriptor_problem(msg.descriptor, f"{where}.descriptor"):
+            raise DecodeError(problem)
         if not 1 <= msg.k <= 100:
             raise DecodeError(f"{where}: k={msg.k} out of range 1..100")
+    elif isinstance(msg, Credit):
+        if not 1 <= msg.credits <= MAX_CREDITS:
+            raise DecodeError(f"{where}: credits={msg.credits} out of range 1..{MAX_CREDITS}")
+    elif isinstance(msg, Encoded):
+        if problem := _descriptor_problem(msg.descriptor, f"{where}.descriptor"):
+            raise DecodeError(problem)
     elif isinstance(msg, Candidates):
         if len(msg.rows) != len(msg.distances):
             raise DecodeError(f"{where}: {len(msg.rows)} rows but {len(msg.distances)} distances")
@@ -154,6 +212,8 @@ def _check(value: Any, hint: Any, where: str, name: str) -> Any:
     if hint is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DecodeError(f"{where}: expected float, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise DecodeError(f"{where}: {value!r} is not a finite number")
         return float(value)
     if hint is bool:
         if not isinstance(value, bool):

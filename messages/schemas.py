@@ -18,6 +18,7 @@ SCHEMA_VERSION = 1
 MAX_FRAME_BYTES = 3840 * 2160 * 3  # a 4K RGB frame
 DIM = 128  # a face descriptor's dimensions (dlib's ResNet); every descriptor is DIM little-endian float32
 CHIP_PX = 150  # the side of an aligned face chip, in pixels
+MAX_CREDITS = 8  # the most jobs an encoder may take at once (Credit.credits)
 LIKELY_YOU = "likely you"  # the calibrated verdicts a Result can carry (index/calibration.py decides)
 LOOK_ALIKE = "look-alike"
 VERDICTS = (LIKELY_YOU, LOOK_ALIKE)
@@ -170,7 +171,7 @@ class PrintReply:
 
 @dataclass(frozen=True)
 class FaceJob:
-    """One visitor chip to encode, pushed to exactly one of the encoder processes.
+    """One visitor chip to encode, sent to exactly one encoder process, one that has a free credit.
 
     ``job_id`` increases by one per job, so the detector can put the encoders' answers back in
     order; ``track_id`` names the visitor's face track (the same person in consecutive frames).
@@ -187,7 +188,7 @@ class FaceJob:
 
 @dataclass(frozen=True)
 class Encoded:
-    """An encoder's answer to one FaceJob: 128 little-endian float32."""
+    """An encoder's answer to one FaceJob: 128 little-endian float32. It gives the job's credit back."""
 
     TOPIC: ClassVar[str] = "descriptors"
     PAYLOAD: ClassVar[bool] = False
@@ -196,6 +197,23 @@ class Encoded:
     captured_ns: int
     track_id: int
     descriptor: bytes
+
+
+@dataclass(frozen=True)
+class Credit:
+    """An encoder's announcement on ``chips``: it takes ``credits`` jobs at once.
+
+    Sent when its connection opens (start, reconnection after a privacy scrub) and then whenever it
+    has sent nothing for a heartbeat period, so the detector knows it is alive. ``instance`` is a
+    random number drawn when the encoder process starts: a new connection with a known instance is
+    the same encoder reconnected, and whatever the old connection held is lost. No visitor data.
+    """
+
+    TOPIC: ClassVar[str] = "credit"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    credits: int
+    instance: int
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,7 @@ MESSAGE_TYPES: dict[str, type] = {
         PrintReply,
         FaceJob,
         Encoded,
+        Credit,
         CameraStatus,
         ReplayControl,
     )

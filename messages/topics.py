@@ -6,6 +6,10 @@ single-machine installs can switch the whole graph to ``ipc://`` sockets in a fo
 (see :func:`endpoint`). Each topic holds the class of its messages and two flags that other
 modules read instead of keeping lists of their own: ``visitor`` (the run loop's privacy scrub)
 and ``remote`` (CURVE, and the only topics that may bind or connect beyond loopback).
+
+On a ROUTER/DEALER topic one socket at each end carries messages both ways: the binder (ROUTER)
+sends ``message`` to one connected peer it names, each peer (DEALER) answers with ``reply`` and
+announces itself with ``control`` (the ZeroMQ Guide's load-balancing pattern; docs/PIPELINE.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from messages.schemas import (
     MAX_FRAME_BYTES,
     CameraStatus,
     Candidates,
+    Credit,
     Encoded,
     FaceJob,
     Faces,
@@ -33,9 +38,9 @@ from messages.schemas import (
 class Topic:
     name: str
     port: int
-    pattern: str  # PUB/SUB, PUSH/PULL or REQ/REP
+    pattern: str  # PUB/SUB, PUSH/PULL, REQ/REP or ROUTER/DEALER
     binder: str  # the actor that binds the endpoint
-    message: type  # the class (messages.schemas) of what travels on it; a request on REQ/REP
+    message: type  # the class (messages.schemas) of what travels on it; a request on REQ/REP, ROUTER/DEALER
     rate_hz: float  # expected rate while a visitor is present (0 = on demand)
     hwm: int  # high-water mark on both ends
     max_bytes: int = 1 << 20  # a bigger message makes the receiving socket drop the connection
@@ -45,7 +50,10 @@ class Topic:
     # May cross to another host (the query side's link to remote shards, CURVE-protected);
     # every other topic stays on loopback or ipc whatever the config says.
     remote: bool = False
-    reply: type | None = None  # on REQ/REP: the class of the answer
+    reply: type | None = None  # on REQ/REP and ROUTER/DEALER: the class of the answer
+    # On ROUTER/DEALER: what a peer sends to announce itself and stay known (credits, heartbeats).
+    # Never visitor data, so it flows while nobody is there without holding off the privacy scrub.
+    control: type | None = None
 
 
 TOPICS: dict[str, Topic] = {
@@ -57,10 +65,13 @@ TOPICS: dict[str, Topic] = {
         Topic("candidates", 5604, "PUSH/PULL", "reducer", Candidates, 30.0, 100, visitor=True, remote=True),
         Topic("matches", 5605, "PUB/SUB", "reducer", Matches, 15.0, 10, visitor=True),
         Topic("print", 5606, "REQ/REP", "printer", PrintJob, 0.0, 10, visitor=True, reply=PrintReply),
-        # Work sharing between several encoder processes (PUSH gives each job to exactly one),
-        # and their answers back to the detector, which restores the order. See docs/PIPELINE.md.
-        Topic("chips", 5610, "PUSH/PULL", "detector", FaceJob, 5.0, 2, visitor=True),
-        Topic("descriptors", 5611, "PUSH/PULL", "detector", Encoded, 5.0, 100, visitor=True),
+        # Work sharing between encoder processes with flow control: each encoder announces its
+        # credits, the detector sends a chip only to one with a free credit, every descriptor gives
+        # the credit back; the detector restores the order. See docs/PIPELINE.md. (5611 was the
+        # descriptors' PUSH/PULL return path; they now come back on this socket.)
+        Topic(
+            "chips", 5610, "ROUTER/DEALER", "detector", FaceJob, 5.0, 10, visitor=True, reply=Encoded, control=Credit
+        ),
         Topic("camera_status", 5612, "PUB/SUB", "camera", CameraStatus, 1.0, 10),
         Topic("replay_control", 5613, "REQ/REP", "camera", ReplayControl, 0.0, 10, reply=CameraStatus),
     )
@@ -69,6 +80,23 @@ TOPICS: dict[str, Topic] = {
 # Derived from the flags above, never listed by hand.
 VISITOR_TOPICS = frozenset(name for name, t in TOPICS.items() if t.visitor)
 REMOTE_TOPICS = frozenset(name for name, t in TOPICS.items() if t.remote)
+# The message classes that carry a visitor's data (a visitor topic's requests and answers, not its
+# control messages): what the privacy scrub waits to see stop.
+VISITOR_MESSAGES = frozenset(c for t in TOPICS.values() if t.visitor for c in (t.message, t.reply) if c is not None)
+# The registered topic on whose socket each message class is sent: the topic it is the message of,
+# else the one it answers or controls (CameraStatus is camera_status's message and replay_control's reply).
+TOPIC_OF: dict[type, str] = {
+    **{c: t.name for t in TOPICS.values() for c in (t.reply, t.control) if c is not None},
+    **{t.message: t.name for t in TOPICS.values()},
+}
+
+
+def arriving(topic: str, at_binder: bool) -> tuple[str, ...]:
+    """The message topics (``Frame.TOPIC``...) that arrive at one end of ``topic``'s sockets."""
+    t = TOPICS[topic]
+    if t.pattern == "ROUTER/DEALER" and at_binder:
+        return tuple(c.TOPIC for c in (t.reply, t.control) if c is not None)
+    return (t.message.TOPIC,)
 
 
 def endpoint(

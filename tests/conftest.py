@@ -1,7 +1,14 @@
-"""Shared fixtures: where the real data is, the demo index built once per run, ipc folders."""
+"""Shared fixtures: where the real data is, the demo index built once per run, ipc folders, a CPU hog.
+
+``MEGAPIXELS_TEST_HOG=1`` runs every slow test (the ones that start actor processes) beside the
+hog: ``os.cpu_count() * 2`` busy-loop processes, started before the test and killed after it, so
+the fault and graph tests can be run on a machine short of CPU (``MEGAPIXELS_TEST_HOG=1 pytest
+tests/test_faults.py``).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.graph import hog as busy_loops
 from tests.factories import Echo, matcher_in_thread
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -17,6 +25,23 @@ DEMO_GALLERY = PROJECT / "demo" / "gallery"
 DEMO_CLIP = PROJECT / "demo" / "clips" / "obama_2s.mp4"
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 ARTIFACTS = PROJECT / "test-artifacts"
+
+
+HOG_PROCESSES = 2 * (os.cpu_count() or 1)  # two busy loops per core
+
+
+@pytest.fixture
+def hog() -> Iterator[int]:
+    """``HOG_PROCESSES`` busy-loop processes beside the test, always killed after it; yields their number."""
+    with busy_loops(HOG_PROCESSES):
+        yield HOG_PROCESSES
+
+
+@pytest.fixture(autouse=True)
+def _hog_when_asked(request: pytest.FixtureRequest) -> None:
+    """With MEGAPIXELS_TEST_HOG=1, every slow test (actor processes, windows) gets the hog too."""
+    if os.environ.get("MEGAPIXELS_TEST_HOG") == "1" and request.node.get_closest_marker("slow"):
+        request.getfixturevalue("hog")
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +59,18 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("demo-index")
     build.build(DEMO_GALLERY, out, n_shards=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_index_3(demo_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same gallery in 3 shards: the builder resumes from the 2-shard build's journal (no photo
+    is described again), so it costs seconds."""
+    from index import build
+
+    out = tmp_path_factory.mktemp("demo-index-3")
+    shutil.copy(demo_index / build.JOURNAL, out / build.JOURNAL)
+    build.build(DEMO_GALLERY, out, n_shards=3, progress=False)
     return out
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ from messages import (
     TOPICS,
     CameraStatus,
     Candidates,
+    Credit,
     Encoded,
     FaceJob,
     Faces,
@@ -94,6 +98,7 @@ SAMPLES = [
     PrintReply(H, 99, True, "/tmp/receipt.png"),
     FaceJob(H, 3, 123, 7, bytes(CHIP_PX * CHIP_PX * 3)),
     Encoded(H, 3, 123, 7, np.arange(128, dtype="<f4").tobytes()),
+    Credit(H, 1, 123456789),
     CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
     ReplayControl(H, "rate", 0.5),
 ]
@@ -157,3 +162,52 @@ def matcher_in_thread(actor: runtime.Actor) -> Iterator[tuple]:
         pub.close(0)
         pull.close(0)
         ctx.term()
+
+
+SUPERVISOR = """
+import os, subprocess, sys, time
+forked, argv = sys.argv[1] == "forked", sys.argv[2:]
+if forked and os.fork() == 0:  # honcho's way: a forked copy of itself runs the command and waits
+    subprocess.run(argv)
+    os._exit(0)
+elif not forked:
+    subprocess.Popen(argv)
+time.sleep(600)
+"""
+
+
+def start_supervised(argv: list[str], forked: bool = True, **popen: Any) -> subprocess.Popen:
+    """``argv`` started by a stand-in supervisor, as honcho does (through a forked copy of itself) or
+    directly; returns the supervisor (text output of all three, its own session: ``os.killpg``)."""
+    how = "forked" if forked else "direct"
+    return subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, how, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(b")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie has exited; only its parent's wait is missing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import faces
-from index import build, store
+from index import build, publish, store
 from tests.conftest import PROJECT
 
 PEOPLE = ("Tony_Blair", "Colin_Powell", "Gerhard_Schroeder")
@@ -134,7 +134,7 @@ def _exists(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tmp_path):
+def test_build_resumes_after_kill_9_without_duplicates_or_losses_and_a_second_build_refuses(shared_data, tmp_path):
     dataset = tmp_path / "ds"
     for person in PEOPLE:
         (dataset / person).mkdir(parents=True)
@@ -143,13 +143,19 @@ def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tm
     out = tmp_path / "idx"
     cmd = [sys.executable, "-m", "index.cli", "index", "build", str(dataset), "--out", str(out), "--workers", "1"]
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = out / build.JOURNAL
+    journal = publish.staging_dir(out) / build.JOURNAL  # the unfinished build's journal, beside --out
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if journal.exists() and journal.read_bytes().count(b"\n") >= 3:
             break
         time.sleep(0.05)  # polling a file another process writes; no socket involved
     assert proc.poll() is None, "the build finished before it could be killed"
+    # A second build into the same --out refuses at once, naming the running one.
+    started = time.monotonic()
+    second = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1 and f"another build into {out} is running (pid {proc.pid}" in second.stderr
+    assert time.monotonic() - started < 30  # the interpreter's start-up; it describes nothing
+    assert not out.exists(), "nothing is published before the build is complete"
     workers = _children(proc.pid)
     assert workers
     os.kill(proc.pid, signal.SIGKILL)
@@ -162,9 +168,12 @@ def test_build_resumes_after_kill_9_without_duplicates_or_losses(shared_data, tm
         f.write(b'{"photo": "torn line of a write cut by the kill')
     done_before = len(build.read_journal(journal))
     assert 3 <= done_before < 15
-    report = build.build(dataset, out, n_shards=2, workers=2, progress=False)
-    lines = [json.loads(x)["photo"] for x in journal.read_text().splitlines()]
+    with pytest.raises(store.IndexStoreError, match="staging folder of an unfinished build"):
+        store.read_manifest(publish.staging_dir(out))  # never taken for an index
+    report = build.build(dataset, out, n_shards=2, workers=2, progress=False)  # the kernel released the lock
+    assert not publish.staging_dir(out).exists()
+    lines = [json.loads(x)["photo"] for x in (out / build.JOURNAL).read_text().splitlines()]
     assert sorted(lines) == sorted(set(lines)) and len(lines) == 15  # every photo once
     assert report["resumed_from_journal"] == done_before and report["described_this_run"] == 15 - done_before
     assert report["indexed"] + sum(report["rejected"].values()) == 15
-    assert store.read_manifest(out).count == report["indexed"]
+    assert store.verify(out).count == report["indexed"]

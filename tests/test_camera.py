@@ -210,6 +210,19 @@ def test_a_corrupt_image_in_a_folder_is_skipped_and_reported(tmp_path):
     assert cam.source.skipped[0].startswith("b.jpg")
 
 
+def test_an_image_over_the_pixel_limit_is_skipped_without_decoding(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((30, 40, 3), 50, np.uint8))  # 1,200 pixels
+    cv2.imwrite(str(tmp_path / "b.jpg"), np.full((100, 200, 3), 90, np.uint8))  # 20,000 pixels
+    cam = Camera(
+        config.validate({"camera": {"source": str(tmp_path), "loop": False, "rate": 0.0, "max_image_mp": 0.01}})
+    )
+    cam.on_start()
+    frames = [m for i in range(5) for m in cam.tick(time.monotonic_ns()) if isinstance(m, Frame)]
+    assert len(frames) == 1 and cam.stats["frames.unreadable"] == 1
+    assert cam.source.skipped[0].startswith("b.jpg") and "200x100" in cam.source.skipped[0]
+    assert "the limit is 0.01 (not decoded)" in cam.source.skipped[0]
+
+
 def test_a_damaged_recording_is_refused(tmp_path):
     bad = tmp_path / "bad.mprec"
     bad.write_bytes(recording.MAGIC + b"\xff\xff\xff\x7f")

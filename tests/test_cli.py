@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from index import cli
 from messages import Result
 from tests.conftest import DEMO_CLIP, DEMO_GALLERY, PROJECT
 
@@ -61,7 +62,7 @@ def test_search_takes_the_enrolled_share_from_the_config_or_the_option(demo_inde
     assert demo["identity"] == even["identity"] == kiosk_best["identity"] == "alex_lacamoire"
     assert even["p_same"] > demo["p_same"] > kiosk_best["p_same"]  # the prior the kiosk would use
     bad = _run("search", probe, "--index", str(demo_index), "--enrolled-share", "2")
-    assert bad.returncode == 1 and "enrolled_share" in bad.stderr
+    assert bad.returncode == 2 and "--enrolled-share: must be from 1e-09 to 1, got 2" in bad.stderr
 
 
 @pytest.mark.slow
@@ -91,3 +92,39 @@ def test_index_build_then_errors_are_plain(tmp_path):
     cv2.imwrite(str(no_face), np.zeros((100, 100, 3), np.uint8))
     done = _run("search", str(no_face), "--index", str(out))
     assert done.returncode == 1 and "no face found" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "x.jpg", "--index", "i", "--top-k", "0"], "argument --top-k: must be from 1 to 1000, got 0"),
+        (["search", "x.jpg", "--index", "i", "--top-k", "five"], "argument --top-k: 'five' is not an integer"),
+        (["search", "x.jpg", "--index", "i", "--max-megapixels", "0"], "argument --max-megapixels: must be from 0.01"),
+        (["index", "build", "d", "--out", "o", "--shards", "0"], "argument --shards: must be >= 1, got 0"),
+        (["index", "build", "d", "--out", "o", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
+        (["index", "build", "d", "--out", "o", "--synthetic", "-5"], "argument --synthetic: must be >= 0, got -5"),
+        (["index", "build", "d", "--out", "o", "--min-face-px", "-1"], "argument --min-face-px: must be from 0"),
+        (["index", "build", "d", "--out", "o", "--max-yaw", "nan"], "argument --max-yaw: must be >= 0, got nan"),
+        (["index", "build", "d", "--out", "o", "--min-sharpness", "-2"], "argument --min-sharpness: must be >= 0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_naming_the_option(args, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_corrupt_manifest_is_named_with_its_key(tmp_path, capsys):
+    index = tmp_path / "idx"
+    index.mkdir()
+    (index / "manifest.json").write_text(json.dumps({"format_version": 2, "dim": 128, "dtype": "float16", "count": 85}))
+    photo = DEMO_GALLERY / "rose_leslie" / "img1.jpg"
+    assert cli.main(["search", str(photo), "--index", str(index)]) == 1
+    err = capsys.readouterr().err
+    assert f"megapixels: {index / 'manifest.json'}: not a usable index manifest: key 'real' is missing" in err
+    assert "key 'shards' is missing" in err and "key 'identities' is missing" in err
+    assert cli.main(["index", "calibrate", str(index)]) == 1
+    assert "key 'shards' is missing" in capsys.readouterr().err
+    (index / "manifest.json").write_text("{not json")
+    assert cli.main(["search", str(photo), "--index", str(index)]) == 1
+    assert f"{index / 'manifest.json'} is not valid JSON" in capsys.readouterr().err

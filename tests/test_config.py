@@ -57,6 +57,15 @@ def test_environment_overrides(tmp_path):
     assert config.load(CONFIG_DIR / "test.toml", env={"MEGAPIXELS_HEADLESS": "0"})["display"]["headless"] is False
 
 
+def test_matcher_processes_from_environment_and_their_wrong_values():
+    assert config.load(CONFIG_DIR / "demo.toml", env={})["search"]["matchers"] == 1  # one serves every shard
+    assert config.load(CONFIG_DIR / "demo.toml", env={"MEGAPIXELS_MATCHERS": "2"})["search"]["matchers"] == 2
+    with pytest.raises(config.ConfigError, match=r"MEGAPIXELS_MATCHERS = 'two': expected a whole number"):
+        config.load(CONFIG_DIR / "demo.toml", env={"MEGAPIXELS_MATCHERS": "two"})
+    with pytest.raises(config.ConfigError, match=r"search.matchers = 0: allowed range is 1 to 256"):
+        config.load(CONFIG_DIR / "demo.toml", env={"MEGAPIXELS_MATCHERS": "0"})
+
+
 def test_webcam_index_from_environment_stays_an_index():
     assert config.load(CONFIG_DIR / "demo.toml", env={"MEGAPIXELS_SOURCE": "0"})["camera"]["source"] == "0"
 

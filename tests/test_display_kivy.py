@@ -16,10 +16,16 @@ placeholder: a result without a readable photo must never break the window.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import multiprocessing
+import os
+import queue
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -38,17 +44,17 @@ from messages import (
     Faces,
     Frame,
     Header,
+    Inbox,
     Matches,
     PrintJob,
     PrintReply,
     Result,
-    decode,
     encode,
     open_socket,
 )
-from tests import cups_server
+from tests import cups_server, factories
 from tests import kiosk_screen as ks
-from tests.conftest import DEMO_CLIP
+from tests.conftest import DEMO_CLIP, PROJECT
 
 pytestmark = pytest.mark.slow  # starts actor processes or a window
 
@@ -178,20 +184,24 @@ class FakeUpstream:
 
 
 class FakePrinter:
-    """The printer's REP socket, answered by hand."""
+    """The printer's request socket (a ROUTER, as the printer's), answered by hand, oldest job first."""
 
     def __init__(self, upstream: FakeUpstream):
         self.ctx = zmq.Context()
         self.sock = open_socket(self.ctx, upstream.cfg, "print", TOPICS["print"].binder, receiving=True)
+        self.inbox = Inbox(self.sock, "print")
+        self.unanswered: list[list[bytes]] = []  # the envelopes of the jobs received, not answered yet
 
     def receive(self) -> PrintJob | None:
-        if not self.sock.poll(0, zmq.POLLIN):
-            return None
-        return decode(self.sock.recv_multipart(), expect="print")
+        for request in self.inbox.receive(time.monotonic_ns()):
+            self.unanswered.append(request.envelope)
+            return request.msg
+        return None
 
     def reply(self, job: PrintJob, ok: bool = True) -> None:
         header = Header(1, time.monotonic_ns(), "printer", job.header.frame_id)
-        self.sock.send_multipart(encode(PrintReply(header, job.query_id, ok, "build/spool/receipt-test.png")))
+        reply = encode(PrintReply(header, job.query_id, ok, "build/spool/receipt-test.png"))
+        self.sock.send_multipart([*self.unanswered.pop(0), *reply])
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -350,3 +360,39 @@ def test_cups_job_arrives_and_a_stopped_queue_shows_on_screen(
             assert actors.stop("printer") == 0 and actors.stop("display") == 0
         finally:
             actors.kill_all()
+
+
+@pytest.mark.timeout(120)
+def test_the_window_closes_when_the_supervisor_that_started_it_dies(x_display: str, ipc_dir: Path, tmp_path: Path):
+    """``python -m ui_kivy`` started as honcho starts it (by a forked copy of honcho); honcho SIGKILLed."""
+    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, display_config())
+    boss = factories.start_supervised([sys.executable, "-m", "ui_kivy"], cwd=PROJECT, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in boss.stdout], daemon=True).start()
+    display = None
+    try:
+        _line_with(lines, "window ready", 60)
+        (helper,) = factories.children(boss.pid)
+        (display,) = factories.children(helper)
+        boss.kill()
+        boss.wait()
+        killed = time.monotonic()
+        assert f"(pid {boss.pid} (through its helper {helper})) is gone: stopping" in _line_with(lines, "is gone", 10)
+        while factories.running(display) and time.monotonic() - killed < 10:
+            time.sleep(0.05)
+        assert not factories.running(display), "the window outlived its supervisor"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(boss.pid, signal.SIGKILL)
+
+
+def _line_with(lines: queue.Queue[str], text: str, deadline_s: float) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if text in line:
+            return line
+    raise AssertionError(f"no line with {text!r} within {deadline_s} s")

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 import config
-from benchmarks.graph import Graph
+from benchmarks.graph import Graph, logged
 from index import store
 from messages import decode, open_socket
 from tests.conftest import DEMO_CLIP, PROJECT
@@ -50,7 +50,7 @@ def _complete_obama(results: list[dict]) -> bool:
 
 @pytest.mark.timeout(300)
 def test_a_killed_shard_gives_partial_results_and_a_restart_completes_them(graph_env):
-    graph = Graph(graph_env)
+    graph = Graph(graph_env, matchers=2)  # one process per shard (MEGAPIXELS_MATCHERS=2 -c matcher=2)
     graph.start_all()
     try:
         graph.results(_complete_obama, 150)
@@ -63,8 +63,11 @@ def test_a_killed_shard_gives_partial_results_and_a_restart_completes_them(graph
         # Keep coming, each within the deadline after its query (plus the pipeline's own latency).
         more = graph.results(lambda r: len(r) >= 3 and all(x["partial"] for x in r[-3:]), 30)
         assert all(x["missing_shards"] == [1] for x in more[-3:])
+        warning = graph.wait_for(logged("reducer.1", "shard 1 of 2 is missing"), "the reducer's warning", 30, since=0)
+        assert "matcher.2's (search.matchers = 2" in warning, warning
         graph.start("matcher.2")
         graph.results(_complete_obama, 90)
+        graph.wait_for(logged("reducer.1", "shard 1 answers again"), "the reducer's all-clear", 30, since=0)
     finally:
         took = graph.stop_all()
     assert all(t is not None and t < 5 for t in took.values()), took

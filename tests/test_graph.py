@@ -1,8 +1,9 @@
-"""End to end: the whole Procfile under honcho, real processes and sockets, the bundled clip.
+"""End to end: the whole Procfile under plain ``honcho start``, real processes and sockets, the bundled clip.
 
-The graph replays demo/clips/obama_2s.mp4 against the demo index; the headless display's JSON
-lines must name barack_obama at rank 1 within a deadline; SIGTERM then stops every process
-within 5 s with none left behind.
+The operator's command, with no flags: one matcher, which must serve every shard of whatever
+index it is given. The graph replays demo/clips/obama_2s.mp4 against the demo index in 2 and in
+3 shards; the headless display's JSON lines must name barack_obama at rank 1, complete (not
+partial), within a deadline; SIGTERM then stops every process within 5 s with none left behind.
 """
 
 from __future__ import annotations
@@ -43,20 +44,25 @@ def _pump(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-@pytest.mark.timeout(180)
-def test_graph_finds_obama_in_the_replayed_clip_and_stops_cleanly(demo_index: Path, ipc_dir: Path):
+@pytest.mark.timeout(300)  # includes building the 3-shard index from the 2-shard one's journal
+@pytest.mark.parametrize("shards", [2, 3])
+def test_plain_honcho_start_finds_obama_on_every_shard_and_stops_cleanly(shards: int, ipc_dir: Path, request):
+    index = request.getfixturevalue("demo_index" if shards == 2 else "demo_index_3")
+    assert len(json.loads((index / "manifest.json").read_text())["shards"]) == shards
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         PYTHONUNBUFFERED="1",
         MEGAPIXELS_CONFIG=str(PROJECT / "config" / "test.toml"),
         MEGAPIXELS_IPC_DIR=str(ipc_dir),
-        MEGAPIXELS_INDEX=str(demo_index),
+        MEGAPIXELS_INDEX=str(index),
         MEGAPIXELS_SOURCE=str(DEMO_CLIP),
         MEGAPIXELS_HEADLESS="1",
     )
+    env.pop("MEGAPIXELS_MATCHERS", None)
+    env.pop("MEGAPIXELS_SHARD", None)
     honcho = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-c", "matcher=2"],
+        [sys.executable, "-m", "honcho", "start"],
         cwd=PROJECT,
         env=env,
         stdout=subprocess.PIPE,
@@ -96,12 +102,14 @@ def test_graph_finds_obama_in_the_replayed_clip_and_stops_cleanly(demo_index: Pa
         "detector.1",
         "encoder.1",
         "matcher.1",
-        "matcher.2",
         "reducer.1",
         "display.1",
         "printer.1",
     }
+    served = [line for line in log if "matcher.1" in line.split("|")[0] and "shards " in line]
+    assert served and f"shards {','.join(map(str, range(shards)))} of {shards}" in served[0], served
     for result in results:
+        assert not result["partial"] and result["missing_shards"] == [], result
         assert result["results"][0]["identity"] == "barack_obama", result
         assert result["results"][0]["distance"] < 0.45
         assert len(result["results"]) == 5 and not result["partial"]

@@ -35,7 +35,7 @@ if importlib.util.find_spec("kivy") is None:
     pytest.skip("the display window needs Kivy", allow_module_level=True)
 
 NOTE = (slice(686, 720), slice(605, 1255))  # the line under the print button
-PIPELINE = ["camera", "detector", "encoder", "matcher.1", "matcher.2", "reducer"]  # Procfile lines
+PIPELINE = ["camera", "detector", "encoder", "matcher.1", "reducer"]  # Procfile lines (one matcher: every shard)
 
 
 def flow_config(index: Path, spool: Path) -> str:

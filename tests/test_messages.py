@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 
 import msgpack
+import numpy as np
 import pytest
 
 from messages import (
+    TOPIC_OF,
     TOPICS,
+    VISITOR_MESSAGES,
+    CameraStatus,
+    Credit,
     DecodeError,
+    Encoded,
+    EncodeError,
+    FaceJob,
     decode,
     encode,
     endpoint,
@@ -78,6 +88,39 @@ def test_malformed_payloads_are_refused_with_a_reason(parts, reason):
         decode(parts)
 
 
+def _descriptor(bad: float) -> bytes:
+    d = np.arange(128, dtype="<f4")
+    d[77] = bad
+    return d.tobytes()
+
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize(
+    ("msg", "where"),
+    [
+        (dataclasses.replace(SAMPLES[4], distances=[0.3, NAN]), "candidates.distances[1]: nan"),
+        (dataclasses.replace(SAMPLES[4], distances=[-INF, 0.4]), "candidates.distances[0]: -inf"),
+        (dataclasses.replace(SAMPLES[5], results=[dataclasses.replace(RESULT, distance=NAN)]), "results[0].distance"),
+        (dataclasses.replace(SAMPLES[5], results=[dataclasses.replace(RESULT, p_same=INF)]), "results[0].p_same"),
+        (dataclasses.replace(SAMPLES[5], latency_ms=NAN), "matches.latency_ms"),
+        (dataclasses.replace(SAMPLES[6], results=[dataclasses.replace(RESULT, distance=INF)]), "print.results[0]"),
+        (dataclasses.replace(SAMPLES[11], rate=NAN), "camera_status.rate"),
+        (dataclasses.replace(SAMPLES[12], value=NAN), "replay_control.value"),
+        (dataclasses.replace(SAMPLES[3], descriptor=_descriptor(NAN)), "queries.descriptor: 1 of 128"),
+        (dataclasses.replace(SAMPLES[9], descriptor=_descriptor(INF)), "descriptors.descriptor: 1 of 128"),
+    ],
+)
+def test_no_nan_or_infinite_number_crosses_the_wire(msg, where):
+    """Refused when sent (the sender counts and drops it) and, from a sender that packs it anyway, on arrival."""
+    with pytest.raises(EncodeError, match=re.escape(where)):
+        encode(msg)
+    packed_anyway = [type(msg).TOPIC.encode(), msgpack.packb(dataclasses.asdict(msg))]
+    with pytest.raises(DecodeError, match=re.escape(where)):
+        decode(packed_anyway)
+
+
 def test_missing_field_is_named():
     body = _body(SAMPLES[3])
     del body["k"]
@@ -130,13 +173,34 @@ def test_default_endpoints_are_loopback_only():
 def test_registry_holds_each_topics_message_class_and_every_topic_has_a_binder():
     for t in TOPICS.values():
         assert MESSAGE_TYPES[t.message.TOPIC] is t.message and t.name == t.message.TOPIC, t
-        assert t.reply is None or (t.pattern == "REQ/REP" and t.reply in MESSAGE_TYPES.values()), t
-        assert t.binder and t.hwm > 0 and t.pattern in ("PUB/SUB", "PUSH/PULL", "REQ/REP")
+        two_way = ("REQ/REP", "ROUTER/DEALER")
+        assert t.reply is None or (t.pattern in two_way and t.reply in MESSAGE_TYPES.values()), t
+        assert t.control is None or (t.pattern == "ROUTER/DEALER" and t.control in MESSAGE_TYPES.values()), t
+        assert t.binder and t.hwm > 0 and t.pattern in ("PUB/SUB", "PUSH/PULL", *two_way)
 
 
 def test_registry_flags_say_which_topics_carry_the_visitor_and_which_may_leave_the_host():
     from messages import REMOTE_TOPICS, VISITOR_TOPICS
 
     assert {"queries", "candidates"} == REMOTE_TOPICS  # the query side's link to remote shards only
-    assert {"chips", "descriptors", "queries", "candidates", "matches", "print"} == VISITOR_TOPICS
+    assert {"chips", "queries", "candidates", "matches", "print"} == VISITOR_TOPICS
     assert not {"frames", "faces", "camera_status"} & VISITOR_TOPICS  # they flow while nobody is there
+    # On chips, the jobs and the descriptors are the visitor's; the encoders' credits (heartbeats) are not.
+    assert {FaceJob, Encoded} <= VISITOR_MESSAGES and Credit not in VISITOR_MESSAGES
+    assert TOPIC_OF[FaceJob] == TOPIC_OF[Encoded] == TOPIC_OF[Credit] == "chips"
+    assert TOPIC_OF[CameraStatus] == "camera_status"  # its own topic, though replay_control answers with it too
+
+
+def test_each_end_of_a_topic_accepts_only_what_arrives_there():
+    from messages.topics import arriving
+
+    assert arriving("chips", at_binder=True) == ("descriptors", "credit")  # the detector's ROUTER
+    assert arriving("chips", at_binder=False) == ("chips",)  # an encoder's DEALER
+    assert arriving("frames", at_binder=False) == ("frames",)
+    with pytest.raises(DecodeError, match="expected topic 'credit' or 'descriptors', got 'chips'"):
+        decode(encode(SAMPLES[8]), expect=arriving("chips", at_binder=True))
+
+
+def test_credits_out_of_range_are_refused():
+    with pytest.raises(DecodeError, match="credits=0 out of range"):
+        decode(encode(Credit(H, 0, 1)))

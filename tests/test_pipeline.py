@@ -1,15 +1,20 @@
-"""Detector and encoder: visitor choice, tracking, gating, ordering, real clips, several encoders.
+"""Detector and encoder: visitor choice, tracking, gating, flow control, ordering, real clips, several encoders.
 
-The pure logic (faces/tracking.py) is driven frame by frame; detection runs on the real clips of
+The pure logic (faces/tracking.py) is driven frame by frame; the detector's flow control is driven
+message by message with a clock the test sets; detection runs on the real clips of
 ../shared/data/clips (sampled frames, to keep the suite fast; docs/PIPELINE.md has the full-clip
-benchmark); two encoder processes' worth of actors run on real ipc sockets.
+benchmark); two encoder processes' worth of actors run on real ipc sockets, and so do encoders
+the test plays itself (one that takes a job and goes silent, one whose connection closes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +27,7 @@ from actors.camera import sources
 from actors.detector import Detector, targets
 from actors.encoder import Encoder
 from faces import find_faces, tracking
-from messages import Encoded, FaceJob, Frame, Header, decode, encode, open_socket
+from messages import Credit, Encoded, FaceJob, Frame, Header, Query, Routed, decode, encode, open_socket
 from tests.conftest import DEMO_CLIP
 
 DETECTOR = config.validate({})["detector"]
@@ -71,17 +76,75 @@ def test_query_gate_waits_for_a_stable_face_then_limits_the_rate():
     assert [i for i, a in enumerate(allowed) if a] == [2, 7, 12, 17, 22, 27]  # stable, then every 0.5 s
 
 
-def test_reorder_releases_in_job_order_skips_lost_jobs_and_never_repeats():
-    r = tracking.Reorder(timeout_ns=1000)
-    for job in (1, 2, 3, 4):
-        r.sent(job, 0)
-    assert r.add(2, "b", 10) == []  # waits for 1
-    assert r.add(1, "a", 20) == ["a", "b"]
-    assert r.add(4, "d", 30) == []  # 3 is late
-    assert r.release(2000) == ["d"]  # 3 given up after the timeout
-    assert r.given_up == 1 and r.in_flight == 0
-    assert r.add(3, "c", 2001) == [] and r.add(1, "a", 2002) == []  # too late, or again: dropped
-    assert r.late == 2
+def test_reorder_releases_in_job_order_skips_given_up_jobs_and_never_repeats():
+    r = tracking.Reorder()
+    for job in (1, 2, 3, 4, 5):
+        r.sent(job)
+    assert r.add(2, "b") == []  # waits for 1
+    assert r.add(1, "a") == ["a", "b"]
+    assert r.add(4, "d") == []  # 3 is slow: 4 waits however long that takes
+    assert r.give_up([3]) == ["d"]  # 3's encoder presumed dead
+    assert r.given_up == 1 and r.in_flight == 1
+    assert r.give_up([5], counted=False) == [] and r.given_up == 1  # never sent: not work lost
+    assert r.add(3, "c") == [] and r.add(1, "a") == []  # too late, or again: dropped
+    assert r.late == 2 and r.in_flight == 0
+    r.sent(6)
+    r.sent(7)
+    assert r.add(7, "g") == []
+    r.clear()  # privacy scrub: neither 6 (out) nor 7 (held) becomes a query
+    assert r.given_up == 3 and r.in_flight == 0 and r.add(7, "g") == []
+
+
+S = 1_000_000_000  # one second in ns
+
+
+def test_dispatch_sends_only_to_encoders_with_a_free_credit_and_keeps_the_newest_face_per_track():
+    d = tracking.Dispatch(liveness_ns=5 * S)
+    d.wait(track_id=1, captured_ns=10, item="face 1a")
+    assert d.assign(0) == []  # no encoder yet: the chip waits
+    d.wait(1, 20, "face 1b")  # a newer face of the same track replaces it
+    d.wait(2, 15, "face 2a")
+    assert d.superseded == 1 and len(d.waiting) == 2
+    assert d.announce(b"A", "encoder.1", 11, credits=1, now_ns=0) == (True, [])
+    ((peer, job, w),) = d.assign(0)  # one credit: one chip, the oldest capture first
+    assert (peer, job, w.item) == (b"A", 1, "face 2a")
+    assert d.assign(0) == [] and d.announce(b"A", "encoder.1", 11, 1, 1) == (False, [])  # a heartbeat
+    d.announce(b"B", "encoder.2", 22, 1, 2)
+    assert [(p, j, w.item) for p, j, w in d.assign(2)] == [(b"B", 2, "face 1b")]
+    d.wait(1, 30, "face 1c")
+    assert d.assign(3) == [] and d.in_flight() == 2  # both busy: it waits
+    assert d.answered(b"A", 1, 4) and not d.answered(b"A", 1, 4) and not d.answered(b"B", 1, 4)
+    assert [(p, j, w.item) for p, j, w in d.assign(4)] == [(b"A", 3, "face 1c")]
+    assert d.answered(b"B", 2, 5) and d.answered(b"A", 3, 6)
+    d.wait(3, 40, "face 3")
+    assert [p for p, _, _ in d.assign(7)] == [b"B"]  # the encoder idle longest goes first
+
+
+def test_dispatch_gives_up_only_the_jobs_of_an_encoder_silent_past_liveness():
+    d = tracking.Dispatch(liveness_ns=5 * S)
+    d.announce(b"A", "encoder.1", 11, 1, 0)
+    d.announce(b"B", "encoder.2", 22, 1, 0)
+    d.wait(1, 1, "a")
+    d.wait(2, 2, "b")
+    assert [j for _, j, _ in d.assign(1 * S)] == [1, 2]
+    assert d.dead(5 * S) == []  # slow is not dead: 4 s on one descriptor
+    assert d.answered(b"B", 2, 5 * S)
+    d.announce(b"B", "encoder.2", 22, 1, 6 * S)  # B idles and says so (heartbeat)
+    ((enc, jobs),) = d.dead(int(6.5 * S))  # A: nothing since its job 5.5 s ago
+    assert (enc.name, jobs) == ("encoder.1", [1]) and list(d.encoders) == [b"B"]
+    assert d.dead(11 * S) == [] and d.dead(int(11.5 * S))[0][0].name == "encoder.2"  # B's heartbeats stopped
+
+
+def test_dispatch_a_reconnected_encoder_loses_what_its_old_connection_held():
+    d = tracking.Dispatch(liveness_ns=5 * S)
+    d.announce(b"A", "encoder.1", 11, 2, 0)
+    d.wait(1, 1, "a")
+    d.wait(2, 2, "b")
+    assert len(d.assign(0)) == 2  # two credits
+    assert d.announce(b"A2", "encoder.1", 11, 2, 1) == (True, [1, 2])  # same instance, new connection
+    assert d.announce(b"C", "encoder.1", 99, 1, 1) == (True, [])  # another process of the same name is another encoder
+    assert set(d.encoders) == {b"A2", b"C"}
+    assert d.gone(b"C")[1] == [] and list(d.encoders) == [b"A2"]
 
 
 def test_track_average_is_the_mean_of_the_last_n():
@@ -161,7 +224,7 @@ def test_two_encoders_answer_every_query_exactly_once_in_order(ipc_config):
     cfg = config.validate(
         {
             "detector": {"stable_frames": 1, "max_queries_per_s": 100.0},
-            "encoder": {"average_track": 1, "reorder_timeout_ms": 30000},  # only a real loss counts
+            "encoder": {"average_track": 1, "liveness_s": 30.0},  # only a real loss counts
             "network": dict(ipc_config["network"]),
         }
     )
@@ -190,7 +253,7 @@ def test_two_encoders_answer_every_query_exactly_once_in_order(ipc_config):
             pub.send_multipart(encode(Frame(header, rgb.shape[1], rgb.shape[0], "test", rgb.tobytes())))
             while sub.poll(60):
                 queries.append(decode(sub.recv_multipart()))
-        while detector.reorder.in_flight and time.monotonic() < end:
+        while detector.reorder.in_flight and time.monotonic() < end:  # the last answers
             while sub.poll(100):
                 queries.append(decode(sub.recv_multipart()))
         while sub.poll(300):
@@ -206,20 +269,163 @@ def test_two_encoders_answer_every_query_exactly_once_in_order(ipc_config):
     done = [e.stats["descriptors.sent"] for e in encoders]
     assert min(done) > 0, done  # both shared the load
     assert detector.reorder.given_up == 0 and detector.reorder.late == 0
-    assert len(queries) == detector.job_id == sum(done)  # every job answered exactly once
+    assert len(queries) == detector.dispatch.last_job_id == sum(done)  # every job answered exactly once
+    assert detector.stats["encoders.joined"] == 2 and all(e.stats["credit.sent"] >= 1 for e in encoders)
     frame_ids = [q.header.frame_id for q in queries]
     assert frame_ids == sorted(frame_ids) and len(set(frame_ids)) == len(frame_ids)
 
 
-def test_encoder_drops_a_chip_of_the_wrong_size():
+def test_encoder_answers_a_chip_of_the_wrong_size_with_no_descriptor_so_its_credit_comes_back():
     enc = Encoder(config.validate({}))
     enc.on_start()
-    assert enc.handle(FaceJob(Header(1, 0, "t", 1), 1, 0, 1, b"\x00" * 100)) == []
+    (answer,) = enc.handle(FaceJob(Header(1, 0, "t", 1), 1, 0, 1, b"\x00" * 100))
+    assert answer.job_id == 1 and answer.descriptor == b""
     assert enc.stats["chips.malformed"] == 1
 
 
-def test_detector_drops_a_descriptor_of_the_wrong_size():
-    det = Detector(config.validate({}))
+def test_detector_gives_up_a_job_answered_with_a_descriptor_of_the_wrong_size():
+    det = Detector(config.validate({"detector": {"stable_frames": 1}}))
     det.on_start()
-    assert det.handle(Encoded(Header(1, 0, "t", 1), 1, 0, 1, b"\x00" * 12)) == []
-    assert det.stats["descriptors.malformed"] == 1
+    det.handle(Routed(b"A", Credit(Header(1, 0, "encoder.1", -1), 1, 7)))
+    rgb = _frames(DEMO_CLIP, every=100, skip=40)[0]
+    (_, job) = det.on_frame(Frame(Header(1, 0, "camera", 1), rgb.shape[1], rgb.shape[0], "t", rgb.tobytes()), 0)
+    assert det.handle(Routed(b"A", Encoded(Header(1, 0, "encoder.1", 1), job.msg.job_id, 0, 1, b"\x00" * 12))) == []
+    assert det.stats["descriptors.malformed"] == 1 and det.stats["queries.given_up"] == 1
+    assert det.dispatch.encoders[b"A"].free == 1  # the encoder is fine: its credit is back
+
+
+# -- flow control: the detector in front of slow, silent and vanished encoders ----------------------
+FLOW = {"detector": {"stable_frames": 1, "max_queries_per_s": 100.0}, "encoder": {"average_track": 1}}
+
+
+def _frame(rgb: np.ndarray, i: int) -> Frame:
+    return Frame(Header(i, time.monotonic_ns(), "camera", i), rgb.shape[1], rgb.shape[0], "test", rgb.tobytes())
+
+
+def _encoded(job: FaceJob, src: str = "encoder.1") -> Encoded:
+    return Encoded(
+        Header(1, time.monotonic_ns(), src, job.header.frame_id),
+        job.job_id,
+        job.captured_ns,
+        job.track_id,
+        np.ones(128, "<f4").tobytes(),
+    )
+
+
+def test_detector_holds_one_chip_per_track_for_a_busy_encoder_and_sends_the_newest_face():
+    det = Detector(config.validate(FLOW))
+    det.on_start()
+    frames = _frames(DEMO_CLIP, every=3, skip=14)[:5]
+    for i in (0, 1):  # no encoder yet: frame 1's face replaces frame 0's
+        (faces_msg,) = det.on_frame(_frame(frames[i], i), i * S)
+        assert faces_msg.visitor == 0
+    assert det.stats["chips.superseded"] == 1
+    (job,) = det.handle(Routed(b"A", Credit(Header(1, 0, "encoder.1", -1), 1, 7)))
+    assert job.peer == b"A" and job.msg.header.frame_id == 1 and job.msg.job_id == 1
+    for i in (2, 3):  # the encoder is busy with frame 1: the newest face waits, the older is replaced
+        assert len(det.on_frame(_frame(frames[i], i), i * S)) == 1
+    assert det.stats["chips.superseded"] == 2
+    query, nxt = det.handle(Routed(b"A", _encoded(job.msg)))  # the descriptor gives the credit back
+    assert isinstance(query, Query) and query.header.frame_id == 1
+    assert nxt.peer == b"A" and nxt.msg.header.frame_id == 3 and nxt.msg.job_id == 2
+    # Slow is not dead: 4 s on one descriptor, nothing given up...
+    assert det.tick(time.monotonic_ns() + 4 * S) == [] and det.stats["queries.given_up"] == 0
+    # ...silent past encoder.liveness_s (5 s) is: its job is given up and it is forgotten.
+    assert det.tick(time.monotonic_ns() + 6 * S) == []
+    assert det.stats["queries.given_up"] == 1 and det.stats["encoders.lost"] == 1 and not det.dispatch.encoders
+
+
+class FakeEncoder:
+    """An encoder the test plays on a real DEALER: announces itself, answers jobs only when told."""
+
+    def __init__(self, ctx: zmq.Context, cfg: config.Config, name: str, instance: int):
+        self.sock = open_socket(ctx, cfg, "chips", "encoder", receiving=True)
+        self.name, self.instance = name, instance
+        self.jobs: list[FaceJob] = []
+
+    def announce(self) -> None:
+        self.sock.send_multipart(encode(Credit(Header(1, time.monotonic_ns(), self.name, -1), 1, self.instance)))
+
+    def take(self, timeout_ms: int = 0) -> None:
+        while self.sock.poll(timeout_ms):
+            self.jobs.append(decode(self.sock.recv_multipart(), expect="chips"))
+            timeout_ms = 0
+
+    def answer(self) -> None:
+        while self.jobs:
+            self.sock.send_multipart(encode(_encoded(self.jobs.pop(0), self.name)))
+
+
+@contextlib.contextmanager
+def _detector_with_fakes(cfg: config.Config) -> Iterator[tuple[Detector, zmq.Context, Callable[[], None], list]]:
+    """The detector on real sockets in a thread; yields it, a context, a function that publishes the
+    next clip frame and collects the queries, and the list of queries."""
+    ctx = zmq.Context()
+    detector, stop = Detector(cfg), runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(detector, ctx, stop), daemon=True)
+    thread.start()
+    pub = open_socket(ctx, cfg, "frames", "camera", receiving=False)
+    sub = open_socket(ctx, cfg, "queries", "matcher", receiving=True)
+    frames, queries, count = _frames(DEMO_CLIP, every=2, skip=14), [], [0]
+
+    def step() -> None:
+        count[0] += 1
+        pub.send_multipart(encode(_frame(frames[count[0] % len(frames)], count[0])))
+        while sub.poll(30):
+            queries.append(decode(sub.recv_multipart()))
+
+    try:
+        yield detector, ctx, step, queries
+    finally:
+        stop.set()
+        thread.join(5)
+        pub.close(0)
+        sub.close(0)
+        ctx.destroy(0)
+
+
+def _until(check: Callable[[], Any], step: Callable[[], None], what: str, deadline_s: float = 30) -> Any:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if got := check():
+            return got
+        step()
+    raise AssertionError(f"no {what} within {deadline_s} s")
+
+
+@pytest.mark.timeout(90)
+def test_a_silent_encoder_loses_only_its_own_job_and_the_order_holds(ipc_config):
+    cfg = config.validate(
+        {**FLOW, "encoder": {"average_track": 1, "liveness_s": 1.0}, "network": ipc_config["network"]}
+    )
+    with _detector_with_fakes(cfg) as (detector, ctx, step, queries):
+        silent, worker = FakeEncoder(ctx, cfg, "encoder.1", 1), FakeEncoder(ctx, cfg, "encoder.2", 2)
+        # Each says it is there (heartbeats) until it has a job; the first keeps its job and goes silent.
+        _until(lambda: silent.take() or silent.jobs, lambda: (silent.announce(), step()), "the first encoder's job")
+        _until(lambda: worker.take() or worker.jobs, lambda: (worker.announce(), step()), "the second one's job")
+        assert worker.jobs[0].job_id > silent.jobs[0].job_id
+        worker.answer()  # held back: the silent encoder's job comes first...
+        heartbeat = lambda: (worker.take(), worker.answer(), worker.announce())  # noqa: E731
+        # ...until the silent encoder is presumed dead (1 s): then it is released, and more follow.
+        _until(lambda: len(queries) >= 3, lambda: (heartbeat(), step()), "queries after the silent encoder died")
+        assert detector.stats["queries.given_up"] == 1 and detector.stats["encoders.lost"] == 1
+        frame_ids = [q.header.frame_id for q in queries]
+        assert frame_ids == sorted(frame_ids) and frame_ids[0] > silent.jobs[0].header.frame_id
+        silent.sock.close(0)
+        worker.sock.close(0)
+
+
+@pytest.mark.timeout(90)
+def test_a_chip_for_an_encoder_whose_connection_closed_goes_to_another_and_nothing_is_given_up(ipc_config):
+    cfg = config.validate({**FLOW, "network": ipc_config["network"]})
+    with _detector_with_fakes(cfg) as (detector, ctx, step, queries):
+        gone = FakeEncoder(ctx, cfg, "encoder.1", 1)
+        gone.announce()
+        _until(lambda: detector.stats["encoders.joined"] == 1, lambda: time.sleep(0.01), "the encoder's credit")
+        gone.sock.close(0)  # killed while idle: the detector learns it when its next chip can't be routed
+        _until(lambda: detector.stats["chips.unroutable"], step, "a chip for the closed connection")
+        worker = FakeEncoder(ctx, cfg, "encoder.2", 2)
+        worker.announce()
+        _until(lambda: queries, lambda: (worker.take(30), worker.answer(), step()), "a query from the other encoder")
+        assert detector.stats["encoders.lost"] == 1 and detector.stats["queries.given_up"] == 0
+        worker.sock.close(0)

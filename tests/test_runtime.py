@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 
 import numpy as np
 import zmq
 
+import config
 from actors import runtime
-from messages import encode, open_socket
+from actors.encoder import Encoder
+from messages import CHIP_PX, Candidates, Credit, Encoded, FaceJob, Routed, decode, encode, open_socket
 from tests import factories
 
 
@@ -44,10 +48,63 @@ def test_sockets_bind_and_connect_as_the_registry_says(ipc_config, ipc_dir):
     sub = open_socket(ctx, ipc_config, "frames", "detector", receiving=True)
     assert sub.type == zmq.SUB and sub.getsockopt(zmq.RCVHWM) == 2
     rep = open_socket(ctx, ipc_config, "print", "printer", receiving=True)
-    assert rep.type == zmq.REP
-    for s in (pub, sub, rep):
+    assert rep.type == zmq.ROUTER  # requests are answered behind their envelope (messages/sockets.py)
+    router = open_socket(ctx, ipc_config, "chips", "detector", receiving=True)  # one socket both ways
+    dealer = open_socket(ctx, ipc_config, "chips", "encoder", receiving=True)
+    assert router.type == zmq.ROUTER and dealer.type == zmq.DEALER and (ipc_dir / "chips.sock").exists()
+    for s in (pub, sub, rep, router, dealer):
         s.close(0)
     ctx.term()
+
+
+def test_heartbeats_on_a_visitor_topic_do_not_hold_off_the_privacy_scrub_and_the_encoder_announces_itself_again(
+    ipc_config,
+):
+    """A real encoder in kiosk mode: after one job, its credit heartbeats keep flowing (no visitor
+    data), it scrubs once the visitor's data has stopped for scrub_after_s, and its reopened
+    connection announces the same instance again from a new peer."""
+    cfg = config.validate(
+        {
+            "mode": {"kiosk": True},
+            "privacy": {"scrub_after_s": 0.5},
+            "encoder": {"liveness_s": 0.5},  # a heartbeat every 0.1 s
+            "network": ipc_config["network"],
+        }
+    )
+    ctx = zmq.Context()
+    router = open_socket(ctx, cfg, "chips", "detector", receiving=True)
+    encoder, stop = Encoder(cfg, "encoder.1"), runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(encoder, ctx, stop), daemon=True)
+    thread.start()
+    box = runtime.inbox(encoder, router, "chips")  # the detector's side, read as the detector reads it
+
+    def next_message(timeout_s: float = 30) -> Routed:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if router.poll(100) and (got := box.receive(time.monotonic_ns())):
+                return got[0]
+        raise AssertionError(f"nothing from the encoder within {timeout_s} s")
+
+    try:
+        hello = next_message()
+        assert isinstance(hello.msg, Credit) and hello.msg.credits == 1 and box.visitor_ns is None
+        chip = np.zeros((CHIP_PX, CHIP_PX, 3), np.uint8).tobytes()
+        router.send_multipart([hello.peer, *encode(FaceJob(factories.header(), 1, 0, 1, chip))])
+        while not isinstance((answer := next_message()).msg, Encoded):
+            pass
+        assert answer.peer == hello.peer and len(answer.msg.descriptor) == 512 and box.visitor_ns is not None
+        box.visitor_ns = None
+        heartbeats = 0
+        while (msg := next_message()).peer == hello.peer:
+            assert isinstance(msg.msg, Credit)
+            heartbeats += 1
+        assert isinstance(msg.msg, Credit) and msg.msg.instance == hello.msg.instance  # reconnected
+        assert heartbeats >= 2 and encoder.stats["privacy.scrubs"] == 1 and box.visitor_ns is None
+    finally:
+        stop.set()
+        thread.join(5)
+        router.close(0)
+        ctx.term()
 
 
 class Batcher(runtime.Actor):
@@ -89,3 +146,27 @@ def test_waiting_messages_are_handled_as_one_batch(ipc_config):
         push.close(0)
         pull.close(0)
         ctx.term()
+
+
+class NanEcho(factories.Echo):
+    """Answers query 13 with a NaN distance, which must not be sent."""
+
+    def handle(self, msg):
+        if msg.query_id == 13:
+            return [Candidates(self.header(), 13, msg.captured_ns, msg.k, 0, 1, [1], [math.nan])]
+        return super().handle(msg)
+
+
+def test_a_message_holding_a_nan_is_counted_and_not_sent_and_the_actor_goes_on(ipc_config):
+    actor = NanEcho(ipc_config)
+    with factories.matcher_in_thread(actor) as (_, thread, pub, pull):
+        factories.send_until_answered(pub, pull, [encode(factories.query(1))], 1)  # connected
+        seen = set()
+        end = time.monotonic() + 10
+        while 14 not in seen and time.monotonic() < end:
+            pub.send_multipart(encode(factories.query(13)))
+            pub.send_multipart(encode(factories.query(14)))
+            while pull.poll(100):
+                seen.add(decode(pull.recv_multipart()).query_id)
+        assert 14 in seen and 13 not in seen and thread.is_alive()
+        assert actor.stats["candidates.unsendable"] >= 1

@@ -15,6 +15,6 @@ def test_short_soak_keeps_memory_flat_and_loses_no_result(demo_index):
     assert len(report.latencies) >= 10, "too few results to judge"
     assert report.lost(set()) == 0, f"{report.lost(set())} queries never got a result"
     growth = report.growth()
-    assert set(growth) >= {"camera.1", "detector.1", "encoder.1", "matcher.1", "matcher.2", "reducer.1", "display.1"}
+    assert set(growth) >= {"camera.1", "detector.1", "encoder.1", "matcher.1", "reducer.1", "display.1"}
     # 25 s after warm-up is short: allow more than the 10-minute run's 5 %, but not a leak's slope.
     assert all(g < 15 for g in growth.values()), growth

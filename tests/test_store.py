@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,6 +15,7 @@ from actors.reducer import Reducer
 from index import calibration, search, store, synthetic
 from messages import Candidates, Header, Query
 from tests import factories
+from tests.conftest import PROJECT
 
 
 def _grown(demo_rows, out, dtype, n_synthetic=30_000, shards=3):
@@ -145,7 +152,7 @@ def test_the_command_line_answers_what_the_kiosk_shows(demo_rows, tmp_path):
     assert calibration_file is not None
     descriptors, _ = demo_rows
     query = factories.query(9, descriptors[17] + 0.02)
-    cfg = factories.cfg(index={"path": str(tmp_path)})
+    cfg = factories.cfg(index={"path": str(tmp_path)}, search={"matchers": len(manifest.shards)})
     matchers = [Matcher(cfg, name=f"matcher.{k + 1}") for k in range(len(manifest.shards))]
     reducer = Reducer(cfg)
     reducer.on_start()
@@ -166,3 +173,123 @@ def test_the_command_line_answers_what_the_kiosk_shows(demo_rows, tmp_path):
     assert kiosk.results == cli
     assert cli[0].row == 17 and cli[0].p_same is not None and cli[0].verdict
     assert all(r.row < manifest.real for r in cli)  # no synthetic row is shown as a person
+
+
+# -- every part of an index is checked where it is opened ------------------------------------
+
+
+def _small(demo_rows, out, dtype="float32"):
+    descriptors, entries = demo_rows
+    store.write(out, descriptors[:40], entries[:40], 2, {"dataset": "demo"}, dtype)
+    return out
+
+
+def _edit_manifest(index, change):
+    path = index / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _sql(index, *statements):
+    con = sqlite3.connect(index / "meta.sqlite")
+    with con:
+        for statement in statements:
+            con.execute(statement)
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda i: (i / "meta.sqlite").write_bytes(b"garbage " * 600), r"meta\.sqlite: not a usable SQLite database"),
+        (lambda i: _sql(i, "DELETE FROM entries"), r"meta\.sqlite: table 'entries' has 0 rows, .* says 40 real rows"),
+        (lambda i: _sql(i, "DELETE FROM entries WHERE row = 7"), r"'entries' has 39 rows, manifest\.json says 40"),
+        (lambda i: _sql(i, "UPDATE entries SET row = 40 WHERE row = 0"), r"numbered 0\.\.39, found 1\.\.40"),
+        (lambda i: _sql(i, "DROP TABLE entries"), r"meta\.sqlite: has no 'entries' table"),
+        (lambda i: _sql(i, "ALTER TABLE entries DROP COLUMN box"), r"'entries' lacks the columns box"),
+        (lambda i: (i / "meta.sqlite").unlink(), r"meta\.sqlite does not exist"),
+    ],
+    ids=["garbage", "empty", "a row missing", "renumbered", "no table", "no box column", "missing"],
+)
+def test_damaged_metadata_is_refused_at_open_naming_the_file(demo_rows, tmp_path, damage, message):
+    index = _small(demo_rows, tmp_path)
+    store.verify(index)
+    damage(index)
+    with pytest.raises(store.IndexStoreError, match=message):
+        store.Metadata(index)
+    with pytest.raises(store.IndexStoreError, match=message):
+        store.verify(index)
+
+
+@pytest.mark.parametrize("key", ["format_version", "dim", "dtype", "count", "real", "identities", "shards"])
+def test_a_manifest_missing_a_key_is_refused_naming_it(demo_rows, tmp_path, key):
+    index = _small(demo_rows, tmp_path)
+    _edit_manifest(index, lambda m: m.pop(key))
+    with pytest.raises(store.IndexStoreError, match=rf"manifest\.json: .*key '{key}' (is missing|is None)"):
+        store.read_manifest(index)
+
+
+def test_wrong_manifest_values_are_each_named(demo_rows, tmp_path):
+    index = _small(demo_rows, tmp_path, "int8")
+
+    def damage(m):
+        m["count"] = "85"
+        m["dtype"] = "float64"
+        m["shards"][0]["sha256"] = "abc"
+        m["shards"][1]["file"] = "../../etc/passwd"
+        del m["shards"][1]["bytes"]
+        m["identities"] = True
+
+    _edit_manifest(index, damage)
+    with pytest.raises(store.IndexStoreError) as refused:
+        store.read_manifest(index)
+    text = str(refused.value)
+    assert text.startswith(f"{index / 'manifest.json'}: not a usable index manifest: ")
+    for named in (
+        "key 'count' must be an integer >= 0, got string \"85\"",
+        "key 'dtype' must be one of float32, float16, int8, got string \"float64\"",
+        "key 'shards[0].sha256' must be 64 hexadecimal digits",
+        "key 'shards[1].file' must be a file name inside the index folder",
+        "key 'shards[1].bytes' is missing",
+        "key 'identities' must be an integer >= 0, got boolean true",
+    ):
+        assert named in text
+    (index / "manifest.json").write_text("[85]")
+    with pytest.raises(store.IndexStoreError, match=r"key 'format_version' is None"):
+        store.read_manifest(index)
+
+
+def test_a_shard_of_the_wrong_size_or_content_is_refused(demo_rows, tmp_path):
+    index = _small(demo_rows, tmp_path)
+    shard = index / "shard_000.npy"
+    shard.write_bytes(shard.read_bytes() + b"\0" * 512)  # one row too many
+    with pytest.raises(store.IndexStoreError, match=r"shard_000\.npy: \d+ bytes, manifest says \d+"):
+        store.verify(index)
+    _small(demo_rows, index)
+    _edit_manifest(index, lambda m: m["shards"][1].update(sha256="0" * 64))
+    with pytest.raises(store.IndexStoreError, match=r"shard_001\.npy: checksum differs"):
+        store.verify(index)
+
+
+@pytest.mark.slow
+def test_actors_refuse_to_start_on_a_damaged_index_with_the_reason(demo_rows, tmp_path, ipc_dir):
+    """Not a traceback per query: the reducer and a matcher exit at start-up naming the file."""
+    index = _small(demo_rows, tmp_path)
+    _sql(index, "DELETE FROM entries")
+    env = {
+        **os.environ,
+        "MEGAPIXELS_CONFIG": str(PROJECT / "config" / "test.toml"),
+        "MEGAPIXELS_IPC_DIR": str(ipc_dir),
+        "MEGAPIXELS_INDEX": str(index),
+    }
+    run = lambda module: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", module], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120
+    )
+    reducer = run("actors.reducer")
+    assert reducer.returncode == 2
+    assert "reducer cannot start" in reducer.stderr and "'entries' has 0 rows" in reducer.stderr
+    _edit_manifest(index, lambda m: m.pop("shards"))
+    matcher = run("actors.matcher")
+    assert matcher.returncode == 2
+    assert "matcher cannot start" in matcher.stderr and "key 'shards' is missing" in matcher.stderr

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -28,7 +29,7 @@ def _procfile() -> dict[str, str]:
 def units(tmp_path_factory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("units") / "systemd"
     done = subprocess.run(
-        ["make", "-s", "systemd", f"SYSTEMD_DIR={out}", "SHARDS=3"],
+        ["make", "-s", "systemd", f"SYSTEMD_DIR={out}", "MATCHERS=3"],
         cwd=PROJECT,
         capture_output=True,
         text=True,
@@ -48,7 +49,7 @@ def _service(text: str) -> dict[str, list[str]]:
     return keys
 
 
-def test_one_restarting_unit_per_actor_and_shard(units):
+def test_one_restarting_unit_per_actor_and_matcher_process(units):
     procfile = _procfile()
     expected = {f"megapixels-{name}-1.service" for name in procfile if name != "matcher"}
     expected |= {f"megapixels-matcher-{n}.service" for n in (1, 2, 3)}
@@ -64,6 +65,7 @@ def test_one_restarting_unit_per_actor_and_shard(units):
         assert env["MEGAPIXELS_CONFIG"].endswith("config/kiosk.toml")
         assert env["PATH"].startswith(str(PROJECT / ".venv" / "bin"))
         assert env["DISPLAY"] == ":7"
+        assert env["MEGAPIXELS_MATCHERS"] == "3", "every unit knows how the matchers split the shards"
     assert "HONCHO_PROCESS_NAME=matcher.3" in units["megapixels-matcher-3.service"]
 
 
@@ -77,8 +79,8 @@ def test_a_unit_command_starts_its_actor_as_systemd_would(units, demo_index, ipc
         ["/bin/sh", "-c", command], cwd=unit["WorkingDirectory"][0], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        for line in actor.stderr:
-            if "shard 1/2" in line:
+        for line in actor.stderr:  # matcher.2 of 3 on the 2-shard demo index: shard 1
+            if "shards 1 of 2" in line:
                 break
         else:
             pytest.fail("the matcher unit's command never loaded its shard")
@@ -87,6 +89,27 @@ def test_a_unit_command_starts_its_actor_as_systemd_would(units, demo_index, ipc
     finally:
         if actor.poll() is None:
             actor.kill()
+
+
+@pytest.mark.timeout(120)
+def test_a_matcher_process_beyond_search_matchers_refuses_naming_the_numbers(demo_index_3, ipc_dir):
+    """`honcho start -c matcher=2` without MEGAPIXELS_MATCHERS=2 would leave matcher.1 serving every
+    shard and matcher.2 nothing: matcher.2 refuses, says what to set, and honcho stops the graph."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEGAPIXELS_")}
+    env.update(
+        HONCHO_PROCESS_NAME="matcher.2",
+        MEGAPIXELS_CONFIG=str(PROJECT / "config" / "test.toml"),
+        MEGAPIXELS_INDEX=str(demo_index_3),
+        MEGAPIXELS_IPC_DIR=str(ipc_dir),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "actors.matcher"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 2
+    assert (
+        "matcher.2 of 1: set search.matchers = 2 (MEGAPIXELS_MATCHERS=2) to run 2 matcher processes, "
+        "or start one matcher: it serves all 3 shards"
+    ) in done.stderr, done.stderr
 
 
 def test_units_pass_systemd_analyze(units, tmp_path):

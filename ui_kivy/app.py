@@ -16,13 +16,14 @@ Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``Pri
 blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
 reopened (Lazy Pirate) and the same job is sent again, up to PRINT_ATTEMPTS times; the printer
 recognises a resent job and does not print it twice. Then the visitor reads "printer not
-answering".
+answering". The reply is read through an Inbox like everything else, never blocking.
 
 One Kivy clock callback on the main thread (the only thread that touches widgets) reads every
 subscription through its ``messages.Inbox``, as the actors' run loop does: without blocking,
 only the newest frame, every message through the validating codec (a malformed one is logged,
 counted and dropped), and each stream's liveness from its registered rate. SIGTERM / SIGINT stop
-the app within one poll (``actors.runtime.stop_on_signals``); sockets close with linger 0. Kivy
+the app within one poll (``actors.runtime.stop_on_signals``), and so does the death of the
+supervisor that started it (``actors.runtime.supervisor``); sockets close with linger 0. Kivy
 writes no config or log files (see ``ui_kivy/__init__.py``); frames stay in memory and
 everything about a visitor is dropped when the session resets.
 """
@@ -56,13 +57,13 @@ from PIL import Image
 import config
 from actors.display import camera_alert
 from actors.runtime import StopFlag, stop_on_signals
+from actors.runtime.supervisor import Supervisor
 from index import scores
 from index.photos import DatasetPhotos
 from index.scores import FAIRNESS_NOTE, confidence, confidence_text, display_name
 from messages import (
     CHIP_PX,
     CameraStatus,
-    DecodeError,
     Faces,
     Frame,
     Header,
@@ -72,7 +73,6 @@ from messages import (
     PrintJob,
     PrintReply,
     Result,
-    decode,
     encode,
     open_socket,
 )
@@ -345,6 +345,7 @@ class Kiosk:
             for topic in SUBSCRIBES
         }
         self.req = open_socket(ctx, cfg, "print", ROLE, receiving=False)
+        self.replies = Inbox(self.req, "print", self.stats, log)
         self.faces: Faces | None = None
         self.camera: CameraStatus | None = None  # the camera's last word about itself
         self.shown_query: int | None = None  # the result list on the cards
@@ -498,13 +499,11 @@ class Kiosk:
         if self.pending is None:
             return
         parts, query_id, deadline_ns, attempt = self.pending
-        if self.req.poll(0, zmq.POLLIN):
+        replies: list[PrintReply | None] = self.replies.receive(now_ns)
+        if replies:
             self.pending = None
-            try:
-                reply: PrintReply = decode(self.req.recv_multipart(), expect=PrintReply.TOPIC)
-            except DecodeError as e:
-                self.stats["printed.malformed"] += 1
-                log.warning("dropped a malformed print reply: %s", e)
+            reply = replies[0]
+            if reply is None:  # the inbox counted (print.malformed) and logged why
                 self._print_failed("the printer sent a garbled answer")
                 return
             if reply.ok:
@@ -536,6 +535,7 @@ class Kiosk:
         """Lazy Pirate: a REQ socket that lost its reply can't send again, so replace it."""
         self.req.close(linger=0)
         self.req = open_socket(self.ctx, self.cfg, "print", ROLE, receiving=False)
+        self.replies = Inbox(self.req, "print", self.stats, log)
         self.pending = None
 
     def _note(self, text: str) -> None:
@@ -555,9 +555,9 @@ class Kiosk:
 class KioskApp(App):
     """Builds the view, runs the poll clock, and stops when the stop flag is set."""
 
-    def __init__(self, cfg: config.Config, stop: StopFlag):
+    def __init__(self, cfg: config.Config, stop: StopFlag, supervisor: Supervisor | None = None):
         super().__init__(kv_file=str(KV_PATH), title="MegaPixels")
-        self.cfg, self.stop_flag = cfg, stop
+        self.cfg, self.stop_flag, self.supervisor = cfg, stop, supervisor
         self.kiosk: Kiosk | None = None
 
     def build(self) -> KioskView:
@@ -581,6 +581,9 @@ class KioskApp(App):
     def _poll(self, _dt: float) -> bool | None:
         if self.kiosk is None:
             return False
+        if self.supervisor is not None and self.supervisor.gone(time.monotonic_ns()):
+            log.warning("the supervisor that started this process (%s) is gone: stopping", self.supervisor)
+            self.stop_flag.set()
         if self.stop_flag:
             self.stop()
             return False
@@ -612,5 +615,5 @@ def main(cfg: config.Config) -> int:
     configure_window(cfg["display"])
     stop = StopFlag()
     stop_on_signals(stop)  # installed before SDL starts, so SDL keeps its hands off these signals
-    KioskApp(cfg, stop).run()
+    KioskApp(cfg, stop, Supervisor()).run()
     return 0

@@ -69,7 +69,8 @@ class Camera(runtime.Actor):
     # -- source handling -------------------------------------------------------------------
     def _open(self) -> None:
         c = self.cfg["camera"]
-        self.source = self.opener(self.spec, c["folder_fps"], c["width_px"], c["height_px"])
+        max_pixels = round(c["max_image_mp"] * 1e6)
+        self.source = self.opener(self.spec, c["folder_fps"], c["width_px"], c["height_px"], max_pixels)
         if not self.is_webcam and c["start_s"]:
             self.source.seek(c["start_s"])
         self.state = "live" if self.is_webcam else ("paused" if self.paused else "replay")

@@ -18,21 +18,35 @@ import time
 import zmq
 
 import config
-from messages import CameraStatus, DecodeError, Header, ReplayControl, decode, encode, open_socket
+from messages import CameraStatus, DecodeError, Header, Inbox, ReplayControl, encode, open_socket
 
 COMMANDS = ("pause", "resume", "step", "rate", "seek", "status")
 ROLE = "replay_control"  # the operator's shell: connects, never binds
 
 
 def send(cfg: config.Config, command: str, value: float = 0.0, timeout_ms: int = 2000) -> CameraStatus:
-    """One request/reply with the camera; TimeoutError when it doesn't answer."""
+    """One request/reply with the camera; TimeoutError when it doesn't answer, DecodeError when garbled.
+
+    The reply is read through an Inbox, never blocking: a poll that said "ready" is no promise of a
+    reply (a stray message without an envelope wakes it and is dropped), and the deadline runs on.
+    """
     sock = open_socket(zmq.Context.instance(), cfg, "replay_control", ROLE, receiving=False)
     try:
         header = Header(seq=1, t_ns=time.monotonic_ns(), src=ROLE, frame_id=-1)
-        sock.send_multipart(encode(ReplayControl(header, command, float(value))))
-        if not sock.poll(timeout_ms, zmq.POLLIN):
-            raise TimeoutError(f"the camera did not answer within {timeout_ms} ms (is it running?)")
-        return decode(sock.recv_multipart(), expect="camera_status")
+        try:
+            sock.send_multipart(encode(ReplayControl(header, command, float(value))), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise TimeoutError("the command could not be handed to the camera's socket") from None
+        replies = Inbox(sock, "replay_control")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while (left_s := deadline - time.monotonic()) > 0:
+            if not sock.poll(left_s * 1000, zmq.POLLIN):
+                continue
+            for reply in replies.receive(time.monotonic_ns()):
+                if reply is None:
+                    raise DecodeError("the camera's answer could not be read")
+                return reply
+        raise TimeoutError(f"the camera did not answer within {timeout_ms} ms (is it running?)")
     finally:
         sock.close(linger=0)
 

@@ -85,7 +85,8 @@ class FolderSource:
 
     is_webcam = False
 
-    def __init__(self, folder: str, fps: float):
+    def __init__(self, folder: str, fps: float, max_pixels: int | None = faces.MAX_PIXELS):
+        self.max_pixels = max_pixels  # larger files are skipped from their header, never decoded
         self.paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
             raise SourceError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -99,7 +100,7 @@ class FolderSource:
             path = self.paths[self._next]
             self._next += 1
             try:
-                return faces.read_image(path), (self._next - 1) / self.fps
+                return faces.read_image(path, self.max_pixels), (self._next - 1) / self.fps
             except faces.ImageError as e:
                 self.skipped.append(f"{path.name}: {e}")
         return None
@@ -156,10 +157,12 @@ class RecordingSource:
 Source = VideoSource | FolderSource | RecordingSource
 
 
-def open_source(spec: str, folder_fps: float, width_px: int = 0, height_px: int = 0) -> Source:
+def open_source(
+    spec: str, folder_fps: float, width_px: int = 0, height_px: int = 0, max_pixels: int | None = faces.MAX_PIXELS
+) -> Source:
     """The source ``spec`` names: a webcam index or URL, an image folder, a recording or a video file."""
     if Path(spec).is_dir():
-        return FolderSource(spec, folder_fps)
+        return FolderSource(spec, folder_fps, max_pixels)
     if recording.is_recording(spec):
         try:
             return RecordingSource(spec)

@@ -1,4 +1,4 @@
-"""printer — answers ``print`` requests (REP), replying with a ``printed`` message to every one.
+"""printer — answers ``print`` requests (ROUTER, for the display's REQ) with a ``printed`` message each.
 
 Composes the receipt of a result list (best match, score and meaning, the matched dataset photo
 with its source and licence, dataset facts, date; see :mod:`actors.printer.receipt`) and delivers it to

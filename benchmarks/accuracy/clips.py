@@ -29,7 +29,7 @@ from config import loader
 from index import calibration, store
 
 PROJECT = Path(__file__).resolve().parents[2]
-ACTORS = ("camera", "detector", "encoder", "matcher.1", "matcher.2", "reducer", "display")
+MATCHERS = 2  # honcho start -c matcher=2, as the run
 
 
 def run_clip(clip: Path, index_dir: Path, config_file: Path, results: int, deadline_s: float) -> list[dict]:
@@ -42,10 +42,11 @@ def run_clip(clip: Path, index_dir: Path, config_file: Path, results: int, deadl
             "MEGAPIXELS_SOURCE": str(clip),
             "MEGAPIXELS_HEADLESS": "1",
         }
-        graph = Graph(env)
+        graph = Graph(env, matchers=MATCHERS)
         try:
-            for name in ACTORS:
-                graph.start(name)
+            for name in graph.names:
+                if not name.startswith("printer"):
+                    graph.start(name)
             return graph.results(lambda found: len(found) >= results, deadline_s)[:results]
         finally:
             graph.stop_all()
