@@ -1,13 +1,20 @@
 """Build a gallery index from a dataset: detect, quality-filter, describe, store, publish.
 
-Inputs (:func:`scan`):
+Inputs (:func:`iter_photos`, which streams: the first photo comes before the walk has listed
+the rest of the tree; :func:`dataset_root` is the folder paths are relative to):
 
 - a folder per identity (LFW: ``<root>/<Person_Name>/<photo>.jpg``), or MegaFace's layout
-  (``<root>/<prefix>/<flickr user>/<photo>.jpg``): the identity is the photo's folder. A JSON
-  sidecar ``<photo>.jpg.json`` with a ``bounding_box`` (x, y, width, height) names the face to
-  use; without one the detector looks and the largest face is kept. Photos directly in the root
-  have no identity: they are reported ("no identity folder").
-- a CSV manifest with columns ``path, identity, url, licence`` (paths relative to the CSV).
+  (``<root>/<3 digits>/<NSID>/<photo id>_<face>.jpg``): the identity is the photo's folder, and
+  a folder named like an NSID (``12345678@N01``) gives the photo's Flickr account and its file
+  name the photo id (index/flickr.py). A JSON sidecar ``<photo>.jpg.json`` with a
+  ``bounding_box`` (x, y, width, height) names the face to use; without one the detector looks
+  and the largest face is kept. Photos directly in the root have no identity: they are reported
+  ("no identity folder").
+- a CSV manifest with columns ``path, identity`` and optionally ``url, licence, nsid, photo_id,
+  date_taken`` (paths relative to the CSV; a MegaFace-style path fills an empty nsid / photo_id).
+- a Flickr photo metadata file (``photo_id, nsid, licence, date_taken``; ``--photo-metadata``, or
+  ``flickr_metadata.csv`` in the dataset's root) fills in what a photo lacks, by photo id
+  (index/photo_metadata.py). :func:`entry_for` makes each photo's stored row.
 
 Every photo either becomes an entry or is rejected with one reason (:data:`REASONS`); the build
 never stops on one bad file. :func:`describe_photo` is the whole per-photo work (a pure function
@@ -32,12 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +56,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faces import IMAGE_SUFFIXES, MAX_PIXELS
-from index import calibration, journal, publish, store
+from index import calibration, flickr, journal, photo_metadata, publish, store
 from index.journal import Outcome
 
 JOURNAL = journal.FILENAME
@@ -92,49 +101,126 @@ class Quality:
 
 @dataclass(frozen=True)
 class Photo:
+    """One photo of the dataset and what the dataset says about it ("" where it says nothing)."""
+
     path: str  # relative to the dataset root
     identity: str  # "" for a photo directly in the root (or a CSV row without one): not indexed
     url: str = ""
     licence: str = ""
+    nsid: str = ""  # the Flickr account: MegaFace's identity folder, a CSV column or the metadata file
+    photo_id: str = ""  # the Flickr photo id: MegaFace's file name or a CSV column
+    date_taken: str = ""  # a CSV column or the metadata file, as written there
 
 
-def scan(source: Path) -> tuple[Path, list[Photo]]:
-    """(dataset root, every photo with its identity) in a stable order, from a folder or a CSV.
+MANIFEST_COLUMNS = ("path", "identity", "url", "licence", "nsid", "photo_id", "date_taken")
 
-    A photo without an identity (directly in the root, or a CSV row with an empty identity) has
-    identity ""; the build reports it as "no identity folder".
+
+def dataset_root(source: Path) -> Path:
+    """The folder photo paths are relative to: the dataset folder, or the folder of a CSV manifest.
+
+    FileNotFoundError when ``source`` is neither an existing folder nor a ``.csv`` file.
     """
     source = Path(source)
     if source.is_file() and source.suffix.lower() == ".csv":
-        return source.parent.resolve(), _scan_csv(source)
+        return source.parent.resolve()
     if not source.is_dir():
         raise FileNotFoundError(f"dataset {source} does not exist (a folder, or a .csv manifest)")
-    root = source.resolve()
-    photos = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        folder = Path(dirpath)
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                # a photo directly in the root has no identity folder: kept, to be reported
-                identity = folder.name if folder != root else ""
-                photos.append(Photo(str((folder / name).relative_to(root)), identity))
-    return root, photos
+    return source.resolve()
 
 
-def _scan_csv(path: Path) -> list[Photo]:
+def iter_photos(source: Path, unreadable_folders: list[str] | None = None) -> Iterator[Photo]:
+    """Every photo of ``source`` (a folder or a CSV manifest), lazily, in a stable order.
+
+    A folder is walked with ``os.scandir`` one folder at a time, depth first: a folder's photos in
+    name order, then its subfolders in name order (os.walk's top-down order, which builds before
+    used). The first photo comes after listing only the folders on its way, so a 4.2M-photo
+    dataset starts being described before the walk ends. A subfolder that can't be listed is
+    skipped and named in ``unreadable_folders`` ("<folder>: <reason>"); symbolic links to
+    folders are not followed. A CSV manifest is read row by row. Problems with ``source`` itself
+    (missing, a CSV without the needed columns) raise here, before the first photo is asked for.
+
+    A photo without an identity (directly in the root, or a CSV row with an empty identity) has
+    identity ""; the build reports it as "no identity folder". A MegaFace-style path
+    (``.../<NSID>/<photo id>_<face>.jpg``) gives the photo's ``nsid`` and ``photo_id``.
+    """
+    root = dataset_root(source)
+    if Path(source).is_file():
+        return _read_csv(Path(source), _csv_columns(Path(source)))
+    skipped = unreadable_folders if unreadable_folders is not None else []
+    return _walk(str(root), "", skipped)
+
+
+def scan(source: Path, unreadable_folders: list[str] | None = None) -> tuple[Path, Iterator[Photo]]:
+    """``(dataset_root(source), iter_photos(source))``: the root, and the photos as the walk finds them."""
+    return dataset_root(source), iter_photos(source, unreadable_folders)
+
+
+def _walk(folder: str, relative: str, unreadable: list[str]) -> Iterator[Photo]:
+    try:
+        with os.scandir(folder) as listing:
+            found = list(listing)
+    except OSError as e:
+        if not relative:
+            raise  # the dataset's root itself: nothing to build from
+        unreadable.append(f"{relative}: {e.strerror or e}")
+        return
+    files, folders = [], []
+    for entry in found:
+        try:
+            is_dir = entry.is_dir()  # follows a link, as os.walk does to tell folders from files
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if not entry.is_symlink():
+                folders.append(entry.name)
+        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+            files.append(entry.name)
+    identity = os.path.basename(folder) if relative else ""  # a photo in the root has no identity folder
+    for name in sorted(files):
+        nsid, photo_id = flickr.from_layout(identity, name) if identity else ("", "")
+        yield Photo(f"{relative}/{name}" if relative else name, identity, nsid=nsid, photo_id=photo_id)
+    for name in sorted(folders):
+        yield from _walk(os.path.join(folder, name), f"{relative}/{name}" if relative else name, unreadable)
+
+
+def _csv_columns(path: Path) -> list[str]:
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        need = {"path", "identity"}
-        if not reader.fieldnames or not need <= set(reader.fieldnames):
-            raise ValueError(
-                f"{path}: a CSV manifest needs columns path, identity (and url, licence); got {reader.fieldnames}"
+        header = next(csv.reader(f), None) or []
+    if not {"path", "identity"} <= set(header):
+        raise ValueError(
+            f"{path}: a CSV manifest needs columns path, identity (and optionally url, licence, nsid, photo_id, "
+            f"date_taken); got {header}"
+        )
+    return header
+
+
+def _read_csv(path: Path, columns: list[str]) -> Iterator[Photo]:
+    """A CSV manifest's rows as photos; a path in MegaFace's layout fills an empty nsid / photo_id."""
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if not row.get("path"):
+                continue
+            values = {c: (row.get(c) or "").strip() for c in MANIFEST_COLUMNS if c != "path"}
+            folder, _, name = row["path"].replace("\\", "/").rpartition("/")
+            nsid, photo_id = flickr.from_layout(folder.rpartition("/")[2], name)
+            values["nsid"] = values["nsid"] or nsid
+            values["photo_id"] = values["photo_id"] or photo_id
+            yield Photo(row["path"], **values)
+
+
+def with_photo_metadata(photos: Iterable[Photo], table: photo_metadata.PhotoMetadata) -> Iterator[Photo]:
+    """``photos`` with the NSID, licence, date and URL they lack filled in from ``table`` by photo id."""
+    for p in photos:
+        row = table.match(p.photo_id, p.nsid)
+        if row is not None:
+            p = dataclasses.replace(
+                p,
+                nsid=p.nsid or row.nsid,
+                licence=p.licence or row.licence,
+                date_taken=p.date_taken or row.date_taken,
+                url=p.url or row.url,
             )
-        return [
-            Photo(row["path"], (row["identity"] or "").strip(), row.get("url") or "", row.get("licence") or "")
-            for row in reader
-            if row.get("path")
-        ]
+        yield p
 
 
 def read_sidecar(photo_path: Path) -> tuple[int, int, int, int] | None:
@@ -310,6 +396,7 @@ def build(
     quality: Quality = Quality(),
     synthetic: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    metadata_csv: Path | None = None,
 ) -> dict:
     """Index every usable photo of ``source`` and publish it as ``out``; returns the build report.
 
@@ -317,23 +404,71 @@ def build(
     (index/publish.py); a failing build leaves it as it was, and a killed one continues on the
     next run. ``synthetic`` (``{"count", "seed"}`` and optionally ``"model"``) grows the index
     with that many synthetic distractors, from a model fitted on this build's own descriptors by
-    default. ``log`` receives lines for the operator.
+    default. ``metadata_csv``: a Flickr photo metadata file joined in by photo id
+    (index/photo_metadata.py); by default the dataset root's ``flickr_metadata.csv`` when there
+    is one. ``log`` receives lines for the operator.
     """
     check_arguments(n_shards, workers, dtype, quality, synthetic)
+    if metadata_csv is not None and not Path(metadata_csv).is_file():
+        raise FileNotFoundError(f"photo metadata file {metadata_csv} does not exist")
     out = publish.target(out)
     with publish.BuildLock(out) as lock:
-        root, todo = scan(source)
-        if not todo:
+        unreadable: list[str] = []
+        root, photos = scan(source, unreadable)
+        first = next(photos, None)  # the walk stops at the first photo: no listing of the whole tree
+        if first is None:
             raise ValueError(f"no images found in {source} (expected <root>/<identity>/<photo>.jpg or a CSV)")
         publish.check_replaceable(out)
         staging = publish.prepare_staging(out)
         if log:
             log(f"building in {staging}; published as {out} once complete and checked")
-        lock_fds = (lock.fd,) if lock.fd is not None else ()
-        outcomes, counts = describe_with_journal(staging, out, root, todo, quality, workers, progress, lock_fds)
+        with _metadata_join(root, metadata_csv, staging, log) as join:
+            todo = list(join(itertools.chain([first], photos)))
+            lock_fds = (lock.fd,) if lock.fd is not None else ()
+            outcomes, counts = describe_with_journal(staging, out, root, todo, quality, workers, progress, lock_fds)
+        counts["photo_metadata"] = join.stats.to_json() if join.stats else None
+        counts["unreadable_folders"] = unreadable
+        if log and join.stats:
+            log(join.stats.summary())
+        if log and unreadable:
+            log(f"{len(unreadable)} folders could not be listed and were skipped: {'; '.join(unreadable[:3])}")
         report = write_index(staging, source, root, todo, outcomes, counts, n_shards, dtype, quality, synthetic)
         publish.publish(staging, out)
     return report
+
+
+class _Join:
+    """The photo metadata join of one build: a pass-through without a metadata file."""
+
+    def __init__(self, table: photo_metadata.PhotoMetadata | None):
+        self.table = table
+        self.stats = table.stats if table else None
+
+    def __call__(self, photos: Iterable[Photo]) -> Iterator[Photo]:
+        return with_photo_metadata(photos, self.table) if self.table else iter(photos)
+
+
+@contextlib.contextmanager
+def _metadata_join(
+    root: Path, metadata_csv: Path | None, staging: Path, log: Callable[[str], None] | None
+) -> Iterator[_Join]:
+    """The metadata file given, else ``flickr_metadata.csv`` in the dataset's root, imported into
+    the staging folder for the scan to join; its table is deleted at the end (no part of the index)."""
+    path = Path(metadata_csv) if metadata_csv is not None else root / photo_metadata.FILENAME
+    if not path.is_file():
+        yield _Join(None)
+        return
+    if log:
+        why = "given with --photo-metadata" if metadata_csv is not None else "found in the dataset's root"
+        log(f"joining photo metadata by photo id from {path} ({why})")
+    started = time.monotonic()
+    table = photo_metadata.PhotoMetadata(path, staging / photo_metadata.TABLE_FILE)
+    if log:
+        log(f"{table.stats.rows:,} metadata rows imported in {time.monotonic() - started:.1f} s")
+    try:
+        yield _Join(table)
+    finally:
+        table.close()
 
 
 def describe_with_journal(
@@ -420,6 +555,26 @@ def describe_with_journal(
     return outcomes, counts
 
 
+def entry_for(photo: Photo, outcome: Outcome) -> store.Entry:
+    """The metadata row stored for an accepted photo: the face box from its outcome, everything the
+    dataset says about it (identity, URL, licence, Flickr account, photo id, date) from the scan.
+
+    The one place that decides what a row holds; ValueError when ``outcome`` is another photo's.
+    """
+    if outcome.photo != photo.path:
+        raise ValueError(f"the outcome of {outcome.photo} was paired with the photo {photo.path}")
+    return store.Entry(
+        photo.identity,
+        photo.path,
+        outcome.box,
+        photo.url,
+        photo.licence,
+        nsid=photo.nsid,
+        photo_id=photo.photo_id,
+        date_taken=photo.date_taken,
+    )
+
+
 NO_IDENTITY = "directly in the dataset's root (or a CSV row without identity): put it in <root>/<identity>/ to index it"
 
 
@@ -452,7 +607,7 @@ def write_index(
         **counts,
     }
     descriptors = np.stack([o.descriptor for o in kept]).astype(np.float32)
-    entries = [store.Entry(o.identity, o.photo, o.box, o.url, o.licence) for o in kept]
+    entries = [entry_for(p, o) for p, o in zip(todo, outcomes, strict=True) if o.ok]
     if synthetic and synthetic.get("count", 0) > 0 and "model" not in synthetic:
         from index import synthetic as synth
 

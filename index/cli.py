@@ -1,7 +1,9 @@
 """``megapixels``: the operator's command line.
 
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
-                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP]
+                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP] [--photo-metadata CSV]
+                       (CSV: photo_id,nsid,licence,date_taken joined in by photo id; by default the
+                       dataset root's flickr_metadata.csv when there is one)
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
 megapixels search IMAGE --index INDEX_DIR [--top-k K] [--max-megapixels MP] [--enrolled-share P]
                        (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
@@ -89,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
     idx = sub.add_parser("index", help="gallery index commands").add_subparsers(dest="action", required=True)
     b = idx.add_parser("build", help="build an index from <DATASET_DIR>/<identity>/<photo> or a CSV manifest")
     b.add_argument(
-        "dataset", type=Path, help="a folder per identity (LFW, MegaFace) or a CSV: path,identity,url,licence"
+        "dataset",
+        type=Path,
+        help="a folder per identity (LFW, MegaFace) or a CSV: path,identity[,url,licence,nsid,photo_id,date_taken]",
     )
     b.add_argument("--out", type=Path, required=True, help="the index folder (replaced as a whole when complete)")
     b.add_argument("--shards", type=COUNT, default=2)
@@ -114,6 +118,14 @@ def parser() -> argparse.ArgumentParser:
         help="add this many synthetic distractors (no photo)",
     )
     b.add_argument("--synthetic-seed", type=_number(int, 0, what="an integer"), default=1)
+    b.add_argument(
+        "--photo-metadata",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="Flickr photo metadata (photo_id, nsid, licence, date_taken) joined in by photo id "
+        "(default: flickr_metadata.csv in the dataset's root, when there is one)",
+    )
     c = idx.add_parser("calibrate", help="store a distance -> P(same person) calibration with an index")
     c.add_argument("index_dir", type=Path)
     c.add_argument("--from", dest="source", type=Path, default=calibration.DEFAULT, help="default: the LFW fit")
@@ -148,7 +160,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             grow = {"count": args.synthetic, "seed": args.synthetic_seed} if args.synthetic else None
             report = build.build(
-                args.dataset, args.out, args.shards, args.workers, True, args.dtype, quality, grow, log=say
+                args.dataset,
+                args.out,
+                args.shards,
+                args.workers,
+                True,
+                args.dtype,
+                quality,
+                grow,
+                log=say,
+                metadata_csv=args.photo_metadata,
             )
             summary = {k: v for k, v in report.items() if k != "rejected_files"}
             print(json.dumps(summary, indent=2))

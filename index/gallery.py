@@ -4,7 +4,8 @@ One API for the reducer (which merges the matchers' answers) and for ``megapixel
 searches every shard itself), so the command line answers exactly what the kiosk shows:
 
 - the exact global top k over every answer (:func:`index.search.merge`);
-- each row's identity, photo and face box from the metadata;
+- each row's identity, photo and face box from the metadata, and its provenance where the
+  dataset gives it (Flickr account, photo id, licence, date taken, URL);
 - synthetic distractors (index/synthetic.py) take part in the merge like any row but are never
   shown as a person: they are left out, and the real results keep their global rank, so a gap in
   the ranks shows that a distractor came closer;
@@ -29,6 +30,7 @@ import numpy as np
 from config import loader
 from index import calibration, search, store
 from messages import Result
+from messages.schemas import LIMITS
 
 Answer = tuple[list[int], list[float]]  # one shard's global rows and distances, nearest first
 
@@ -104,4 +106,14 @@ class Gallery:
     @staticmethod
     def _result(rank: int, row: int, d: float, entry: store.Entry, p_same: float | None, verdict: str) -> Result:
         box = [int(v) for v in entry.box] if entry.box else []
-        return Result(rank, entry.identity, d, entry.photo, row, box, p_same, verdict)
+        provenance = {
+            name: value if len(value) <= LIMITS[name] else ""  # a value the wire would refuse is left out
+            for name, value in (
+                ("nsid", entry.nsid),
+                ("photo_id", entry.photo_id),
+                ("licence", entry.licence),
+                ("date_taken", entry.date_taken),
+                ("url", entry.url),
+            )
+        }
+        return Result(rank, entry.identity, d, entry.photo, row, box, p_same, verdict, **provenance)

@@ -5,7 +5,9 @@ Layout of an index folder::
     manifest.json       format version, dim, dtype, count, shards (file, rows, bytes, sha256),
                         build parameters, dataset provenance, the synthetic row range
     shard_000.npy ...   descriptors in the build's dtype, one .npy per shard (memory-mapped)
-    meta.sqlite         one row per real descriptor: identity, source photo, URL, licence, face box
+    meta.sqlite         one row per real descriptor: identity, source photo, URL, licence, face box,
+                        and where the dataset gives them the Flickr account (NSID), photo id and
+                        date taken; indexed on identity, nsid and photo_id (:class:`Metadata`)
     build_report.json   what the build did and every file it rejected, with the reason
     build_journal.jsonl every photo's outcome by content key, for the next build (index/journal.py)
     calibration.json    distance -> P(same person) (index/calibration.py)
@@ -13,7 +15,10 @@ Layout of an index folder::
 Every part is checked where it is opened, and a problem raises :class:`IndexStoreError` naming
 the file and what is wrong: the manifest key by key (:func:`manifest_problems`), each shard's
 size, shape, dtype and sha256 (:func:`open_shard`), the metadata's integrity, table, columns and
-row count (:class:`Metadata`); :func:`verify` opens all of them. The matchers and the reducer
+row count, and the indexes the lookups by account and photo need (:class:`Metadata`); :func:`verify`
+opens all of them. An index built before the account columns existed (no ``nsid``, ``photo_id``,
+``date_taken``) still opens and answers searches, with empty provenance; looking photos up by
+account in it raises :class:`IndexStoreError` saying to rebuild. The matchers and the reducer
 refuse to start with that message. A build's staging folder (``.<name>.building``) is refused
 as an index even when complete: it becomes one only by the build's atomic rename (index/publish.py).
 Files are never rewritten in place (a running matcher may have them memory-mapped): a new file
@@ -36,6 +41,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,12 +61,17 @@ class IndexStoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Entry:
+    """One row's metadata. The provenance fields are "" where the dataset does not give them."""
+
     identity: str
     photo: str  # path relative to the dataset root ("" for synthetic rows)
     box: tuple[int, int, int, int] | None
     url: str = ""
     licence: str = ""
     synthetic: bool = False
+    nsid: str = ""  # the Flickr account (MegaFace's identity folder, or a CSV column)
+    photo_id: str = ""  # the Flickr photo id
+    date_taken: str = ""  # as the dataset gives it (flickr_metadata.csv: YYYY-MM-DD)
 
 
 def split(count: int, n_shards: int) -> list[tuple[int, int]]:
@@ -388,22 +399,55 @@ def write(
 
 
 def _write_metadata(db: Path, entries: list[Entry]) -> None:
-    db.unlink(missing_ok=True)
-    con = sqlite3.connect(db)
-    with con:
-        con.execute(
+    with MetadataWriter(db) as writer:
+        writer.add(entries)
+
+
+class MetadataWriter:
+    """Writes meta.sqlite row by row (rows numbered from 0 in the order added); the indexes are
+    made once at :meth:`close`, after the rows, which is several times faster than keeping them
+    up to date row by row. A new file replaces any old one (never rewritten in place)."""
+
+    def __init__(self, db: Path):
+        self.path = Path(db)
+        self.path.unlink(missing_ok=True)
+        self.rows = 0
+        self._con = sqlite3.connect(self.path)
+        # a staging file, deleted and written again by a build that restarts: no rollback journal needed
+        self._con.execute("PRAGMA journal_mode = OFF")
+        self._con.execute("PRAGMA synchronous = OFF")
+        self._con.execute(
             "CREATE TABLE entries (row INTEGER PRIMARY KEY, identity TEXT NOT NULL, photo TEXT NOT NULL,"
-            " url TEXT NOT NULL, licence TEXT NOT NULL, box TEXT)"
+            " url TEXT NOT NULL, licence TEXT NOT NULL, box TEXT,"
+            " nsid TEXT NOT NULL, photo_id TEXT NOT NULL, date_taken TEXT NOT NULL)"
         )
-        con.executemany(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (i, e.identity, e.photo, e.url, e.licence, json.dumps(list(e.box)) if e.box else None)
-                for i, e in enumerate(entries)
-            ),
-        )
-        con.execute("CREATE INDEX entries_identity ON entries (identity)")
-    con.close()
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        """Append ``entries`` (any iterable: a chunk, a generator) as the next rows."""
+
+        def rows() -> Iterator[tuple]:
+            for e in entries:
+                box = json.dumps([int(v) for v in e.box]) if e.box else None
+                yield (self.rows, e.identity, e.photo, e.url, e.licence, box, e.nsid, e.photo_id, e.date_taken)
+                self.rows += 1
+
+        with self._con:
+            self._con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+
+    def close(self) -> None:
+        with self._con:
+            for column in INDEXED_COLUMNS:
+                self._con.execute(f"CREATE INDEX entries_{column} ON entries ({column})")
+        self._con.close()
+
+    def __enter__(self) -> MetadataWriter:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._con.close()
 
 
 def unfinished(index_dir: Path) -> bool:
@@ -482,13 +526,18 @@ def verify(index_dir: Path, staged: bool = False) -> Manifest:
 
 
 META_COLUMNS = ("row", "identity", "photo", "url", "licence", "box")
+PROVENANCE_COLUMNS = ("nsid", "photo_id", "date_taken")  # absent in indexes built before them: empty
+INDEXED_COLUMNS = ("identity", "nsid", "photo_id")  # the lookups by account and photo need the last two
 
 
 class Metadata:
-    """Row -> identity, photo, URL, licence and box, read from meta.sqlite (read-only).
+    """Row -> identity, photo, URL, licence, box and provenance, read from meta.sqlite (read-only);
+    the rows of a Flickr account (:meth:`photos_of_account`) or photo id (:meth:`photo`).
 
     Checked at open: an SQLite database that passes ``PRAGMA quick_check``, with an ``entries``
-    table of the expected columns and exactly the manifest's real rows, numbered from 0.
+    table of the expected columns and exactly the manifest's real rows, numbered from 0; the
+    provenance columns all present with their indexes, or (an index built before them) all absent:
+    then ``has_provenance`` is false, entries carry none, and the lookups by account refuse.
     """
 
     def __init__(self, index_dir: Path, manifest: Manifest | None = None):
@@ -498,6 +547,7 @@ class Metadata:
         manifest = manifest or read_manifest(index_dir)
         synthetic = manifest.synthetic
         self.path = path
+        self.has_provenance = False
         self._synthetic = (synthetic.start, synthetic.stop) if synthetic else (-1, -1)
         self._per_identity = synthetic.photos_per_identity if synthetic else 1
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -509,6 +559,7 @@ class Metadata:
         except IndexStoreError:
             self._con.close()
             raise
+        self._columns = ", ".join(META_COLUMNS + (PROVENANCE_COLUMNS if self.has_provenance else ()))
 
     def _check(self, manifest: Manifest) -> None:
         found = [row[0] for row in self._con.execute("PRAGMA quick_check(5)")]
@@ -519,6 +570,22 @@ class Metadata:
             raise IndexStoreError(f"{self.path}: has no 'entries' table: rebuild the index")
         if missing := [c for c in META_COLUMNS if c not in columns]:
             raise IndexStoreError(f"{self.path}: table 'entries' lacks the columns {', '.join(missing)}: rebuild")
+        provenance = [c for c in PROVENANCE_COLUMNS if c in columns]
+        if provenance and len(provenance) < len(PROVENANCE_COLUMNS):
+            missing = [c for c in PROVENANCE_COLUMNS if c not in columns]
+            raise IndexStoreError(f"{self.path}: table 'entries' lacks the columns {', '.join(missing)}: rebuild")
+        self.has_provenance = bool(provenance)
+        if self.has_provenance:
+            indexed = {
+                info[2]
+                for (_, name, *_rest) in self._con.execute("PRAGMA index_list(entries)")
+                for info in self._con.execute(f"PRAGMA index_info({_quoted(name)})").fetchall()[:1]
+            }
+            if missing := [c for c in INDEXED_COLUMNS if c not in indexed]:
+                raise IndexStoreError(
+                    f"{self.path}: table 'entries' has no index on {', '.join(missing)} "
+                    "(looking photos up by account would read every row): rebuild the index"
+                )
         n, low, high = self._con.execute("SELECT COUNT(*), MIN(row), MAX(row) FROM entries").fetchone()
         if n != manifest.real:
             raise IndexStoreError(
@@ -542,18 +609,47 @@ class Metadata:
                 real.append(r)
         if real:
             marks = ",".join("?" * len(real))
-            try:
-                cur = self._con.execute(
-                    f"SELECT row, identity, photo, url, licence, box FROM entries WHERE row IN ({marks})", real
-                )
-                for r, identity, photo, url, licence, box in cur:
-                    found[r] = Entry(identity, photo, tuple(json.loads(box)) if box else None, url, licence)
-            except (sqlite3.Error, ValueError, TypeError) as e:
-                raise IndexStoreError(f"{self.path}: rows {real} can't be read ({e})") from e
+            found.update(self._select(f"row IN ({marks})", real, f"rows {real}"))
         return found
+
+    def photos_of_account(self, nsid: str, limit: int | None = None) -> list[tuple[int, Entry]]:
+        """``(row, entry)`` of the Flickr account's photos, in row order (at most ``limit``)."""
+        self._need_provenance()
+        return self._select("nsid = ? ORDER BY row" + (f" LIMIT {int(limit)}" if limit is not None else ""), [nsid])
+
+    def count_of_account(self, nsid: str) -> int:
+        """How many rows the Flickr account has."""
+        self._need_provenance()
+        return self._con.execute("SELECT COUNT(*) FROM entries WHERE nsid = ?", [nsid]).fetchone()[0]
+
+    def photo(self, photo_id: str) -> list[tuple[int, Entry]]:
+        """``(row, entry)`` of the Flickr photo (one per face indexed from it), in row order."""
+        self._need_provenance()
+        return self._select("photo_id = ? ORDER BY row", [photo_id])
+
+    def _need_provenance(self) -> None:
+        if not self.has_provenance:
+            raise IndexStoreError(
+                f"{self.path}: this index was built before Flickr accounts and photo ids were stored: "
+                "rebuild it (megapixels index build) to look photos up by account"
+            )
+
+    def _select(self, where: str, args: list, what: str = "the rows asked for") -> list[tuple[int, Entry]]:
+        try:
+            cur = self._con.execute(f"SELECT {self._columns} FROM entries WHERE {where}", args)
+            return [
+                (r, Entry(identity, photo, tuple(json.loads(box)) if box else None, url, licence, False, *more))
+                for r, identity, photo, url, licence, box, *more in cur
+            ]
+        except (sqlite3.Error, ValueError, TypeError) as e:
+            raise IndexStoreError(f"{self.path}: {what} can't be read ({e})") from e
 
     def close(self) -> None:
         self._con.close()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _sha256(path: Path) -> str:

@@ -114,7 +114,9 @@ class Result:
     came closer. ``photo`` is relative to the dataset root and ``box`` is the face in it,
     ``[left, top, right, bottom]`` (``[]`` when the index has none). ``p_same`` (the probability
     that this is the visitor rather than a look-alike) and ``verdict`` are set when the index is
-    calibrated, else ``None`` and ``""``.
+    calibrated, else ``None`` and ``""``. The provenance (the Flickr account ``nsid``, ``photo_id``,
+    ``licence``, ``date_taken``, ``url``) is what the dataset gives for the photo, ``""`` where it
+    gives nothing (or a value longer than its LIMITS entry).
     """
 
     rank: int
@@ -125,6 +127,11 @@ class Result:
     box: list[int] = field(default_factory=list)
     p_same: float | None = None
     verdict: str = ""
+    nsid: str = ""
+    photo_id: str = ""
+    licence: str = ""
+    date_taken: str = ""
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,11 @@ LIMITS: dict[str, int] = {
     "identity": 256,
     "photo": 1024,
     "verdict": 16,
+    "nsid": 64,
+    "photo_id": 64,
+    "licence": 256,
+    "date_taken": 64,
+    "url": 2048,
     "boxes": 64,
     "rows": 1000,
     "distances": 1000,
