@@ -55,7 +55,7 @@ class JoinStats:
             f"{self.rows:,} rows, {self.photos_without_row + self.photos_without_photo_id:,} had none"
         )
         if self.photos_without_photo_id:
-            text += f" ({self.photos_without_photo_id:,} of them have no photo id)"
+            text += f" ({self.photos_without_photo_id:,} without a photo id)"
         if self.nsid_disagreements:
             text += f"; {self.nsid_disagreements:,} rows name another account than the photo's folder (folder kept)"
         return text

@@ -615,16 +615,22 @@ class Metadata:
     def photos_of_account(self, nsid: str, limit: int | None = None) -> list[tuple[int, Entry]]:
         """``(row, entry)`` of the Flickr account's photos, in row order (at most ``limit``)."""
         self._need_provenance()
+        if not nsid:
+            return []  # "" is every row without an account, not an account
         return self._select("nsid = ? ORDER BY row" + (f" LIMIT {int(limit)}" if limit is not None else ""), [nsid])
 
     def count_of_account(self, nsid: str) -> int:
         """How many rows the Flickr account has."""
         self._need_provenance()
+        if not nsid:
+            return 0
         return self._con.execute("SELECT COUNT(*) FROM entries WHERE nsid = ?", [nsid]).fetchone()[0]
 
     def photo(self, photo_id: str) -> list[tuple[int, Entry]]:
         """``(row, entry)`` of the Flickr photo (one per face indexed from it), in row order."""
         self._need_provenance()
+        if not photo_id:
+            return []
         return self._select("photo_id = ? ORDER BY row", [photo_id])
 
     def _need_provenance(self) -> None:

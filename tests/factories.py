@@ -101,6 +101,8 @@ SAMPLES = [
     Credit(H, 1, 123456789),
     CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
     ReplayControl(H, "rate", 0.5),
+    # a result with its provenance (the Flickr account, photo id, licence, date, URL)
+    Matches(H, 98, 1, [result(nsid="1@N01", photo_id="2", licence="CC0", date_taken="2009", url="u")], False, [], 1.0),
 ]
 
 
