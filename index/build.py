@@ -145,7 +145,8 @@ def iter_photos(source: Path, unreadable_folders: list[str] | None = None) -> It
     """
     root = dataset_root(source)
     if Path(source).is_file():
-        return _read_csv(Path(source), _csv_columns(Path(source)))
+        _check_csv(Path(source))
+        return _read_csv(Path(source))
     skipped = unreadable_folders if unreadable_folders is not None else []
     return _walk(str(root), "", skipped)
 
@@ -183,7 +184,7 @@ def _walk(folder: str, relative: str, unreadable: list[str]) -> Iterator[Photo]:
         yield from _walk(os.path.join(folder, name), f"{relative}/{name}" if relative else name, unreadable)
 
 
-def _csv_columns(path: Path) -> list[str]:
+def _check_csv(path: Path) -> None:
     with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), None) or []
     if not {"path", "identity"} <= set(header):
@@ -191,10 +192,9 @@ def _csv_columns(path: Path) -> list[str]:
             f"{path}: a CSV manifest needs columns path, identity (and optionally url, licence, nsid, photo_id, "
             f"date_taken); got {header}"
         )
-    return header
 
 
-def _read_csv(path: Path, columns: list[str]) -> Iterator[Photo]:
+def _read_csv(path: Path) -> Iterator[Photo]:
     """A CSV manifest's rows as photos; a path in MegaFace's layout fills an empty nsid / photo_id."""
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
