@@ -25,6 +25,8 @@ from actors import runtime
 from messages import (
     CHIP_PX,
     TOPICS,
+    ButtonPress,
+    ButtonStatus,
     CameraStatus,
     Candidates,
     Credit,
@@ -39,6 +41,7 @@ from messages import (
     Query,
     ReplayControl,
     Result,
+    SessionState,
     decode,
     open_socket,
 )
@@ -101,6 +104,9 @@ SAMPLES = [
     Credit(H, 1, 123456789),
     CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
     ReplayControl(H, "rate", 0.5),
+    SessionState(H, "results", True),
+    ButtonPress(H, "serial:/dev/ttyACM0"),
+    ButtonStatus(H, "missing", "serial", "serial:/dev/ttyACM0", "no such file", "OFF", 3, 1),
 ]
 
 
