@@ -151,6 +151,21 @@ class Echo(runtime.Actor):
 
 
 @contextlib.contextmanager
+def actor_in_thread(actor: runtime.Actor, ctx: zmq.Context) -> Iterator[threading.Thread]:
+    """``actor`` run by the real run loop in a thread of this process, on ``ctx``; stopped (its
+    sockets closed) when the block ends. For devices only this process can reach (gpiozero's mock pins)."""
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive(), f"{actor.name} did not stop within 5 s"
+
+
+@contextlib.contextmanager
 def matcher_in_thread(actor: runtime.Actor) -> Iterator[tuple]:
     """``actor`` (a matcher) running in a thread, with the test's PUB on queries and PULL on
     candidates; yields (stop, thread, pub, pull) and stops and closes everything after."""
