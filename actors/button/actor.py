@@ -29,7 +29,6 @@ Nothing about the visitor passes through here.
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 from actors import runtime
@@ -64,7 +63,6 @@ class Button(runtime.Actor):
         self.debounce = Debounce(b["debounce_ms"] / 1000)
         self.backoff = Backoff(b["reconnect_s"], b["reconnect_max_s"])
         self.session: SessionState | None = None
-        self.session_ns: int | None = None
         self.connected = False
         self.detail = self._idle_detail(b)
         self.light = OFF  # what the device was last told
@@ -89,7 +87,7 @@ class Button(runtime.Actor):
         return ""
 
     def handle(self, msg: SessionState) -> list[Any]:
-        self.session, self.session_ns = msg, time.monotonic_ns()
+        self.session = msg
         return []
 
     def next_tick_ms(self, now_ns: int) -> float:
@@ -105,7 +103,7 @@ class Button(runtime.Actor):
                     out += self._read(now_ns)
                     self._show(now_ns)
             except DeviceMissing as e:
-                self._lost(now_ns, str(e))
+                self._lost(now_ns, e)
         status = self._status()
         key = (status.state, status.detail, status.light, status.presses, status.bad_lines)
         if key != self.last_status or now_ns >= self.status_ns:
@@ -122,8 +120,10 @@ class Button(runtime.Actor):
             self.device.close()
             delay_s = self.backoff.next_delay_s()
             self.retry_ns = now_ns + int(delay_s * NS)
-            if str(e) != self.detail or self.connected:
-                self.log.warning("button %s missing: %s; looking again in %g s", self.device.name, e, delay_s)
+            if str(e) != self.detail:  # the same reason again: said once
+                self.log.warning(
+                    "button %s missing: %s%s; looking again in %g s", self.device.name, e, _cause(e), delay_s
+                )
             self.detail = str(e)
             self.stats["button.open_failed"] += 1
             return
@@ -134,15 +134,15 @@ class Button(runtime.Actor):
         self.stats["button.connected"] += 1
         self.log.info("button %s connected", self.device.name)
 
-    def _lost(self, now_ns: int, why: str) -> None:
+    def _lost(self, now_ns: int, why: DeviceMissing) -> None:
         assert self.device is not None
         self.device.close()
         self.connected = False
-        self.detail = why
+        self.detail = str(why)
         delay_s = self.backoff.next_delay_s()
         self.retry_ns = now_ns + int(delay_s * NS)
         self.stats["button.lost"] += 1
-        self.log.warning("button %s lost: %s; looking again in %g s", self.device.name, why, delay_s)
+        self.log.warning("button %s lost: %s%s; looking again in %g s", self.device.name, why, _cause(why), delay_s)
 
     def _read(self, now_ns: int) -> list[Any]:
         assert self.device is not None
@@ -173,7 +173,7 @@ class Button(runtime.Actor):
 
     def _show(self, now_ns: int) -> None:
         assert self.device is not None
-        light = light_for(self.session, now_ns, self.session_ns)
+        light = light_for(self.session, now_ns)
         refresh = self.device.refresh_s
         if light != self.light or now_ns >= self.refresh_ns:
             if light != self.light:
@@ -197,3 +197,8 @@ class Button(runtime.Actor):
             with contextlib.suppress(DeviceMissing):
                 self.device.show(OFF)  # the kiosk is closing: no lit button nobody answers
             self.device.close()
+
+
+def _cause(e: BaseException) -> str:
+    """The library's own words behind a DeviceMissing, for the log."""
+    return f" ({e.__cause__})" if e.__cause__ is not None and str(e.__cause__) else ""

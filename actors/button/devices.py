@@ -11,6 +11,7 @@ their backend is chosen.
 from __future__ import annotations
 
 import contextlib
+import errno
 import warnings
 from collections import deque
 from typing import Any, Protocol
@@ -22,7 +23,20 @@ BLINK_S = 0.5  # an LED on a pin without PWM blinks instead of pulsing
 
 
 class DeviceMissing(Exception):
-    """The device can't be opened, or has gone; the text says why."""
+    """The device can't be opened, or has gone; the text says why in a few words, for the operator's
+    alert line, and the exception it was raised from (``__cause__``) gives the library's own words."""
+
+
+def _open_problem(e: Exception) -> str:
+    """A serial port's failure to open, in the operator's words."""
+    code = getattr(e, "errno", None)
+    if code == errno.ENOENT:
+        return "not plugged in (no such port)"
+    if code in (errno.EACCES, errno.EPERM):
+        return "no permission to open the port (is the kiosk's user in the dialout group?)"
+    if code in (errno.EBUSY, errno.EAGAIN):
+        return "the port is in use by another program"
+    return str(e)
 
 
 class Device(Protocol):
@@ -57,7 +71,7 @@ class SerialDevice:
             # exclusive: a second kiosk (or a modem manager) on the same port is refused, not shared.
             self._ser = serial.Serial(self.port, self.baud, timeout=0, write_timeout=0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise DeviceMissing(str(e)) from None
+            raise DeviceMissing(_open_problem(e)) from e
         self._lines = LineSplitter()
         self._write(HELLO)
 
@@ -67,7 +81,7 @@ class SerialDevice:
         try:
             data = self._ser.read(4096)
         except (serial.SerialException, OSError) as e:  # unplugged: the port reports readable, then nothing
-            raise DeviceMissing(f"the device went away ({e})") from None
+            raise DeviceMissing("unplugged (the port stopped answering)") from e
         return self._lines.feed(data) if data else []
 
     def show(self, light: str) -> None:
@@ -79,7 +93,7 @@ class SerialDevice:
         try:
             self._ser.write(line)  # a full output buffer takes less; the light is said again soon
         except (serial.SerialException, OSError) as e:
-            raise DeviceMissing(f"the device went away ({e})") from None
+            raise DeviceMissing("unplugged (the port stopped answering)") from e
 
     def close(self) -> None:
         if self._ser is not None:
@@ -113,9 +127,15 @@ class GpioDevice:
                     self._led, self._pwm = gpiozero.PWMLED(self.led_pin), True
                 except gpiozero.PinPWMUnsupported:
                     self._led, self._pwm = gpiozero.LED(self.led_pin), False
+        except gpiozero.GPIOPinInUse as e:
+            self.close()
+            raise DeviceMissing(f"a pin is in use by another program ({str(e).split(' by ')[0]})") from e
+        except gpiozero.BadPinFactory as e:
+            self.close()
+            raise DeviceMissing("no GPIO here (gpiozero found no pin library that works)") from e
         except (gpiozero.GPIOZeroError, OSError) as e:
             self.close()
-            raise DeviceMissing(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from None
+            raise DeviceMissing(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
         self._presses.clear()
         self._button.when_pressed = self._pressed
 

@@ -25,14 +25,16 @@ MAX_LINE_BYTES = 64
 SESSION_STALE_S = 3.0  # the window says its state twice a second: older than this, the window is gone
 
 
-def light_for(state: SessionState | None, now_ns: int, received_ns: int | None) -> str:
+def light_for(state: SessionState | None, now_ns: int) -> str:
     """What the button shows for the display's last word about its session.
 
     Pulsing while a receipt prints, lit while the screen's print button is lit (a match under the
     threshold, not printed yet), off otherwise: attract, searching, no close match, after printing,
-    and whenever the window has said nothing for SESSION_STALE_S (gone, or headless).
+    and whenever the window's last word is older than SESSION_STALE_S (gone, frozen, or headless).
+    The age is the message's own (its header's monotonic time, on this machine), so states the
+    window queued before the button's socket was there are old news too.
     """
-    if state is None or received_ns is None or now_ns - received_ns > SESSION_STALE_S * NS:
+    if state is None or now_ns - state.header.t_ns > SESSION_STALE_S * NS:
         return OFF
     if state.phase == "printing":
         return PULSE
@@ -156,5 +158,6 @@ def button_alert(status: ButtonStatus | None) -> str:
     """What the operator reads about the print button ('' unless a configured device is missing)."""
     if status is None or status.state != "missing":
         return ""
-    why = f": {status.detail}" if status.detail else ""
-    return f"print button missing ({status.backend} {status.device}){why}; the screen's button still works"
+    # The reason first: a long device name is what the alert line may cut short.
+    why = f" ({status.detail})" if status.detail else ""
+    return f"print button missing{why}: {status.device}; the screen's button still works"
