@@ -594,6 +594,9 @@ def test_a_usb_button_that_types_a_key_prints_through_the_window(
             start_display(actors, upstream)
             actors.wait_for(logged("display", "print button off: key"), "the idle button's word", 10, since=0)
             ks.grab_until(x_display, ks.button_lit, "kiosk_button_key_lit.png")
+            ks.press_key(x_display, "F11")  # another key: nothing, though a print would be allowed now
+            assert _no_job_within(printer, 1.0), "a key other than button.key printed"
+            assert not logged("display", "print key")(actors.history)
             ks.press_key(x_display, "F12", times=2)  # typed twice, quickly
             job = actors.wait_for(lambda _: printer.receive(), "a print job after the key", 10)
             assert job.query_id == QUERY_ID and job.header.src == "display"
@@ -604,7 +607,6 @@ def test_a_usb_button_that_types_a_key_prints_through_the_window(
                 lambda rgb: [*ks.button_unlit(rgb), *ks.text_width(rgb, ks.PRINT_NOTE, 150, "print note")],
                 "kiosk_button_key_printing.png",
             )
-            ks.press_key(x_display, "F11")  # another key does nothing
             printer.reply(job)
             actors.wait_for(logged("display", f"printed query {QUERY_ID}"), "'printed'", 10, since=0)
             assert _no_job_within(printer, 1.0)
