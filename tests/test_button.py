@@ -395,7 +395,10 @@ def test_without_a_device_the_button_actor_idles_and_stops_on_sigterm(tmp_path: 
         off = window.wait_status(lambda s: s.state == "off", "the idle state")
         assert off.backend == "none" and off.light == OFF and "screen's button only" in off.detail
         assert button_alert(off) == ""  # nothing for the operator to fix
-        window.wait_status(lambda s: s.header.seq >= off.header.seq + 2, "two more statuses")  # alive, idle
+        # Alive and idle: a status every second, numbered one by one (nothing made and not sent between).
+        later = window.wait_status(lambda s: s.header.seq > off.header.seq, "the next status")
+        assert later.header.seq == off.header.seq + 1 and later.state == "off", (off, later)
+        assert 0.5e9 < later.header.t_ns - off.header.t_ns < 3e9, "not once a second"
         assert actors.stop("button") == 0
     finally:
         actors.kill_all()

@@ -69,7 +69,7 @@ class Button(runtime.Actor):
         self.retry_ns = 0  # when to look for a missing device again
         self.refresh_ns = 0  # when to say the light again
         self.status_ns = 0  # when to publish the status again
-        self.last_status: tuple = ()
+        self.last_status: tuple = ()  # the status last published, without its header
         self.bad_logged_ns: int | None = None
         self.presses = 0
         self.bad_lines = 0
@@ -104,12 +104,11 @@ class Button(runtime.Actor):
                     self._show(now_ns)
             except DeviceMissing as e:
                 self._lost(now_ns, e)
-        status = self._status()
-        key = (status.state, status.detail, status.light, status.presses, status.bad_lines)
-        if key != self.last_status or now_ns >= self.status_ns:
-            self.last_status = key
+        said = self._said()
+        if said != self.last_status or now_ns >= self.status_ns:
+            self.last_status = said
             self.status_ns = now_ns + int(STATUS_EVERY_S * NS)
-            out.append(status)
+            out.append(ButtonStatus(self.header(), *said))
         return out
 
     def _connect(self, now_ns: int) -> None:
@@ -153,7 +152,7 @@ class Button(runtime.Actor):
                     self.presses += 1
                     self.stats["button.presses"] += 1
                     self.log.info("pressed (%s)", self.device.name)
-                    out.append(ButtonPress(self.header(), self.device.name))
+                    out.append(ButtonPress(self.header(), self.device.name[:256]))  # the wire's limit
                 else:
                     self.stats["button.bounced"] += 1
             elif line.kind == "hello":
@@ -182,15 +181,14 @@ class Button(runtime.Actor):
             self.light = light
             self.refresh_ns = now_ns + int(refresh * NS) if refresh is not None else 2**62
 
-    def _status(self) -> ButtonStatus:
+    def _said(self) -> tuple[str, str, str, str, str, int, int]:
+        """The fields of the status (ButtonStatus after its header)."""
         if self.device is None:
             state, device = "off", ""
         else:
-            state, device = ("connected" if self.connected else "missing"), self.device.name
+            state, device = ("connected" if self.connected else "missing"), self.device.name[:256]
         light = self.light if self.connected else OFF
-        return ButtonStatus(
-            self.header(), state, self.backend, device, self.detail[:1000], light, self.presses, self.bad_lines
-        )
+        return state, self.backend, device, self.detail[:1000], light, self.presses, self.bad_lines
 
     def on_stop(self) -> None:
         if getattr(self, "device", None) is not None and self.connected:
