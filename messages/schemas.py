@@ -22,6 +22,10 @@ MAX_CREDITS = 8  # the most jobs an encoder may take at once (Credit.credits)
 LIKELY_YOU = "likely you"  # the calibrated verdicts a Result can carry (index/calibration.py decides)
 LOOK_ALIKE = "look-alike"
 VERDICTS = (LIKELY_YOU, LOOK_ALIKE)
+# The display's session phases (ui_kivy.session.Phase values), the print button's lights and its states.
+SESSION_PHASES = ("attract", "present", "searching", "results", "printing")
+LIGHTS = ("OFF", "ON", "PULSE")
+BUTTON_STATES = ("off", "connected", "missing")
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,54 @@ class ReplayControl:
     value: float = 0.0
 
 
+@dataclass(frozen=True)
+class SessionState:
+    """What the display's session is doing, for the physical print button: sent by the window on every
+    change and twice a second. ``phase`` is a :class:`ui_kivy.session.Phase` value (``attract``,
+    ``present``, ``searching``, ``results``, ``printing``); ``lit`` is true exactly when the screen's
+    print button is lit (results up, best match within the threshold, not printed yet). No visitor data.
+    """
+
+    TOPIC: ClassVar[str] = "session"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    phase: str
+    lit: bool
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    """The physical print button was pressed (debounced by the button actor); the display treats it as
+    a touch of its own print button. ``source`` names the device ("serial:/dev/ttyACM0", "gpio:17")."""
+
+    TOPIC: ClassVar[str] = "presses"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    source: str
+
+
+@dataclass(frozen=True)
+class ButtonStatus:
+    """What the button actor is doing, for the operator: published on every change and once a second.
+
+    ``state`` is ``off`` (no device configured: ``button.backend`` is ``none`` or ``key``),
+    ``connected`` or ``missing`` (configured but not there: unplugged, no such port, no GPIO; the
+    actor retries). ``light`` is what it shows (``OFF``, ``ON``, ``PULSE``); ``bad_lines`` counts
+    the device's lines it could not read and dropped.
+    """
+
+    TOPIC: ClassVar[str] = "button_status"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    state: str
+    backend: str
+    device: str
+    detail: str
+    light: str
+    presses: int
+    bad_lines: int
+
+
 MESSAGE_TYPES: dict[str, type] = {
     cls.TOPIC: cls
     for cls in (
@@ -269,6 +321,9 @@ MESSAGE_TYPES: dict[str, type] = {
         Credit,
         CameraStatus,
         ReplayControl,
+        SessionState,
+        ButtonPress,
+        ButtonStatus,
     )
 }
 
@@ -298,4 +353,8 @@ LIMITS: dict[str, int] = {
     "visitor_face_jpeg": 256 * 1024,
     "state": 16,
     "command": 16,
+    "phase": 16,
+    "backend": 16,
+    "device": 256,
+    "light": 16,
 }
