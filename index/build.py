@@ -19,6 +19,10 @@ folder beside ``--out`` under a lock (a second build into the same ``--out`` ref
 checks the finished index as a matcher would open it, and only then swaps it in. Until then the
 previous index is untouched and usable, and a running matcher keeps its (unlinked) files.
 
+Opt-out (index/removals.py): photos that ``megapixels index remove`` removed from the index at
+``--out`` are left out of its rebuild before anything is described, and the removals are carried
+into the new index.
+
 Resumable (index/journal.py): every finished photo is appended to the staging folder's journal,
 keyed by the photo's content and the settings that decide its outcome, never by its path. Killed
 at any point (even ``kill -9``), the next run drops a torn last line and describes only the
@@ -47,7 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faces import IMAGE_SUFFIXES, MAX_PIXELS
-from index import calibration, journal, publish, store
+from index import calibration, journal, publish, removals, store
 from index.journal import Outcome
 
 JOURNAL = journal.FILENAME
@@ -326,11 +330,17 @@ def build(
         if not todo:
             raise ValueError(f"no images found in {source} (expected <root>/<identity>/<photo>.jpg or a CSV)")
         publish.check_replaceable(out)
+        # Photos removed from the index being replaced (megapixels index remove) stay out: never
+        # described, never journaled. Removals made while this build runs are carried at publish.
+        todo, opted_out = removals.left_out(removals.read(out) if out.is_dir() else [], todo)
         staging = publish.prepare_staging(out)
         if log:
             log(f"building in {staging}; published as {out} once complete and checked")
+            if opted_out:
+                log(f"{len(opted_out)} photos left out: removed from {out} ({removals.FILENAME})")
         lock_fds = (lock.fd,) if lock.fd is not None else ()
         outcomes, counts = describe_with_journal(staging, out, root, todo, quality, workers, progress, lock_fds)
+        counts["opted_out"] = len(opted_out)
         report = write_index(staging, source, root, todo, outcomes, counts, n_shards, dtype, quality, synthetic)
         publish.publish(staging, out)
     return report
