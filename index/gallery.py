@@ -52,8 +52,9 @@ def finite_answer(rows: list[int], distances: list[float]) -> tuple[Answer, int]
 
 
 class Gallery:
-    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError
-    at open when any part it answers from (manifest, metadata, calibration) is unusable.
+    """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError /
+    RemovalsError at open when any part it answers from (manifest, metadata, calibration, removals)
+    is unusable.
 
     ``enrolled_share``: the share of visitors expected to be in the dataset (the prior of p_same);
     default: the ``index.enrolled_share`` setting's kiosk default."""

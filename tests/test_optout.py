@@ -583,6 +583,7 @@ def test_a_removal_under_the_running_graph_takes_effect_within_a_second_without_
             timeout=60,
         )
         returned = time.monotonic()
+        written = (index / removals.FILENAME).stat().st_mtime  # when the command wrote the file
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["rows_removed"] == 3
 
@@ -591,11 +592,13 @@ def test_a_removal_under_the_running_graph_takes_effect_within_a_second_without_
             return results if results and not _has_obama(results[-1]) else None
 
         after = graph.wait_for(without_obama, "a result without barack_obama", 10, period_s=0.02, since=mark)
-        effective = time.monotonic()
+        effective, effective_wall = time.monotonic(), time.time()
         latest = after[-1]
         assert len(latest["results"]) == 5 and not latest["partial"], latest
         assert [r["rank"] for r in latest["results"]] == [1, 2, 3, 4, 5]
-        assert effective - returned < 3.0, f"the removal took {effective - returned:.2f} s to show"
+        # Within a second as a rule (benchmarks/optout.py measures it); a loaded machine's slow
+        # results get a margin here.
+        assert effective_wall - written < 3.0, f"the removal took {effective_wall - written:.2f} s to show"
         graph.wait_for(logged("matcher.1", "answering without them"), "the matcher's log line", 10, since=mark)
         graph.wait_for(logged("reducer.1", "removals: 3 rows of this index removed"), "the reducer's", 10, since=0)
         more = graph.results(lambda r: len(r) >= 10, 60)
@@ -603,8 +606,8 @@ def test_a_removal_under_the_running_graph_takes_effect_within_a_second_without_
         assert {name: proc.pid for name, proc in graph.procs.items()} == pids
         assert all(proc.poll() is None for proc in graph.procs.values())  # nothing restarted, nothing died
         print(
-            f"removal: command {returned - started:.2f} s; first result without him "
-            f"{effective - returned:.2f} s after it returned (results arrive every ~0.1-0.3 s)"
+            f"removal: the command took {returned - started:.2f} s; the first result without him came "
+            f"{effective_wall - written:.2f} s after it wrote the file, {effective - returned:.2f} s after it returned"
         )
 
         # Compact under the running graph: the actors still serve the index they opened, and the
