@@ -438,6 +438,31 @@ def test_a_removal_waits_for_a_publish_and_lands_in_the_index_it_publishes(demo_
     assert line.index == removals.index_id(manifest) and list(line.rows) == _rows_of(demo_rows, OBAMA)
 
 
+def test_removals_made_at_the_same_time_are_all_kept(demo_rows, tmp_path):
+    out = tmp_path / "idx"
+    _index(demo_rows, out, with_journal=False)
+    names = sorted({e.identity for e in demo_rows[1]})[:12]
+    errors: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            optout.remove(out, "identity", name)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert sorted(r.value for r in removals.read(out)) == names  # none lost to another's rewrite
+    expected = sorted(i for i, e in enumerate(demo_rows[1]) if e.identity in names)
+    gallery = Gallery(out)
+    assert gallery.removals.rows.tolist() == expected
+    gallery.close()
+
+
 # --- with real builds --------------------------------------------------------------------------------
 
 
