@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.optout --removals 10 --rate 50
     .venv/bin/python -m benchmarks.optout --removals 10 --hog 4      # beside 4 busy loops
+    .venv/bin/python -m benchmarks.optout --sql-rows 4200000         # what resolving a removal costs at 4.2M rows
 
 Runs the Procfile's matcher and reducer (benchmarks/graph.py, ipc sockets in a private folder) on
 a copy of the index, and sends them one query every 1/rate s (a real gallery row with a little
@@ -11,7 +12,9 @@ measures, from the moment the removals file was written, how long until the firs
 that identity arrives; it also counts answers that still named the person although their query was
 sent after the file was written (there should be none: a matcher checks the file before every
 batch). Nothing is restarted. The command line itself (a Python start-up and the write) is timed
-once, separately.
+once, separately. ``--sql-rows N`` instead times, on a MegaFace-shaped meta.sqlite of N rows (6 photos
+per account), what a removal costs to resolve in the metadata (by identity: indexed; by photo: one
+scan, the photo column has no index) and to count the people it removes.
 """
 
 from __future__ import annotations
@@ -130,13 +133,60 @@ def measure(index_dir: Path, n_removals: int, rate_hz: float, hogs: int = 0) -> 
     return out
 
 
+def sql_costs(n_rows: int) -> None:
+    """Time resolving removals against a MegaFace-shaped metadata table of ``n_rows`` rows."""
+    import sqlite3
+
+    from index import removals
+    from index.removals import Removal
+
+    work = Path(tempfile.mkdtemp(prefix="optout-sql-", dir="/tmp"))
+    try:
+        entries = [
+            store.Entry(
+                f"{i // 6:08d}@N01", f"FlickrFinal2/{i // 6 % 1000:03d}/{i // 6:08d}@N01/{i}_0.jpg", (1, 2, 3, 4)
+            )
+            for i in range(n_rows)
+        ]
+        started = time.monotonic()
+        store._write_metadata(work / "meta.sqlite", entries)
+        written = time.monotonic() - started
+        del entries
+        con = sqlite3.connect(work / "meta.sqlite")
+        account = f"{n_rows // 12:08d}@N01"
+        for removal in (
+            Removal("identity", account, ""),
+            Removal("account", account, ""),
+            Removal("photo", f"FlickrFinal2/{n_rows // 12 % 1000:03d}/{account}/{n_rows // 2}_0.jpg", ""),
+        ):
+            started = time.monotonic()
+            (rows,) = removals.resolve(con, [removal])
+            took = time.monotonic() - started
+            print(f"{n_rows:,} rows: resolve --{removal.kind}: {1000 * took:.1f} ms ({len(rows)} rows)")
+        many = np.arange(0, n_rows, max(1, n_rows // 10_000))
+        started = time.monotonic()
+        people = removals.people_removed(con, many)
+        print(
+            f"{n_rows:,} rows: people wholly removed among {len(many):,} removed rows: {people}, "
+            f"{1000 * (time.monotonic() - started):.0f} ms"
+        )
+        con.close()
+        print(f"(writing the table took {written:.0f} s)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=PROJECT / "build" / "demo-index-2shards")
     parser.add_argument("--removals", type=int, default=10)
     parser.add_argument("--rate", type=float, default=50.0, help="queries per second")
     parser.add_argument("--hog", type=int, default=0, help="busy-loop processes beside the graph")
+    parser.add_argument("--sql-rows", type=int, default=0, help="time resolving removals in a table this big")
     args = parser.parse_args()
+    if args.sql_rows:
+        sql_costs(args.sql_rows)
+        return 0
     if not (args.index / "manifest.json").exists():
         from index import build
 
