@@ -78,9 +78,10 @@ def remove(index_dir: Path, kind: str, value: str) -> dict[str, Any]:
         try:
             earlier = removals.read(out)
             # Lines recorded for another index (a copied file) are resolved for this one, once.
+            foreign = [r for r in earlier if r.index != here]
+            again = iter(removals.resolve(con, foreign))
             earlier = [
-                r if r.index == here else dataclasses.replace(r, index=here, rows=tuple(rows))
-                for r, rows in zip(earlier, removals.resolve(con, earlier), strict=True)
+                r if r.index == here else dataclasses.replace(r, index=here, rows=tuple(next(again))) for r in earlier
             ]
             before = removals.removed_rows(earlier, here, manifest.real, con)
             line = Removal(kind, value, removals.now_utc(), here)

@@ -260,23 +260,34 @@ def resolve(con: sqlite3.Connection, removals: Sequence[Removal]) -> list[list[i
     return [rows_of.get((r.kind, r.value), []) for r in removals]
 
 
-def removed_rows(removals: Sequence[Removal], this_index: str, real: int, con: sqlite3.Connection | None) -> np.ndarray:
+def removed_rows(
+    removals: Sequence[Removal],
+    this_index: str,
+    real: int,
+    con: sqlite3.Connection | None,
+    cache: dict[tuple[str, str], list[int]] | None = None,
+) -> np.ndarray:
     """The sorted, distinct real rows of the index ``this_index`` that ``removals`` remove.
 
     A line recorded for this index gives its rows; any other line is resolved again by what it
-    asked, against ``con`` (this index's metadata). RemovalsError when a row is out of range.
+    asked, against ``con`` (this index's metadata), once per ``cache`` (this index's rows of each
+    thing asked never change). RemovalsError when a row is out of range.
     """
+    cache = {} if cache is None else cache
     found: list[int] = []
     foreign = []
     for r in removals:
         if r.index == this_index:
             found.extend(r.rows)
+        elif (r.kind, r.value) in cache:
+            found.extend(cache[(r.kind, r.value)])
         else:
             foreign.append(r)
     if foreign:
         if con is None:
             raise RemovalsError("removals recorded for another index, and no metadata to resolve them against")
-        for rows in resolve(con, foreign):
+        for r, rows in zip(foreign, resolve(con, foreign), strict=True):
+            cache[(r.kind, r.value)] = rows
             found.extend(rows)
     rows = np.unique(np.asarray(found, np.int64))
     if len(rows) and (rows[0] < 0 or rows[-1] >= real):
@@ -390,6 +401,7 @@ class Watch:
         self.version = 0  # +1 whenever ``rows`` changes
         self._stamp: tuple | None = None
         self._people: int | None = None
+        self._resolved: dict[tuple[str, str], list[int]] = {}  # lines of other indexes, resolved here
         news = self.check()
         if news is not None and not news.ok:
             self.close()
@@ -409,7 +421,7 @@ class Watch:
         self._stamp = stamp
         try:
             removals = read(self.index_dir) if stamp is not None else []
-            rows = removed_rows(removals, self.index, self.real, self._con)
+            rows = removed_rows(removals, self.index, self.real, self._con, self._resolved)
         except (RemovalsError, sqlite3.Error) as e:
             return News(False, f"{self.path} is unusable ({e}); the {len(self.rows)} rows removed before stay removed")
         self.removals = removals

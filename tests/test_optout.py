@@ -438,6 +438,24 @@ def test_a_removal_waits_for_a_publish_and_lands_in_the_index_it_publishes(demo_
     assert line.index == removals.index_id(manifest) and list(line.rows) == _rows_of(demo_rows, OBAMA)
 
 
+def test_removals_copied_from_another_index_are_resolved_by_what_was_asked(demo_rows, tmp_path):
+    """Building into a new folder: copy removals.jsonl there first; its lines name the old index,
+    so every reader resolves them against its own metadata, and the next removal records them anew."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    _index(demo_rows, old, with_journal=False)
+    optout.remove(old, "identity", OBAMA)
+    manifest = _index(demo_rows, new, with_journal=False, shards=3)
+    shutil.copy(old / removals.FILENAME, new / removals.FILENAME)
+    gallery = Gallery(new)
+    try:
+        assert gallery.removals.rows.tolist() == _rows_of(demo_rows, OBAMA)
+        assert OBAMA not in {r.identity for r in gallery.search(demo_rows[0][_rows_of(demo_rows, OBAMA)[0]])}
+    finally:
+        gallery.close()
+    assert optout.remove(new, "photo", demo_rows[1][0].photo)["rows_removed_in_all"] == 4
+    assert {r.index for r in removals.read(new)} == {removals.index_id(manifest)}
+
+
 def test_removals_made_at_the_same_time_are_all_kept(demo_rows, tmp_path):
     out = tmp_path / "idx"
     _index(demo_rows, out, with_journal=False)
