@@ -51,6 +51,15 @@ def finite_answer(rows: list[int], distances: list[float]) -> tuple[Answer, int]
     return ([r for r, _ in kept], [d for _, d in kept]), len(rows) - len(kept)
 
 
+def without_removed(rows: list[int], distances: list[float], removed: np.ndarray) -> tuple[Answer, int]:
+    """``(rows, distances)`` without the rows in ``removed`` (sorted); and how many went."""
+    if not len(removed) or not rows:
+        return (rows, distances), 0
+    gone = removals.is_removed(np.asarray(rows, np.int64), removed)
+    kept = [(r, d) for r, d, g in zip(rows, distances, gone, strict=True) if not g]
+    return ([r for r, _ in kept], [d for _, d in kept]), int(gone.sum())
+
+
 class Gallery:
     """An index folder opened for answering (read-only); raises IndexStoreError / CalibrationError /
     RemovalsError at open when any part it answers from (manifest, metadata, calibration, removals)
@@ -89,20 +98,9 @@ class Gallery:
     def results(self, answers: list[Answer], k: int) -> Answered:
         """The merged top ``k`` as results; how many synthetic rows were among them, how many rows
         weren't finite, how many removed rows were left out."""
-        removed = 0
-        if len(self.removals.rows):
-            kept_answers = []
-            for rows, distances in answers:
-                gone = self.removals.is_removed(rows)
-                removed += int(gone.sum())
-                kept_answers.append(
-                    (
-                        [r for r, g in zip(rows, gone, strict=True) if not g],
-                        [d for d, g in zip(distances, gone, strict=True) if not g],
-                    )
-                )
-            answers = kept_answers
-        checked = [finite_answer(rows, distances) for rows, distances in answers]
+        kept = [without_removed(rows, distances, self.removals.rows) for rows, distances in answers]
+        removed = sum(n for _, n in kept)
+        checked = [finite_answer(rows, distances) for (rows, distances), _ in kept]
         not_finite = sum(n for _, n in checked)
         merged = [(row, round(float(d), 4)) for row, d in search.merge([answer for answer, _ in checked], k)]
         entries = self.meta.lookup([r for r, _ in merged])
