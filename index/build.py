@@ -26,6 +26,10 @@ folder beside ``--out`` under a lock (a second build into the same ``--out`` ref
 checks the finished index as a matcher would open it, and only then swaps it in. Until then the
 previous index is untouched and usable, and a running matcher keeps its (unlinked) files.
 
+Opt-out (index/removals.py): photos that ``megapixels index remove`` removed from the index at
+``--out`` are left out of its rebuild before anything is described, and the removals are carried
+into the new index.
+
 Resumable (index/journal.py): every finished photo is appended to the staging folder's journal,
 keyed by the photo's content and the settings that decide its outcome, never by its path. Killed
 at any point (even ``kill -9``), the next run drops a torn last line and describes only the
@@ -56,7 +60,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faces import IMAGE_SUFFIXES, MAX_PIXELS
-from index import calibration, flickr, journal, photo_metadata, publish, store
+from index import calibration, flickr, journal, photo_metadata, publish, removals, store
 from index.journal import Outcome
 
 JOURNAL = journal.FILENAME
@@ -423,11 +427,17 @@ def build(
         if log:
             log(f"building in {staging}; published as {out} once complete and checked")
         with _metadata_join(root, metadata_csv, staging, log) as join:
-            todo = list(join(itertools.chain([first], photos)))
+            # Photos removed from the index being replaced (megapixels index remove) stay out: never
+            # described, never journaled. Removals made while this build runs are carried at publish.
+            removed = removals.read(out) if out.is_dir() else []
+            todo, opted_out = removals.left_out(removed, join(itertools.chain([first], photos)))
+            if log and opted_out:
+                log(f"{len(opted_out)} photos left out: removed from {out} ({removals.FILENAME})")
             lock_fds = (lock.fd,) if lock.fd is not None else ()
             outcomes, counts = describe_with_journal(staging, out, root, todo, quality, workers, progress, lock_fds)
         counts["photo_metadata"] = join.stats.to_json() if join.stats else None
         counts["unreadable_folders"] = unreadable
+        counts["opted_out"] = len(opted_out)
         if log and join.stats:
             log(join.stats.summary())
         if log and unreadable:

@@ -11,6 +11,11 @@ Layout of an index folder::
     build_report.json   what the build did and every file it rejected, with the reason
     build_journal.jsonl every photo's outcome by content key, for the next build (index/journal.py)
     calibration.json    distance -> P(same person) (index/calibration.py)
+    removals.jsonl      opt-outs: what was asked (account, identity or photo), when, and the rows it
+                        removed; the one file that changes after the index is published (replaced
+                        by rename, under ``.<name>.removals.lock``); honoured by every reader
+                        without a restart, carried into the next build or compaction
+                        (index/removals.py, index/optout.py)
 
 Every part is checked where it is opened, and a problem raises :class:`IndexStoreError` naming
 the file and what is wrong: the manifest key by key (:func:`manifest_problems`), each shard's
@@ -22,7 +27,9 @@ account in it raises :class:`IndexStoreError` saying to rebuild. The matchers an
 refuse to start with that message. A build's staging folder (``.<name>.building``) is refused
 as an index even when complete: it becomes one only by the build's atomic rename (index/publish.py).
 Files are never rewritten in place (a running matcher may have them memory-mapped): a new file
-replaces an old one by unlink or rename.
+replaces an old one by unlink or rename. Rows listed in removals.jsonl stay in the shards and the
+metadata until ``megapixels index compact`` writes the index again without them; until then
+every reader masks them (index/removals.py).
 
 Shard k holds global rows ``[start, stop)``; rows are numbered across shards in build order.
 Rows from ``manifest.synthetic.start`` on are synthetic distractors (index/synthetic.py):

@@ -383,8 +383,7 @@ class Kiosk:
         self._headers = Headers(ROLE)
         self._last_shown: tuple = ()
         view.ids.live.mirror = d["mirror"]
-        if self.photos.facts is not None:
-            view.dataset_info = self.photos.facts.summary()
+        self._show_dataset_info()
         view.bind(on_print=lambda *_: self.request_print())
 
     def poll(self, now_ns: int) -> None:
@@ -396,6 +395,7 @@ class Kiosk:
                     self.stats[f"{topic}.failed"] += 1
                     log.exception("showing a %s message failed; it is skipped", topic)
         self._poll_printer(now_ns)
+        self._show_dataset_info()
         live = self.view.ids.live
         if self.faces is not None and not self._alive("faces", now_ns):  # a stalled detector's boxes go
             self.faces = None
@@ -405,6 +405,13 @@ class Kiosk:
             log.warning("camera lost: no frame for %.1f s; the live view is cleared", MIN_ALIVE_S)
         self.session.tick(now_ns)
         self._render(now_ns)
+
+    def _show_dataset_info(self) -> None:
+        """The dataset's size on screen, without photos and people removed from it (one stat() per poll)."""
+        facts = self.photos.facts
+        text = facts.summary() if facts is not None else ""
+        if text != self.view.dataset_info:
+            self.view.dataset_info = text
 
     def request_print(self, source: str = "screen") -> None:
         log.debug("print button pressed (%s)", source)
