@@ -238,8 +238,7 @@ def test_remove_records_what_was_asked_and_when_and_says_how_many_rows(demo_rows
     assert code == 0 and json.loads(stdout)["rows_matched"] == 0
     assert "nothing matched --identity Nobody_Here" in err and "recorded all the same" in err
     code, stdout, err = _cli(capsys, "index", "remove", str(out), "--account", "12345678@N01")
-    assert code == 0 and json.loads(stdout)["matched_against"] == "identity"
-    assert "has no nsid column: the account was matched against the identity" in err
+    assert code == 0 and json.loads(stdout)["matched_against"] == "nsid"  # builds store every row's account
     assert len((out / removals.FILENAME).read_text().splitlines()) == 6
 
     # A photo outside the dataset the index was built from: refused, nothing recorded.
@@ -564,8 +563,7 @@ def test_removal_by_account_and_by_photo_on_megafaces_layout(shared_data, tmp_pa
     code, stdout, err = _cli(capsys, "index", "remove", str(out), "--account", nsid)
     assert code == 0, err
     done = json.loads(stdout)
-    assert done["rows_removed"] == indexed.count(nsid) >= 2 and done["matched_against"] == "identity"
-    assert "matched against the identity, which in MegaFace's layout is the account's folder" in err
+    assert done["rows_removed"] == indexed.count(nsid) >= 2 and done["matched_against"] == "nsid"
     other = sorted((dataset / accounts[1].relative_to(sample)).glob("*.jpg"))[0]
     code, stdout, err = _cli(capsys, "index", "remove", str(out), "--photo", str(other))
     assert code == 0 and json.loads(stdout)["asked"] == {"photo": str(other.relative_to(dataset))}
