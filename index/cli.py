@@ -1,14 +1,16 @@
 """``megapixels``: the operator's command line.
 
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
-                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP]
+                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP] [--scheduler tcp://HOST:8786]
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
 megapixels search IMAGE --index INDEX_DIR [--top-k K] [--max-megapixels MP] [--enrolled-share P]
                        (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
                        setting of $MEGAPIXELS_CONFIG, else config/demo.toml, as the actors read it)
 
 A build writes beside INDEX_DIR (.INDEX_DIR.building) and replaces INDEX_DIR only once the new
-index is complete and checked; a second build into the same INDEX_DIR refuses at once.
+index is complete and checked; a second build into the same INDEX_DIR refuses at once. The photos
+are described on Dask: this machine's cores (--workers processes), or the cluster whose scheduler
+is at --scheduler, whose workers must see the dataset at the same path as this machine.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import config
 from faces import MAX_PIXELS
-from index import build, calibration, publish, store
+from index import build, calibration, engine, publish, store
 from index.gallery import Gallery
 from messages import Result
 
@@ -93,7 +95,20 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--out", type=Path, required=True, help="the index folder (replaced as a whole when complete)")
     b.add_argument("--shards", type=COUNT, default=2)
-    b.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
+    b.add_argument(
+        "--workers",
+        type=COUNT,
+        default=None,
+        help="Dask worker processes on this machine (default: one per core); with --scheduler, "
+        "how many of the cluster's workers to wait for (default 1)",
+    )
+    b.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="describe the photos on the Dask cluster whose scheduler is there (its workers must see the "
+        "dataset at the same path); default: a local cluster on this machine's cores",
+    )
     b.add_argument("--dtype", choices=store.DTYPES, default="float32", help="stored descriptor type")
     b.add_argument("--min-face-px", type=_number(int, 0, 100_000, "an integer"), default=build.Quality.min_face_px)
     b.add_argument("--min-sharpness", type=_number(float, 0, what="a number"), default=build.Quality.min_sharpness)
@@ -148,7 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             grow = {"count": args.synthetic, "seed": args.synthetic_seed} if args.synthetic else None
             report = build.build(
-                args.dataset, args.out, args.shards, args.workers, True, args.dtype, quality, grow, log=say
+                args.dataset,
+                args.out,
+                args.shards,
+                args.workers,
+                True,
+                args.dtype,
+                quality,
+                grow,
+                scheduler=args.scheduler,
+                log=say,
             )
             summary = {k: v for k, v in report.items() if k != "rejected_files"}
             print(json.dumps(summary, indent=2))
@@ -166,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         store.IndexStoreError,
         calibration.CalibrationError,
         publish.BuildLocked,
+        engine.EngineError,
     ) as e:
         say(str(e))
         return 1
