@@ -127,8 +127,8 @@ def read(path: Path, repair: bool = True) -> dict[str, Outcome]:
 
 def offsets(path: Path, repair: bool = True) -> dict[int, int]:
     """Where each key's line starts in a journal, by :func:`digest` of the key (the last line of a
-    key wins, as in :func:`read`); the torn last line is handled as :func:`read` does. ~100 bytes
-    per line in memory, no descriptor."""
+    key wins, as in :func:`read`); the torn last line is handled as :func:`read` does. ~120 bytes
+    per line in memory (118 measured), no descriptor."""
     return {digest(o.key): at for at, o in _outcomes(path, repair) if o.key}
 
 
