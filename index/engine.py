@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import os
 import re
 import time
@@ -57,6 +58,7 @@ BATCH_S = 3.0  # seconds of work per batch, once the time per item is measured
 FIRST_BATCH = 2  # items in each of the first batches (the first measurements)
 MAX_BATCH = 1000
 IN_FLIGHT_PER_THREAD = 2  # batches running or queued per worker thread: one runs while one waits
+THREADS_EVERY_S = 5  # how often the number of worker threads is asked again (workers come and go)
 ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+(:\d{1,5})?$|^(tcp|tls)://\[[0-9a-fA-F:.]+\](:\d{1,5})?$")
 
 T = TypeVar("T")
@@ -136,10 +138,16 @@ class Engine:
     where: str  # "this machine" or the scheduler's address, for messages
     plugin: str = ""
 
+    _threads: tuple[float, int] = (-math.inf, 0)  # (when asked, worker threads then)
+
     @property
     def threads(self) -> int:
-        """Worker threads now in the cluster."""
-        return sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()) or 1
+        """Worker threads now in the cluster (asked of the scheduler at most every few seconds)."""
+        asked, n = self._threads
+        if time.monotonic() - asked > THREADS_EVERY_S:
+            n = sum(self.client.nthreads().values())
+            self._threads = (time.monotonic(), n)
+        return max(1, n)
 
     @property
     def dashboard(self) -> str:
@@ -228,8 +236,9 @@ class Engine:
 
 @contextlib.contextmanager
 def connect(scheduler: str | None, workers: int | None, log: Callable[[str], None] | None = None) -> Iterator[Engine]:
-    """An :class:`Engine` on a new LocalCluster (``scheduler`` None) or the cluster at ``scheduler``;
-    closed (a LocalCluster's workers stopped) when the block ends, however it ends."""
+    """An :class:`Engine` on a new LocalCluster of ``workers`` processes (``scheduler`` None), or on
+    the cluster at ``scheduler`` once ``workers`` (default 1) of its workers have joined; closed (a
+    LocalCluster's workers stopped) when the block ends, however it ends."""
     if scheduler is None:
         n = workers or os.cpu_count() or 1
         cluster = LocalCluster(
@@ -255,16 +264,19 @@ def connect(scheduler: str | None, workers: int | None, log: Callable[[str], Non
                 "with `dask scheduler`, or leave out --scheduler to use this machine's cores"
             ) from None
         engine = Engine(client, None, scheduler)
+        want = workers or 1
         try:
-            if not client.scheduler_info()["workers"]:
+            if len(client.nthreads()) < want:
                 if log:
-                    log(f"waiting for workers to join {scheduler}")
-                client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+                    log(f"waiting for {want} workers to join {scheduler}")
+                client.wait_for_workers(want, timeout=WORKERS_TIMEOUT_S)
         except (OSError, TimeoutError):
+            found = len(client.nthreads())
             engine.close()
             raise EngineError(
-                f"the Dask scheduler at {scheduler} has no worker after {WORKERS_TIMEOUT_S} s: start workers with "
-                f"`dask worker {scheduler}` from this project's environment (.venv), on hosts that see the dataset"
+                f"the Dask scheduler at {scheduler} has {found} of the {want} workers asked for after "
+                f"{WORKERS_TIMEOUT_S} s: start workers with `dask worker {scheduler}` with this project installed, "
+                "on hosts that see the dataset at the same path"
             ) from None
     try:
         yield engine
