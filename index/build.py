@@ -468,16 +468,10 @@ def describe_with_journal(
     previous = journal.offsets(out / JOURNAL, repair=False) if (out / JOURNAL).is_file() else {}
     known = np.unique(np.fromiter((d & journal.MASK64 for d in itertools.chain(own, previous)), np.uint64))
     counts = Counter()
-    bar = tqdm(total=total, desc="indexing", unit="photo", disable=not progress, smoothing=0.05)
-    stop_counting = threading.Event()
-    if total is None and progress:
-        _count_in_background(source, bar, stop_counting)
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(journal.Writer(staging / JOURNAL))
         mine = stack.enter_context(journal.Lines(staging / JOURNAL))
         theirs = stack.enter_context(journal.Lines(out / JOURNAL)) if previous else None
-        stack.callback(stop_counting.set)
-        stack.callback(bar.close)
         cluster = stack.enter_context(engine.connect(scheduler, workers, log))
         probe = _probe(root, head)
         cluster.prepare(warm_up, known, probe)
@@ -487,6 +481,11 @@ def describe_with_journal(
         if log:
             dashboard = f"; dashboard {cluster.dashboard}" if cluster.dashboard else ""
             log(f"describing on {n_workers} Dask worker threads ({cluster.where}){dashboard}")
+        bar = stack.enter_context(tqdm(total=total, desc="indexing", unit="photo", disable=not progress))
+        stop_counting = threading.Event()
+        stack.callback(stop_counting.set)
+        if total is None and progress:
+            _count_in_background(source, bar, stop_counting)
 
         def named() -> Iterator[tuple[int, Photo]]:
             for photo in photos:
