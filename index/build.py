@@ -22,11 +22,12 @@ Streaming, for MegaFace's 4.2M photos: the listing is drawn lazily as the worker
 bounded number of batches in flight), so photos are described from the first ones listed on; a
 photo's bytes are hashed by the worker that reads it (no serial hashing pass in the driver); each
 outcome is appended to the journal as it arrives, and the index is written from the journal in
-scan order, block by block (store.write_blocks). What the driver keeps per photo is small and
-honest to state: the photo itself in an unnamed temporary file, and in memory 26 bytes (its line's
-offset in the journal, two flags, 16 bytes of its sha1: :class:`_Ledger`) plus ~120 bytes per
-journaled key (its line's offset, by a 128-bit digest of the key): ~0.6 GB at 4.2M photos, against
-the several GB of descriptors and outcomes the driver held before. The workers get the journaled
+scan order, block by block (store.write_blocks). What the driver keeps per photo is small, and
+said here plainly: the photo itself in an unnamed temporary file, and in memory 26 bytes (its
+line's offset in the journal, two flags, 16 bytes of its sha1: :class:`_Ledger`) plus 30-45 bytes
+per journaled key (its line's offset by a 128-bit digest of the key, journal.KeyOffsets): ~0.3 GB
+at 4.2M photos, against the several GB of descriptors and outcomes the driver held before; and,
+for the report, the rejected photos and the identities' names. The workers get the journaled
 keys once, as a sorted array of 8 bytes per key (~34 MB at 4.2M). Not streamed: ``--synthetic``
 without a model fits it on every descriptor at once.
 
@@ -465,13 +466,13 @@ def describe_with_journal(
     described now by the workers and journaled as it arrives."""
     settings_fingerprint = journal.fingerprint(asdict(quality))
     own = journal.offsets(staging / JOURNAL)  # this build's own, from a run that was killed
-    previous = journal.offsets(out / JOURNAL, repair=False) if (out / JOURNAL).is_file() else {}
-    known = np.unique(np.fromiter((d & journal.MASK64 for d in itertools.chain(own, previous)), np.uint64))
+    previous = journal.offsets(out / JOURNAL, repair=False) if (out / JOURNAL).is_file() else journal.KeyOffsets()
+    known = np.unique(np.concatenate([own.lows(), previous.lows()]))
     counts = Counter()
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(journal.Writer(staging / JOURNAL))
         mine = stack.enter_context(journal.Lines(staging / JOURNAL))
-        theirs = stack.enter_context(journal.Lines(out / JOURNAL)) if previous else None
+        theirs = stack.enter_context(journal.Lines(out / JOURNAL)) if len(previous) else None
         cluster = stack.enter_context(engine.connect(scheduler, workers, log))
         probe = _probe(root, head)
         cluster.prepare(warm_up, known, probe)
@@ -501,20 +502,20 @@ def describe_with_journal(
             for (seq, photo), result in zip(batch, results, strict=True):
                 if isinstance(result, Known):
                     d = journal.digest(result.key)
-                    if d in own:
-                        ledger.set(seq, own[d], mine.at(own[d]))
+                    if (at := own.get(d)) is not None:
+                        ledger.set(seq, at, mine.at(at))
                         counts["resumed"] += 1
-                    elif d in previous and theirs is not None:
-                        own[d] = writer.append_raw(theirs.raw(previous[d]))
-                        ledger.set(seq, own[d], theirs.at(previous[d]))
+                    elif (there := previous.get(d)) is not None and theirs is not None:
+                        own[d] = at = writer.append_raw(theirs.raw(there))
+                        ledger.set(seq, at, theirs.at(there))
                         counts["resumed"] += 1
                         counts["reused"] += 1
                     else:  # the 64-bit filter matched a key no journal holds (~1 in 10^7 photos at 4.2M)
                         result = describe_batch([photo], *args, None)[0]
                 if isinstance(result, Outcome):
                     d = journal.digest(result.key) if result.key else None
-                    if d is not None and d in own:  # a copy of the same bytes, described meanwhile
-                        ledger.set(seq, own[d], result)
+                    if d is not None and (at := own.get(d)) is not None:  # a copy of the same bytes, done meanwhile
+                        ledger.set(seq, at, result)
                     else:
                         at = writer.append(result)
                         ledger.set(seq, at, result)

@@ -304,3 +304,22 @@ def test_batches_grow_to_seconds_of_work_and_stay_bounded():
 
 def _double(items: list[int], payload: object) -> list[int]:
     return [2 * i for i in items]
+
+
+def test_the_drivers_key_offsets_agree_with_a_dict_across_merges(monkeypatch):
+    """journal.KeyOffsets (24 bytes a key once merged) answers as a dict would: new keys, keys seen
+    again (the last line wins), keys never seen, before and after its merges."""
+    from index import journal
+
+    monkeypatch.setattr(journal.KeyOffsets, "MERGE_AT", 64)
+    rng = np.random.default_rng(5)
+    found, want = journal.KeyOffsets(), {}
+    keys = [journal.digest(f"{i}:-:fingerprint") for i in range(3000)]
+    for step in range(6000):
+        d = keys[int(rng.integers(0, len(keys)))]
+        found[d] = want[d] = step
+        if step % 500 == 0:
+            assert all(found.get(k) == want.get(k) for k in keys)
+    assert all(found.get(k) == want.get(k) for k in keys) and len(found) == len(want)
+    assert found.get(journal.digest("never journaled")) is None
+    assert np.array_equal(found.lows(), np.unique(np.array([k & journal.MASK64 for k in want], np.uint64)))
