@@ -2,6 +2,7 @@
 
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
                        [--synthetic N [--synthetic-seed S]] [--max-megapixels MP] [--photo-metadata CSV]
+                       [--scheduler tcp://HOST:8786]
                        (CSV: photo_id,nsid,licence,date_taken joined in by photo id; by default the
                        dataset root's flickr_metadata.csv when there is one)
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
@@ -14,7 +15,9 @@ megapixels search IMAGE --index INDEX_DIR [--top-k K] [--max-megapixels MP] [--e
 
 A build writes beside INDEX_DIR (.INDEX_DIR.building) and replaces INDEX_DIR only once the new
 index is complete and checked; a second build into the same INDEX_DIR refuses at once. A build
-leaves out the photos removed from the INDEX_DIR it replaces, and keeps the removals recorded.
+leaves out the photos removed from the INDEX_DIR it replaces, and keeps the removals recorded. The
+photos are described on Dask: this machine's cores (--workers processes), or the cluster whose
+scheduler is at --scheduler, whose workers must see the dataset at the same path as this machine.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import config
 from faces import MAX_PIXELS
-from index import build, calibration, optout, publish, removals, store
+from index import build, calibration, engine, optout, publish, removals, store
 from index.gallery import Gallery
 from messages import Result
 
@@ -112,7 +115,20 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--out", type=Path, required=True, help="the index folder (replaced as a whole when complete)")
     b.add_argument("--shards", type=COUNT, default=2)
-    b.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
+    b.add_argument(
+        "--workers",
+        type=COUNT,
+        default=None,
+        help="Dask worker processes on this machine (default: one per core); with --scheduler, "
+        "how many of the cluster's workers to wait for (default 1)",
+    )
+    b.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="describe the photos on the Dask cluster whose scheduler is there (its workers must see the "
+        "dataset at the same path); default: a local cluster on this machine's cores",
+    )
     b.add_argument("--dtype", choices=store.DTYPES, default="float32", help="stored descriptor type")
     b.add_argument("--min-face-px", type=_number(int, 0, 100_000, "an integer"), default=build.Quality.min_face_px)
     b.add_argument("--min-sharpness", type=_number(float, 0, what="a number"), default=build.Quality.min_sharpness)
@@ -209,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.dtype,
                 quality,
                 grow,
+                scheduler=args.scheduler,
                 log=say,
                 metadata_csv=args.photo_metadata,
             )
@@ -229,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration.CalibrationError,
         publish.BuildLocked,
         removals.RemovalsError,
+        engine.EngineError,
     ) as e:
         say(str(e))
         return 1

@@ -47,7 +47,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -226,18 +226,26 @@ def selects(removal: Removal, identity: str, photo: str, account: str) -> bool:
     return account == removal.value
 
 
-def left_out(removals: Sequence[Removal], photos: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+def left_out(removals: Sequence[Removal], photos: Iterable[Any]) -> tuple[list[Any], list[Any]]:
     """``photos`` (anything with ``path`` and ``identity``, and maybe ``nsid``) split into those no
     removal selects and those one does (a build leaves the latter out before describing them)."""
+    out: list[Any] = []
+    return list(without(removals, photos, out)), out
+
+
+def without(removals: Sequence[Removal], photos: Iterable[Any], left_out: list[Any]) -> Iterator[Any]:
+    """The ``photos`` no removal selects, drawn lazily (a build streams its scan through this);
+    the others are appended to ``left_out``."""
     if not removals:
-        return list(photos), []
+        yield from photos
+        return
     by_kind = {kind: {r.value for r in removals if r.kind == kind} for kind in KINDS}
-    kept, out = [], []
     for p in photos:
         account = photo_account(p.identity, p.path, getattr(p, "nsid", "") or "")
-        gone = p.identity in by_kind["identity"] or p.path in by_kind["photo"] or account in by_kind["account"]
-        (out if gone else kept).append(p)
-    return kept, out
+        if p.identity in by_kind["identity"] or p.path in by_kind["photo"] or account in by_kind["account"]:
+            left_out.append(p)
+        else:
+            yield p
 
 
 def meta_columns(con: sqlite3.Connection) -> set[str]:

@@ -48,7 +48,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -275,7 +275,12 @@ def _is_sha256(value: Any) -> bool:
 
 def int8_codec(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension (scale, offset) so that x ~= code * scale + offset with code in -127..127."""
-    lo, hi = descriptors.min(axis=0).astype(np.float64), descriptors.max(axis=0).astype(np.float64)
+    return int8_codec_of_range(descriptors.min(axis=0), descriptors.max(axis=0))
+
+
+def int8_codec_of_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`int8_codec` from each dimension's minimum and maximum (gathered block by block)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     scale = np.maximum(hi - lo, 1e-9) / 254.0
     return scale.astype(np.float32), ((hi + lo) / 2).astype(np.float32)
 
@@ -345,35 +350,81 @@ def write(
     ``{"count": n, "seed": s, "model": DistractorModel, "model_file": name}``; they are generated
     chunk by chunk straight into the shard files, so a 4.2M index needs no 4.2M x 128 temporary.
     """
+    if len(descriptors) != len(entries):
+        raise ValueError(f"{len(descriptors)} descriptors for {len(entries)} entries")
+    rows = np.asarray(descriptors, np.float32)
+    return write_blocks(
+        out,
+        lambda: iter([(rows, list(entries))]),
+        len(entries),
+        n_shards,
+        provenance,
+        dtype,
+        synthetic,
+        build_parameters,
+    )
+
+
+Blocks = Callable[[], Iterator[tuple[np.ndarray, list[Entry]]]]
+
+
+def write_blocks(
+    out: Path,
+    blocks: Blocks,
+    n_real: int,
+    n_shards: int,
+    provenance: dict[str, Any],
+    dtype: str = "float32",
+    synthetic: dict[str, Any] | None = None,
+    build_parameters: dict[str, Any] | None = None,
+) -> Manifest:
+    """:func:`write` from the real rows in blocks, never all in memory (a 4.2M-photo build).
+
+    ``blocks()`` gives the ``n_real`` real rows in row order as (descriptors, entries) blocks; it
+    is called once, or twice for ``int8`` (each dimension's range first). The shards and the
+    metadata are written in the same pass; only the set of identity names is kept meanwhile.
+    """
     from index import synthetic as synth
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: allowed {', '.join(DTYPES)}")
-    if len(descriptors) != len(entries):
-        raise ValueError(f"{len(descriptors)} descriptors for {len(entries)} entries")
-    n_real = len(entries)
     n_synth = int(synthetic["count"]) if synthetic else 0
     count = n_real + n_synth
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an index without a manifest is an unfinished one
     codec = RowCodec(dtype)
     if dtype == "int8":
-        sample = np.asarray(descriptors, np.float32)
+        lo, hi = np.full(DIM, np.inf), np.full(DIM, -np.inf)
+        for rows, _ in blocks():
+            if len(rows):
+                lo, hi = np.minimum(lo, rows.min(axis=0)), np.maximum(hi, rows.max(axis=0))
         if n_synth:
-            sample = np.concatenate(
-                [sample, synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])]
-            )
-        scale, offset = int8_codec(sample)
+            sample = synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])
+            lo, hi = np.minimum(lo, sample.min(axis=0)), np.maximum(hi, sample.max(axis=0))
+        scale, offset = int8_codec_of_range(lo, hi)
         codec = RowCodec(dtype, tuple(scale.tolist()), tuple(offset.tolist()))
-    shards = []
-    for k, (start, stop) in enumerate(split(count, n_shards)):
-        writer = ShardWriter(out / f"shard_{k:03d}.npy", stop - start, dtype)
-        if start < n_real:
-            writer.add(encode_rows(descriptors[start : min(stop, n_real)], codec))
-        for at in range(max(start, n_real), stop, 262_144):
-            block = synth.generate(synthetic["model"], min(262_144, stop - at), synthetic["seed"], start=at - n_real)
-            writer.add(encode_rows(block, codec))
-        shards.append(ShardInfo(start=start, stop=stop, **writer.close()))
+    sink = _ShardSink(out, split(count, n_shards), dtype)
+    identities: set[str] = set()
+    written = 0
+
+    def entries_while_writing_rows() -> Iterator[Entry]:
+        nonlocal written
+        for rows, block in blocks():
+            if len(rows) != len(block):
+                raise ValueError(f"{len(rows)} descriptors for {len(block)} entries")
+            sink.add(encode_rows(rows, codec))
+            written += len(block)
+            for entry in block:
+                identities.add(entry.identity)
+                yield entry
+
+    _write_metadata(out / "meta.sqlite", entries_while_writing_rows())
+    if written != n_real:
+        raise ValueError(f"{written} real rows written, {n_real} expected")
+    for at in range(n_real, count, 262_144):
+        block = synth.generate(synthetic["model"], min(262_144, count - at), synthetic["seed"], start=at - n_real)
+        sink.add(encode_rows(block, codec))
+    shards = sink.close()
     synthetic_info = None
     if n_synth:
         synthetic["model"].save(out / "distractor_model.npz")
@@ -390,7 +441,7 @@ def write(
         dtype=dtype,
         count=count,
         real=n_real,
-        identities=len({e.identity for e in entries}),
+        identities=len(identities),
         shards=tuple(shards),
         build_parameters=build_parameters or {},
         provenance=provenance,
@@ -398,14 +449,51 @@ def write(
         int8_offset=codec.int8_offset,
         synthetic=synthetic_info,
     )
-    _write_metadata(out / "meta.sqlite", entries)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest.to_json(), indent=2))
     os.replace(tmp, out / "manifest.json")
     return manifest
 
 
-def _write_metadata(db: Path, entries: list[Entry]) -> None:
+class _ShardSink:
+    """Rows in row order, cut into the shards' files as they arrive."""
+
+    def __init__(self, out: Path, bounds: list[tuple[int, int]], dtype: str):
+        self.out, self.bounds, self.dtype = out, bounds, dtype
+        self.done: list[ShardInfo] = []
+        self.writer: ShardWriter | None = None
+        self._open_next()
+
+    def _open_next(self) -> None:
+        k = len(self.done)
+        start, stop = self.bounds[k]
+        self.writer = ShardWriter(self.out / f"shard_{k:03d}.npy", stop - start, self.dtype)
+
+    def add(self, encoded: np.ndarray) -> None:
+        while len(encoded):
+            assert self.writer is not None
+            room = len(self.writer.array) - self.writer.at
+            if room == 0:
+                self._finish()
+                continue
+            self.writer.add(encoded[:room])
+            encoded = encoded[room:]
+
+    def _finish(self) -> None:
+        assert self.writer is not None
+        start, stop = self.bounds[len(self.done)]
+        self.done.append(ShardInfo(start=start, stop=stop, **self.writer.close()))
+        self.writer = None
+        if len(self.done) < len(self.bounds):
+            self._open_next()
+
+    def close(self) -> list[ShardInfo]:
+        while self.writer is not None:
+            self._finish()  # the last shard (ShardWriter.close checks it is full)
+        return self.done
+
+
+def _write_metadata(db: Path, entries: Iterable[Entry]) -> None:
     with MetadataWriter(db) as writer:
         writer.add(entries)
 
