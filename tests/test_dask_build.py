@@ -278,7 +278,7 @@ def test_the_listing_streams_into_the_workers(tmp_path, monkeypatch):
                 seen_while_listing.append(journal.read_bytes().count(b"\n"))
             yield photo
 
-    monkeypatch.setattr(build, "_photos", lambda source: (DEMO_GALLERY.resolve(), listing(), None))
+    monkeypatch.setattr(build, "_photos", lambda source, unreadable=None: (DEMO_GALLERY.resolve(), listing(), None))
     monkeypatch.setattr(build, "PROBE_AMONG", 2)
     report = build.build(DEMO_GALLERY, out, n_shards=1, workers=1, progress=False)
     assert seen_while_listing and seen_while_listing[0] >= 2
