@@ -24,8 +24,10 @@ see them). The engine:
 ``--fast-python`` is a venv where ``make kiosk-dlib`` installed the BLAS wheel (e.g. ``make install
 VENV=.venv-fast && .venv-fast/bin/python -m faces.fast_dlib``). Without it only this Python's dlib
 is measured. Each row: faces/s (faces indexed / wall time of the whole build: scan, hashing,
-describing, writing, publishing), photos/s, the 1-minute load average before and after (the
-machine is shared), the dlib in use. The naive baseline in the same run, for each dlib:
+describing, writing, publishing), photos/s, the same for the describe phase alone ("describing":
+the build report's ``photos_per_s``, without the engine's start-up and model loading, the
+listing and the writing: the steady rate that scales to millions), the 1-minute load average
+before and after (the machine is shared), the dlib in use. The naive baseline in the same run, for each dlib:
 face_recognition's defaults (load_image_file, face_encodings: HOG upsample 1, one jitter) one photo
 after another over the first ``--baseline-photos`` detector photos, times the worker count.
 """
@@ -115,6 +117,7 @@ def measure(photos: list[Photo], boxes: str, workers: int, upsample: int, schedu
     return {
         "photos": report["photos"],
         "indexed": report["indexed"],
+        "describing": report.get("photos_per_s") or 0.0,  # the describe phase alone (no start-up, no writing)
         "seconds": seconds,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
@@ -124,13 +127,14 @@ def measure(photos: list[Photo], boxes: str, workers: int, upsample: int, schedu
 def row(dlib: str, workers: int, boxes: str, m: dict) -> str:
     return (
         f"  {dlib:<34} {workers:>7}  {boxes:<8} {m['indexed'] / m['seconds']:>8.1f} {m['photos'] / m['seconds']:>9.1f}"
-        f" {m['indexed']:>4}/{m['photos']:<4} {m['seconds']:>7.1f}   {m['load_before']:.1f} / {m['load_after']:.1f}"
+        f" {m['describing']:>11.1f} {m['indexed']:>4}/{m['photos']:<4} {m['seconds']:>7.1f}"
+        f"   {m['load_before']:.1f} / {m['load_after']:.1f}"
     )
 
 
 HEADER = (
-    f"  {'dlib':<34} {'workers':>7}  {'boxes':<8} {'faces/s':>8} {'photos/s':>9} {'indexed':>9} {'seconds':>7}"
-    "   load before / after"
+    f"  {'dlib':<34} {'workers':>7}  {'boxes':<8} {'faces/s':>8} {'photos/s':>9} {'describing':>11} {'indexed':>9}"
+    f" {'seconds':>7}   load before / after"
 )
 
 
