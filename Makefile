@@ -38,7 +38,7 @@ demo: $(STAMP) $(DEMO_INDEX)/manifest.json
 	$(HONCHO_MATCHERS)
 
 # The production start: webcam 0, fullscreen, config/kiosk.toml. First makes sure the venv runs
-# dlib built against OpenBLAS (~5x faster descriptors): built once (~5 min) into
+# dlib built against OpenBLAS (~5x faster descriptors): built once (~4.5 min on 2 cores) into
 # ~/.cache/megapixels/wheels, checked against the prebuilt dlib on the bundled faces, installed.
 # Without a compiler / cmake / OpenBLAS it says so and keeps the prebuilt dlib.
 kiosk-dlib: $(STAMP)
