@@ -15,7 +15,10 @@ searches every shard itself), so the command line answers exactly what the kiosk
   (``index.enrolled_share``);
 - a row whose distance is NaN, infinite or negative (a damaged shard row or query) is left out
   before the merge, where it would sort anywhere, and counted: it is no answer, and the wire and
-  the display's JSON carry finite numbers only (messages/codec.py).
+  the display's JSON carry finite numbers only (messages/codec.py);
+- with a look-alike table in the calibration, one sentence (:meth:`Gallery.lookalikes`): about how many
+  of the index's real people would be at least as close to the visitor as the best shown match, by
+  chance (index/lookalikes.py). Synthetic distractors are not people and do not count.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from config import loader
-from index import calibration, search, store
+from index import calibration, lookalikes, search, store
 from messages import Result
 
 Answer = tuple[list[int], list[float]]  # one shard's global rows and distances, nearest first
@@ -80,6 +83,19 @@ class Gallery:
             if not entry.synthetic
         ]
         return Answered(shown, sum(entry.synthetic for *_, entry in known), not_finite)
+
+    def lookalikes(self, results: list[Result]) -> str:
+        """How many of this index's people would look at least as much like the visitor as the best of
+        ``results`` by chance, in one sentence; '' without a look-alike table or results.
+
+        Counts the real people (the manifest's identities; synthetic rows are not people) and their mean
+        number of photos (real rows per person)."""
+        table = self.calibration.lookalikes if self.calibration is not None else None
+        people = self.manifest.identities
+        if table is None or not results or people < 1:
+            return ""
+        best = min(r.distance for r in results)
+        return lookalikes.sentence(lookalikes.expected(table, best, people, self.manifest.real / people))
 
     def search(self, descriptor: np.ndarray, k: int = 5) -> list[Result]:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""
