@@ -445,7 +445,7 @@ def read(path: Path) -> Calibration:
         if version not in READABLE_VERSIONS:
             raise CalibrationError(
                 f"{path}: format_version is {version!r}; this MegaPixels reads "
-                f"{' and '.join(map(str, READABLE_VERSIONS))} (refit with python -m benchmarks.accuracy.verdicts"
+                f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]} (refit with python -m benchmarks.accuracy.verdicts"
                 " --store, or install a newer release)"
             )
         if version == 1 and "neighbourhood" in raw:

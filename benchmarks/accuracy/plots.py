@@ -141,7 +141,7 @@ def lookalike_counts(table, sizes: dict[str, tuple[int, float]], path: Path) -> 
     ax.set(
         xlabel="distance of the best match",
         ylabel="people expected at least this close",
-        title=f"Look-alikes by chance (band: {low:g}th-{high:g}th percentile face)",
+        title=f"Look-alikes by chance (band: percentiles {low:g} to {high:g} of faces)",
     )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
