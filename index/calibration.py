@@ -443,10 +443,10 @@ def read(path: Path) -> Calibration:
         raw = json.loads(Path(path).read_text())
         version = raw.pop("format_version", None)
         if version not in READABLE_VERSIONS:
+            *older, newest = READABLE_VERSIONS
             raise CalibrationError(
-                f"{path}: format_version is {version!r}; this MegaPixels reads "
-                f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]} (refit with python -m benchmarks.accuracy.verdicts"
-                " --store, or install a newer release)"
+                f"{path}: format_version is {version!r}; this MegaPixels reads {', '.join(map(str, older))} and "
+                f"{newest} (refit with python -m benchmarks.accuracy.verdicts --store, or install a newer release)"
             )
         if version == 1 and "neighbourhood" in raw:
             raise CalibrationError(f"{path}: a neighbourhood model needs format_version 2")

@@ -74,6 +74,10 @@ RESULTS = [
     Result(4, "Aaron_Guiel", 0.764, "", 8),  # a row without a photo: the placeholder shows
     Result(5, "Atom_Egoyan", 0.78, "Atom_Egoyan/0001.jpg", 30),
 ]
+LOOKALIKES = (  # the reducer's sentence for a best match at 0.35 in a dataset this size (index/lookalikes.py)
+    "Fewer than 1 person in this dataset of 672,057 people would be expected to look at least this much like you "
+    "by chance (up to 120 for faces with many look-alikes)."
+)
 
 
 def display_config(printer: str = 'backend = "spool"') -> str:
@@ -171,6 +175,8 @@ class FakeUpstream:
                 Matches(Header(n, now, "reducer", n - 1), self.query_id, now - 50_000_000, RESULTS, False, [], 50.0)
             )
         for msg in msgs:
+            if isinstance(msg, Matches):
+                msg = dataclasses.replace(msg, lookalikes=LOOKALIKES)
             pubs[type(msg).TOPIC].send_multipart(encode(msg))
         if self.send_garbage:
             pubs["matches"].send_multipart([b"matches", b"\xc1 not msgpack"])
@@ -281,14 +287,19 @@ def test_print_is_resent_on_a_fresh_socket_and_garbage_is_dropped(
                 *ks.live_frame_with_box(rgb),
                 *ks.button_lit(rgb),
                 *ks.text_lines(rgb, ks.FAIRNESS_LINE, 2, "line under the cards (less accurate for some faces)"),
+                *ks.text_lines(rgb, ks.LOOKALIKES_LINE, 2, "look-alikes by chance line"),
+                *ks.text_width(rgb, ks.LOOKALIKES_LINE, 500, "look-alikes by chance line"),
             ],
             "kiosk_fake.png",
         )
+        view = actors.wait_for(logged("display", "view: mode=results"), "the results view", 5, since=0)
+        assert f"lookalikes={LOOKALIKES!r}" in view, view
 
         mark = actors.mark()
         ks.click(x_display, *ks.PRINT_BUTTON_XY)
         first = actors.wait_for(lambda _: printer.receive(), "a print job after the click", 10)
         assert (first.query_id, first.results, first.header.src) == (QUERY_ID, RESULTS, "display")
+        assert first.lookalikes == LOOKALIKES  # the receipt prints the sentence the screen shows
         assert first.visitor_face_jpeg == b"", "the visitor's face was sent although print_visitor_face is off"
         # No answer: after ~3 s the display reopens its socket and sends the very same job again.
         actors.wait_for(logged("display", "(attempt 2 of 2)"), "the resend", 10)
@@ -329,6 +340,7 @@ def test_cups_job_arrives_and_a_stopped_queue_shows_on_screen(
             finally:
                 pdf.unlink()
             assert "Your closest match: barack obama" in text and "Distance 0.350" in text, text
+            assert "".join(LOOKALIKES.split()) in "".join(text.split()), text  # however the lines wrap
 
             # The queue stops; the visitor leaves, the next one arrives and presses the button.
             subprocess.run(["cupsdisable", cups_server.QUEUE], env=cups_env, check=True, timeout=10)

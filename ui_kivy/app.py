@@ -3,10 +3,10 @@
 The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen that explains the
 kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
 still", "searching", then five result cards (the matched dataset photo cropped around the face,
-the identity, a confidence in percent and the distance; under them how many people in the dataset
-would look this much like the visitor by chance, when the index can say (index/lookalikes.py), and one
-line that this kind of software is less accurate for some faces than for others, with the measured
-figure) and a print button that lights up, and
+the identity, a confidence in percent and the distance; under them one line that this kind of
+software is less accurate for some faces than for others, with the measured figure; under the live
+view how many people in the dataset would look this much like the visitor by chance, when the index
+can say: index/lookalikes.py) and a print button that lights up, and
 pulses, only when the best match clears ``display.match_threshold``. An info panel tells where
 the dataset comes from. An alert line says when something is wrong: camera lost (in the camera's
 own words from ``camera_status``: the device, why, how often it retries; or, when the camera
@@ -307,7 +307,7 @@ class KioskView(BoxLayout):
     can_print = BooleanProperty(False)
     dataset_info = StringProperty("")
     fairness_note = StringProperty(FAIRNESS_NOTE)  # under the result cards: not every face is judged as well
-    lookalikes = StringProperty("")  # above that line: how many people would look this much like you by chance
+    lookalikes = StringProperty("")  # under the status: how many people would look this much like you by chance
 
     def on_print(self) -> None:
         """Dispatched by the print button."""
@@ -463,13 +463,14 @@ class Kiosk:
             self._last_shown = shown
             names = [self.view.ids[f"card{i}"].name for i in range(SHOWN_RESULTS)]
             log.debug(
-                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r",
+                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r lookalikes=%r",
                 v.mode,
                 v.status,
                 v.alerts,
                 v.print_note,
                 v.can_print,
                 [n for n in names if n],
+                v.lookalikes,
             )
 
     def _show_cards(self, results: Matches | None) -> None:
