@@ -89,13 +89,18 @@ class Gallery:
         ``results`` by chance, in one sentence; '' without a look-alike table or results.
 
         Counts the real people (the manifest's identities; synthetic rows are not people) and their mean
-        number of photos (real rows per person)."""
+        number of photos (real rows per person); the next other people in ``results`` keep the high end
+        from claiming fewer look-alikes than the visitor's own results show (index/lookalikes.py)."""
         table = self.calibration.lookalikes if self.calibration is not None else None
         people = self.manifest.identities
         if table is None or not results or people < 1:
             return ""
-        best = min(r.distance for r in results)
-        return lookalikes.sentence(lookalikes.expected(table, best, people, self.manifest.real / people))
+        ranked = sorted(results, key=lambda r: r.distance)
+        nearest: dict[str, float] = {}
+        for r in ranked:
+            nearest.setdefault(r.identity, r.distance)
+        best, *others = nearest.values()  # each person once, best first: the others are strangers for sure
+        return lookalikes.sentence(lookalikes.expected(table, best, people, self.manifest.real / people, others))
 
     def search(self, descriptor: np.ndarray, k: int = 5) -> list[Result]:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,14 +139,30 @@ def photos_factor(table: Lookalikes, photos_per_person: float) -> float:
     return float(np.interp(math.log(photos_per_person), m, f))
 
 
-def expected(table: Lookalikes, distance: float, people: int, photos_per_person: float = 1.0) -> Expected:
+def expected(
+    table: Lookalikes,
+    distance: float,
+    people: int,
+    photos_per_person: float = 1.0,
+    others: Sequence[float] = (),
+) -> Expected:
     """How many of a dataset's ``people`` (real people, each with ``photos_per_person`` photos on average)
-    would be at least as close as ``distance`` to a face, by chance; never more than ``people``."""
+    would be at least as close as ``distance`` to a face, by chance; never more than ``people``.
+
+    ``others``: the distances to the next other people in the visitor's own results (each person once,
+    the best match's excluded). They are strangers for sure, so the j-th nearest shows that at least j
+    people lie within its distance. Where the table's high face would bring fewer, the visitor's face has
+    more look-alikes than the table's high percentile (faces dlib packs close together, ACCURACY.md): the
+    high end is then raised by the largest such shortfall (j / expected), so it covers this face too."""
     if people < 1:
         raise ValueError(f"people must be >= 1, got {people}")
     k = photos_factor(table, photos_per_person) * people
     low, typical, high = (min(float(people), k * s) for s in shares(table, distance))
-    return Expected(low, typical, high, int(people))
+    scale = 1.0
+    for j, d in enumerate(sorted(others), start=1):
+        seen_high = k * shares(table, d)[2]
+        scale = max(scale, j / max(seen_high, 1e-300))
+    return Expected(low, typical, min(float(people), high * scale), int(people))
 
 
 def _sig(x: float) -> int:

@@ -19,6 +19,8 @@
   often the range the sentence states holds the direct count, for everyone and for the packed tenth
   (the people whose gallery photo has its 5 nearest other people closest), and for enrolled visitors
   (their own first photo in the gallery, their best match themselves: strangers within that distance).
+  At the best match the sentence is made as the kiosk makes it, with the next 4 people of the probe's own
+  top 5 (``others`` of ``index.lookalikes.expected``), and also from the table alone.
   ``SPREADS``: the same at the best match for other low / high percentiles (how the spread was chosen).
 * **Extrapolation.** (a) The same, with the table fitted on a gallery of a tenth of the first half's
   people (a decade fewer), on real faces; (b) the distance at which the table expects ln 2 people
@@ -190,12 +192,37 @@ def photos_factor(p: People, sizes: tuple[int, ...] = FACTOR_PHOTOS, within: flo
     return out
 
 
-def sentence_kinds(table: lookalikes.Lookalikes, d: np.ndarray, people: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per probe: (stated low, stated high) at distance d."""
-    lo, hi = np.zeros(len(d), int), np.zeros(len(d), int)
+def sentence_kinds(
+    table: lookalikes.Lookalikes, d: np.ndarray, people: int, others: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per probe: (stated low, stated high, typical count) at distance d; ``others``: each probe's next
+    other people's distances in its own results (the kiosk's top 5 beyond the best), or None."""
+    lo, hi, typical = np.zeros(len(d), int), np.zeros(len(d), int), np.zeros(len(d))
     for i, di in enumerate(d):
-        lo[i], _, hi[i] = lookalikes.stated(lookalikes.expected(table, float(di), people))
-    return lo, hi
+        e = lookalikes.expected(table, float(di), people, 1.0, () if others is None else others[i].tolist())
+        lo[i], _, hi[i] = lookalikes.stated(e)
+        typical[i] = e.typical
+    return lo, hi, typical
+
+
+def next_others(dist: np.ndarray, shown: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Each probe's best distance and the next ``shown - 1`` (one row per person: the kiosk's top 5)."""
+    top = np.sort(np.partition(dist, shown - 1, axis=1)[:, :shown], axis=1)
+    return top[:, 0], top[:, 1:]
+
+
+def at_best(lo: np.ndarray, hi: np.ndarray, typical: np.ndarray, w: np.ndarray, is_packed: np.ndarray) -> dict:
+    """What the sentence says at a stranger's best match, where exactly 1 person (the match) is that close."""
+    covers = (lo <= 1) & (hi >= 1)
+    return {
+        "states_range_holding_1": wmean(covers, w),
+        "says_fewer_than_1_even_with_many_lookalikes": wmean(hi == 0, w),
+        "says_more_than_1_for_every_face": wmean(lo > 1, w),
+        "packed_states_range_holding_1": wmean(covers[is_packed], w[is_packed]),
+        "packed_says_fewer_than_1": wmean(hi[is_packed] == 0, w[is_packed]),
+        "others_says_fewer_than_1": wmean(hi[~is_packed] == 0, w[~is_packed]),
+        "median_typical": float(np.median(typical)),
+    }
 
 
 def packed_people(p: People, share: float = 0.10) -> np.ndarray:
@@ -233,20 +260,11 @@ def agreement(
             keys = rng.random(dist.shape, dtype=np.float32)
             keys[~np.isfinite(dist)] = np.inf  # a probe's own person is never drawn
             sub = np.take_along_axis(dist, np.argpartition(keys, n - 1, axis=1)[:, :n], axis=1)
-        best = sub.min(axis=1)
-        lo, hi = sentence_kinds(table, best, n)
-        covers = (lo <= 1) & (hi >= 1)
+        best, others = next_others(sub)
         row: dict = {
             "gallery_people": n,
-            "at_best_match": {
-                "states_range_holding_1": wmean(covers, w),
-                "says_fewer_than_1_even_with_many_lookalikes": wmean(hi == 0, w),
-                "says_more_than_1_for_every_face": wmean(lo > 1, w),
-                "packed_states_range_holding_1": wmean(covers[is_packed], w[is_packed]),
-                "packed_says_fewer_than_1": wmean(hi[is_packed] == 0, w[is_packed]),
-                "others_says_fewer_than_1": wmean(hi[~is_packed] == 0, w[~is_packed]),
-                "median_typical": float(np.median([lookalikes.expected(table, float(b), n).typical for b in best])),
-            },
+            "at_best_match": at_best(*sentence_kinds(table, best, n, others), w, is_packed),
+            "at_best_match_table_only": at_best(*sentence_kinds(table, best, n), w, is_packed),
         }
         for d in distances:
             count = (sub <= d).sum(axis=1)
@@ -276,7 +294,8 @@ def enrolled_agreement(p: People, table: lookalikes.Lookalikes, people: np.ndarr
     d_own = d[np.arange(len(probes)), own]
     d[np.arange(len(probes)), own] = np.inf
     right = d_own < d.min(axis=1)  # so no other person is within d_own: the truth is 0
-    lo, hi = sentence_kinds(table, d_own[right], len(people))
+    others = np.sort(np.partition(d[right], 3, axis=1)[:, :4], axis=1)  # the next 4 in the top 5
+    lo, hi, _ = sentence_kinds(table, d_own[right], len(people), others)
     w = p.weight[probes][right]
     return {
         "probes": len(probes),
