@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
             results.setdefault("spreads", []).append(
                 {"half": h, "percentiles": [low, 50.0, high]}
                 | {f"{r['gallery_people']}": r["at_best_match"] for r in rows}
+                | {f"{r['gallery_people']} table only": r["at_best_match_table_only"] for r in rows}
             )
             say(f"spread {low}/{high}, half {h}: {json.dumps(results['spreads'][-1])}")
     cal = calibration.read(a.calibration)
