@@ -35,6 +35,7 @@ def result_line(msg: Matches) -> str:
             "missing_shards": msg.missing_shards,
             "latency_ms": round(msg.latency_ms, 1),
             "results": [dataclasses.asdict(r) for r in msg.results],
+            "lookalikes": msg.lookalikes,
         },
         allow_nan=False,
     )

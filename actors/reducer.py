@@ -13,12 +13,14 @@ another index (a different shard count, a shard number out of range) are counted
 (``candidates.wrong_index``), logged and dropped.
 
 The merge, the metadata, the calibration (``p_same`` and ``verdict`` when the index has a
-``calibration.json``, with the ``index.enrolled_share`` prior) and hiding synthetic distractors
-(counted in ``matches.synthetic_hidden``) are :class:`index.gallery.Gallery`'s, the same code
-``megapixels search`` answers with. So is leaving out rows removed by ``megapixels index remove``
-(index/removals.py): the removals file is stat()ed before every answer and after every poll, a
-change is logged, and a removed row that a matcher still sent (one that has not seen the removal
-yet) is dropped (``matches.removed_dropped``): that answer has a row less, and never shows it.
+``calibration.json``, with the ``index.enrolled_share`` prior), hiding synthetic distractors
+(counted in ``matches.synthetic_hidden``) and the sentence on how many people in the dataset would
+look this much like the visitor by chance (``Matches.lookalikes``) are :class:`index.gallery.Gallery`'s,
+the same code ``megapixels search`` answers with. So is leaving out rows removed by ``megapixels
+index remove`` (index/removals.py): the removals file is stat()ed before every answer and after
+every poll, a change is logged, and a removed row that a matcher still sent (one that has not seen
+the removal yet) is dropped (``matches.removed_dropped``): that answer has a row less, and never
+shows it.
 """
 
 from __future__ import annotations
@@ -147,7 +149,10 @@ class Reducer(runtime.Actor):
         for shard in missing:
             self._missing(shard, now)
         latency_ms = (now - p.captured_ns) / 1e6
-        return Matches(self.header(p.frame_id), query_id, p.captured_ns, results, bool(missing), missing, latency_ms)
+        lookalikes = self.gallery.lookalikes(results)
+        return Matches(
+            self.header(p.frame_id), query_id, p.captured_ns, results, bool(missing), missing, latency_ms, lookalikes
+        )
 
     def _missing(self, shard: int, now: int) -> None:
         self.stats[f"shard{shard}.missing"] += 1

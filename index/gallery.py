@@ -21,7 +21,10 @@ searches every shard itself), so the command line answers exactly what the kiosk
   still answers k remaining rows;
 - a row whose distance is NaN, infinite or negative (a damaged shard row or query) is left out
   before the merge, where it would sort anywhere, and counted: it is no answer, and the wire and
-  the display's JSON carry finite numbers only (messages/codec.py).
+  the display's JSON carry finite numbers only (messages/codec.py);
+- with a look-alike table in the calibration, one sentence (:meth:`Gallery.lookalikes`): about how many
+  of the index's real people would be at least as close to the visitor as the best shown match, by
+  chance (index/lookalikes.py). Synthetic distractors are not people and do not count.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from config import loader
-from index import calibration, removals, search, store
+from index import calibration, lookalikes, removals, search, store
 from messages import Result
 from messages.schemas import LIMITS
 
@@ -114,6 +117,24 @@ class Gallery:
             if not entry.synthetic
         ]
         return Answered(shown, sum(entry.synthetic for *_, entry in known), not_finite, removed)
+
+    def lookalikes(self, results: list[Result]) -> str:
+        """How many of this index's people would look at least as much like the visitor as the best of
+        ``results`` by chance, in one sentence; '' without a look-alike table or results.
+
+        Counts the real people (the manifest's identities; synthetic rows are not people) and their mean
+        number of photos (real rows per person); the next other people in ``results`` keep the high end
+        from claiming fewer look-alikes than the visitor's own results show (index/lookalikes.py)."""
+        table = self.calibration.lookalikes if self.calibration is not None else None
+        people = self.manifest.identities
+        if table is None or not results or people < 1:
+            return ""
+        ranked = sorted(results, key=lambda r: r.distance)
+        nearest: dict[str, float] = {}
+        for r in ranked:
+            nearest.setdefault(r.identity, r.distance)
+        best, *others = nearest.values()  # each person once, best first: the others are strangers for sure
+        return lookalikes.sentence(lookalikes.expected(table, best, people, self.manifest.real / people, others))
 
     def search(self, descriptor: np.ndarray, k: int = 5) -> list[Result]:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""

@@ -144,6 +144,8 @@ class Matches:
 
     ``partial`` is true when shards in ``missing_shards`` did not answer by the deadline.
     ``captured_ns`` is when the camera made the frame the query came from (monotonic clock).
+    ``lookalikes`` is one sentence: about how many people in the dataset would look at least as much like
+    the visitor as the best match, by chance (index/lookalikes.py); ``""`` when the index has no table.
     """
 
     TOPIC: ClassVar[str] = "matches"
@@ -155,6 +157,7 @@ class Matches:
     partial: bool
     missing_shards: list[int]
     latency_ms: float  # from the camera's frame to this message
+    lookalikes: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class PrintJob:
     results: list[Result]
     # The visitor's face chip as JPEG, sent only when the operator set printer.print_visitor_face.
     visitor_face_jpeg: bytes = field(repr=False, default=b"")
+    lookalikes: str = ""  # the results' sentence (Matches.lookalikes), printed on the receipt
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,7 @@ LIMITS: dict[str, int] = {
     "licence": 256,
     "date_taken": 64,
     "url": 2048,
+    "lookalikes": 512,
     "boxes": 64,
     "rows": 1000,
     "distances": 1000,

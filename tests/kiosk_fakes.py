@@ -6,6 +6,7 @@ round), a printer's request socket answered by hand, and the window's config.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 from functools import cache
@@ -31,6 +32,10 @@ RESULTS = [
     Result(4, "Aaron_Guiel", 0.764, "", 8),  # a row without a photo: the placeholder shows
     Result(5, "Atom_Egoyan", 0.78, "Atom_Egoyan/0001.jpg", 30),
 ]
+LOOKALIKES = (  # the reducer's sentence for a best match at 0.35 in a dataset this size (index/lookalikes.py)
+    "Fewer than 1 person in this dataset of 672,057 people would be expected to look at least this much like you "
+    "by chance (up to 120 for faces with many look-alikes)."
+)
 
 
 def display_config(printer: str = 'backend = "spool"') -> str:
@@ -130,6 +135,8 @@ class FakeUpstream:
                 Matches(Header(n, now, "reducer", n - 1), self.query_id, now - 50_000_000, RESULTS, False, [], 50.0)
             )
         for msg in msgs:
+            if isinstance(msg, Matches):
+                msg = dataclasses.replace(msg, lookalikes=LOOKALIKES)
             pubs[type(msg).TOPIC].send_multipart(encode(msg))
         if self.send_garbage:
             pubs["matches"].send_multipart([b"matches", b"\xc1 not msgpack"])

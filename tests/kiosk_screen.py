@@ -30,6 +30,7 @@ PRINT_BUTTON_XY = (930, 638)
 PRINT_NOTE = (slice(676, 712), slice(605, 1255))  # "printing your receipt…" under the print button
 ALERTS = (slice(22, 64), slice(240, 1262))
 FAIRNESS_LINE = (slice(545, 590), slice(605, 1255))  # under the result cards: less accurate for some faces
+LOOKALIKES_LINE = (slice(640, 720), slice(24, 576))  # under the status: how many would look this like you by chance
 BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
 
 T = TypeVar("T")

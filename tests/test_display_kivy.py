@@ -36,7 +36,7 @@ from messages import CameraStatus, Header, Matches
 from tests import cups_server, factories
 from tests import kiosk_screen as ks
 from tests.conftest import PROJECT
-from tests.kiosk_fakes import QUERY_ID, RESULTS, FakePrinter, FakeUpstream, display_config, start_display
+from tests.kiosk_fakes import LOOKALIKES, QUERY_ID, RESULTS, FakePrinter, FakeUpstream, display_config, start_display
 
 pytestmark = pytest.mark.slow  # starts actor processes or a window
 
@@ -105,14 +105,19 @@ def test_print_is_resent_on_a_fresh_socket_and_garbage_is_dropped(
                 *ks.live_frame_with_box(rgb),
                 *ks.button_lit(rgb),
                 *ks.text_lines(rgb, ks.FAIRNESS_LINE, 2, "line under the cards (less accurate for some faces)"),
+                *ks.text_lines(rgb, ks.LOOKALIKES_LINE, 2, "look-alikes by chance line"),
+                *ks.text_width(rgb, ks.LOOKALIKES_LINE, 500, "look-alikes by chance line"),
             ],
             "kiosk_fake.png",
         )
+        view = actors.wait_for(logged("display", "view: mode=results"), "the results view", 5, since=0)
+        assert f"lookalikes={LOOKALIKES!r}" in view, view
 
         mark = actors.mark()
         ks.click(x_display, *ks.PRINT_BUTTON_XY)
         first = actors.wait_for(lambda _: printer.receive(), "a print job after the click", 10)
         assert (first.query_id, first.results, first.header.src) == (QUERY_ID, RESULTS, "display")
+        assert first.lookalikes == LOOKALIKES  # the receipt prints the sentence the screen shows
         assert first.visitor_face_jpeg == b"", "the visitor's face was sent although print_visitor_face is off"
         # No answer: after ~3 s the display reopens its socket and sends the very same job again.
         actors.wait_for(logged("display", "(attempt 2 of 2)"), "the resend", 10)
@@ -153,6 +158,7 @@ def test_cups_job_arrives_and_a_stopped_queue_shows_on_screen(
             finally:
                 pdf.unlink()
             assert "Your closest match: barack obama" in text and "Distance 0.350" in text, text
+            assert "".join(LOOKALIKES.split()) in "".join(text.split()), text  # however the lines wrap
 
             # The queue stops; the visitor leaves, the next one arrives and presses the button.
             subprocess.run(["cupsdisable", cups_server.QUEUE], env=cups_env, check=True, timeout=10)

@@ -5,8 +5,9 @@ The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen
 kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
 still", "searching", then five result cards (the matched dataset photo cropped around the face,
 the identity, a confidence in percent and the distance; under them one line that this kind of
-software is less accurate for some faces than for others, with the measured figure) and a print
-button that lights up, and
+software is less accurate for some faces than for others, with the measured figure; under the live
+view how many people in the dataset would look this much like the visitor by chance, when the index
+can say: index/lookalikes.py) and a print button that lights up, and
 pulses, only when the best match clears ``display.match_threshold``. An info panel tells where
 the dataset comes from. An alert line says when something is wrong: camera lost (in the camera's
 own words from ``camera_status``: the device, why, how often it retries; or, when the camera
@@ -327,6 +328,7 @@ class KioskView(BoxLayout):
     can_print = BooleanProperty(False)
     dataset_info = StringProperty("")
     fairness_note = StringProperty(FAIRNESS_NOTE)  # under the result cards: not every face is judged as well
+    lookalikes = StringProperty("")  # under the status: how many people would look this much like you by chance
 
     def on_print(self) -> None:
         """Dispatched by the print button."""
@@ -422,7 +424,8 @@ class Kiosk:
         if m is None:
             return
         chip = self.session.visit.extra.get("chip", b"") if self.print_face and self.session.visit else b""
-        job = PrintJob(self._header(m.header.frame_id), m.query_id, m.results, chip_jpeg(chip) if chip else b"")
+        face = chip_jpeg(chip) if chip else b""
+        job = PrintJob(self._header(m.header.frame_id), m.query_id, m.results, face, lookalikes=m.lookalikes)
         self._send_job(encode(job), m.query_id, attempt=1)
         self._note("printing your receipt…")
         self._render(now_ns)
@@ -494,6 +497,7 @@ class Kiosk:
         query = results.query_id if results is not None else None
         if query != self.shown_query:
             self._show_cards(results)
+            v.lookalikes = results.lookalikes if results is not None else ""
             self.shown_query = query
         v.mode = view_mode(s.phase)
         v.status = phase_text(s.phase, s.await_leave, results, self.threshold, now_ns / 1e9)
@@ -517,13 +521,14 @@ class Kiosk:
             self._last_shown = shown
             names = [self.view.ids[f"card{i}"].name for i in range(SHOWN_RESULTS)]
             log.debug(
-                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r",
+                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r lookalikes=%r",
                 v.mode,
                 v.status,
                 v.alerts,
                 v.print_note,
                 v.can_print,
                 [n for n in names if n],
+                v.lookalikes,
             )
 
     def _say_session(self, now_ns: int, phase: Phase, lit: bool) -> None:
