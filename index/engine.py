@@ -38,7 +38,6 @@ finish. Everything else (the journal, the order of the index, the report) stays 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import math
@@ -48,9 +47,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed, get_worker
+
+from index import journal
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler is reported after this long
 WORKERS_TIMEOUT_S = 120  # a scheduler without workers is reported after this long
@@ -101,14 +103,10 @@ class Setup(WorkerPlugin):
 
 def file_sha1(path: str) -> str:
     """sha1 of a file, or why it can't be read (as text starting with "cannot read")."""
-    h = hashlib.sha1()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return journal.content_sha1(Path(path)) or "cannot read: No such file or directory"
     except OSError as e:
         return f"cannot read: {e.strerror or e}"
-    return h.hexdigest()
 
 
 def path_message(bad: dict[str, str], path: str, of: int) -> str:
