@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-$(DEMO_INDEX)/manifest.json: $(STAMP) $(wildcard demo/gallery/*/*)
+$(DEMO_INDEX)/manifest.json: $(STAMP) $(wildcard demo/gallery/*/*) index/lfw_calibration.json
 	$(BIN)/megapixels index build demo/gallery --out $(DEMO_INDEX) --shards $(SHARDS)
 
 # The demo index is per shard count, so `make demo SHARDS=4` builds a 4-shard one; one matcher

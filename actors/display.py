@@ -1,7 +1,10 @@
-"""display — subscribes to ``frames``, ``faces``, ``matches`` and ``camera_status``; sends ``print`` requests.
+"""display — subscribes to ``frames``, ``faces``, ``matches``, ``camera_status`` and ``button_status``;
+sends ``print`` requests.
 
 The headless display: no window; it prints every result as one JSON line on stdout and logs the
-camera's own words when it is lost and when it is back (``camera_status``). The display process
+camera's own words when it is lost and when it is back (``camera_status``), and the print button's
+when its device is missing and when it is back (``button_status``). It has no session, so it
+tells the print button nothing and prints nothing on its presses: the button stays dark. The display process
 (``python -m ui_kivy``, the Procfile's ``display`` line) runs this actor when ``display.headless``
 is set (or ``MEGAPIXELS_HEADLESS=1``), and the Kivy window of ``ui_kivy`` otherwise, which shows
 the same texts on its alert line.
@@ -14,7 +17,8 @@ import json
 from typing import Any
 
 from actors import runtime
-from messages import CameraStatus, Matches
+from actors.button.logic import button_alert
+from messages import ButtonStatus, CameraStatus, Matches
 
 
 def result_line(msg: Matches) -> str:
@@ -31,6 +35,7 @@ def result_line(msg: Matches) -> str:
             "missing_shards": msg.missing_shards,
             "latency_ms": round(msg.latency_ms, 1),
             "results": [dataclasses.asdict(r) for r in msg.results],
+            "lookalikes": msg.lookalikes,
         },
         allow_nan=False,
     )
@@ -46,14 +51,17 @@ def camera_alert(status: CameraStatus | None, reconnect_s: float) -> str:
 
 class HeadlessDisplay(runtime.Actor):
     ROLE = "display"
-    RECEIVES = ("matches", "camera_status")
+    RECEIVES = ("matches", "camera_status", "button_status")
 
     def on_start(self) -> None:
         self.camera_state = ""
+        self.button_state = ""
 
-    def handle(self, msg: Matches | CameraStatus) -> list[Any]:
+    def handle(self, msg: Matches | CameraStatus | ButtonStatus) -> list[Any]:
         if isinstance(msg, CameraStatus):
             self.on_camera(msg)
+        elif isinstance(msg, ButtonStatus):
+            self.on_button(msg)
         else:
             print(result_line(msg), flush=True)
         return []
@@ -67,6 +75,16 @@ class HeadlessDisplay(runtime.Actor):
         else:
             self.log.info("camera %s: %s%s", msg.state, msg.source, f" ({msg.detail})" if msg.detail else "")
         self.camera_state = msg.state
+
+    def on_button(self, msg: ButtonStatus) -> None:
+        """Log each change of the print button's state (statuses repeat every second)."""
+        if msg.state == self.button_state:
+            return
+        if msg.state == "missing":
+            self.log.warning("%s", button_alert(msg))
+        else:
+            self.log.info("print button %s: %s %s", msg.state, msg.device or msg.backend, msg.detail)
+        self.button_state = msg.state
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ plain ``honcho start`` (one matcher) serves every shard of whatever index it is 
 ``MEGAPIXELS_MATCHERS=2 honcho start -c matcher=2`` runs one process per core. A ``matcher.N``
 with N > M, or one that would serve no shard, refuses to start naming the numbers.
 ``MEGAPIXELS_SHARD=1`` (or ``1,3``) names the shards outright, for a matcher on another host.
+
+Removals (``megapixels index remove``, index/removals.py) are honoured without a restart: the
+removals file is stat()ed before every batch and after every poll, re-read when it changed (the
+change is logged), and each shard's removed rows are masked out of its search, which then looks
+deeper than k exactly as far as needed (:func:`index.removals.topk_without`): a shard still
+answers its k nearest remaining rows. An unusable removals file stops the matcher at start; later
+it is logged and the rows removed before stay removed.
 """
 
 from __future__ import annotations
@@ -25,13 +32,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from actors import runtime
-from index import search, store
+from index import removals, search, store
 from index.gallery import finite_answer
 from messages import Candidates, Query
 
@@ -80,6 +87,7 @@ class Shard:
     number: int
     first_row: int
     index: search.ShardIndex
+    removed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # local rows, sorted
 
 
 def search_shards(
@@ -88,7 +96,7 @@ def search_shards(
     """Each shard's (m, k) global rows and distances for the (m, 128) ``queries``, in parallel on ``pool``."""
 
     def one(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-        rows, distances = shard.index.search(queries, k)
+        rows, distances = removals.topk_without(shard.index.search, queries, k, shard.index.rows, shard.removed)
         return rows + shard.first_row, distances
 
     if pool is None or len(shards) == 1:
@@ -116,8 +124,10 @@ class Matcher(runtime.Actor):
                 self.shards.append(
                     Shard(k, first_row, search.ShardIndex(mapped, manifest.codec, self.cfg["search"]["kernel"]))
                 )
+            self.removals = removals.Watch(index_dir, manifest)  # RemovalsError (a RuntimeError): unusable
         except (store.IndexStoreError, RuntimeError, LayoutError) as e:
             raise runtime.StartupError(str(e)) from e
+        self._mask_removed(changed=False)
         self.pool = ThreadPoolExecutor(len(self.shards), "shard") if len(self.shards) > 1 else None
         self.log.info(
             "shards %s of %d: %d rows (%s, %s kernel, %.0f MiB resident, %d thread%s) from %s",
@@ -132,10 +142,37 @@ class Matcher(runtime.Actor):
             index_dir,
         )
 
+    def _mask_removed(self, changed: bool = True) -> None:
+        """Each served shard's removed rows from the removals; logged when they changed (or at start, if any)."""
+        for shard in self.shards:
+            shard.removed = self.removals.local(shard.first_row, shard.first_row + shard.index.rows)
+        if changed or len(self.removals.rows):
+            self.log.info(
+                "removals: %d rows of this index removed, %d of them in the shards served here; answering without them",
+                len(self.removals.rows),
+                sum(len(s.removed) for s in self.shards),
+            )
+
+    def _check_removals(self) -> None:
+        news = self.removals.check()
+        if news is None:
+            return
+        if not news.ok:
+            self.stats["removals.unusable"] += 1
+            self.log.warning(news.text)
+            return
+        self.stats["removals.changes"] += 1
+        self._mask_removed()
+
+    def tick(self, now_ns: int) -> list[Any]:
+        self._check_removals()  # one stat(): the change is applied and logged even while nobody is searched
+        return []
+
     def handle(self, msg: Query) -> list[Any]:
         return self.handle_batch([msg])
 
     def handle_batch(self, msgs: list[Query]) -> list[Any]:
+        self._check_removals()
         queries = np.stack([np.frombuffer(m.descriptor, "<f4") for m in msgs])
         found = search_shards(self.shards, queries, max(m.k for m in msgs), self.pool)
         out = []
@@ -162,6 +199,8 @@ class Matcher(runtime.Actor):
     def on_stop(self) -> None:
         if getattr(self, "pool", None) is not None:
             self.pool.shutdown(wait=True)
+        if hasattr(self, "removals"):
+            self.removals.close()
 
 
 if __name__ == "__main__":

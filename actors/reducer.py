@@ -13,9 +13,14 @@ another index (a different shard count, a shard number out of range) are counted
 (``candidates.wrong_index``), logged and dropped.
 
 The merge, the metadata, the calibration (``p_same`` and ``verdict`` when the index has a
-``calibration.json``, with the ``index.enrolled_share`` prior) and hiding synthetic distractors
-(counted in ``matches.synthetic_hidden``) are :class:`index.gallery.Gallery`'s, the same code
-``megapixels search`` answers with.
+``calibration.json``, with the ``index.enrolled_share`` prior), hiding synthetic distractors
+(counted in ``matches.synthetic_hidden``) and the sentence on how many people in the dataset would
+look this much like the visitor by chance (``Matches.lookalikes``) are :class:`index.gallery.Gallery`'s,
+the same code ``megapixels search`` answers with. So is leaving out rows removed by ``megapixels
+index remove`` (index/removals.py): the removals file is stat()ed before every answer and after
+every poll, a change is logged, and a removed row that a matcher still sent (one that has not seen
+the removal yet) is dropped (``matches.removed_dropped``): that answer has a row less, and never
+shows it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import runtime
-from index import calibration, store
+from index import calibration, removals, store
 from index.gallery import Gallery
 from messages import Candidates, Matches, Query
 
@@ -70,8 +75,12 @@ class Reducer(runtime.Actor):
     def on_start(self) -> None:
         try:
             self.gallery = Gallery(self.cfg.path("index", "path"), self.cfg["index"]["enrolled_share"])
-        except (store.IndexStoreError, calibration.CalibrationError) as e:
+        except (store.IndexStoreError, calibration.CalibrationError, removals.RemovalsError) as e:
             raise runtime.StartupError(str(e)) from e
+        if len(self.gallery.removals.rows):
+            self.log.info(
+                "removals: %d rows of this index removed; answering without them", len(self.gallery.removals.rows)
+            )
         self.deadline_ns = self.cfg["search"]["shard_deadline_ms"] * 1_000_000
         self.pending: dict[int, Pending] = {}
         self.closed: OrderedDict[int, None] = OrderedDict()  # recently answered, to spot late shards
@@ -99,7 +108,14 @@ class Reducer(runtime.Actor):
             return [self._close(msg.query_id, now)]
         return []
 
+    def _check_removals(self) -> None:
+        news = self.gallery.refresh()
+        if news is not None:
+            self.stats["removals.changes" if news.ok else "removals.unusable"] += 1
+            (self.log.info if news.ok else self.log.warning)(news.text)
+
     def tick(self, now_ns: int) -> list[Any]:
+        self._check_removals()  # one stat()
         expired = [q for q, p in self.pending.items() if now_ns - p.opened_ns > self.deadline_ns]
         return [self._close(q, now_ns) for q in expired]
 
@@ -120,8 +136,11 @@ class Reducer(runtime.Actor):
         self.closed[query_id] = None
         if len(self.closed) > MAX_PENDING:
             self.closed.popitem(last=False)
-        results, hidden, not_finite = self.gallery.results(list(p.answers.values()), p.k)
+        self._check_removals()
+        results, hidden, not_finite, removed = self.gallery.results(list(p.answers.values()), p.k)
         self.stats["matches.synthetic_hidden"] += hidden
+        if removed:
+            self.stats["matches.removed_dropped"] += removed
         if not_finite:  # the codec refuses such candidates; a gallery answer is checked all the same
             self.stats["matches.not_finite_dropped"] += not_finite
             self.log.warning("query %d: %d rows with a NaN or infinite distance left out", query_id, not_finite)
@@ -130,7 +149,10 @@ class Reducer(runtime.Actor):
         for shard in missing:
             self._missing(shard, now)
         latency_ms = (now - p.captured_ns) / 1e6
-        return Matches(self.header(p.frame_id), query_id, p.captured_ns, results, bool(missing), missing, latency_ms)
+        lookalikes = self.gallery.lookalikes(results)
+        return Matches(
+            self.header(p.frame_id), query_id, p.captured_ns, results, bool(missing), missing, latency_ms, lookalikes
+        )
 
     def _missing(self, shard: int, now: int) -> None:
         self.stats[f"shard{shard}.missing"] += 1

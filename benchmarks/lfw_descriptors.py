@@ -27,7 +27,7 @@ CHUNK = 500
 
 
 def photo_order(root: Path = LFW) -> list[build.Photo]:
-    _, found = build.scan(root)
+    found = list(build.iter_photos(root))
     order = np.random.default_rng(0).permutation(len(found))
     return [found[i] for i in order]
 

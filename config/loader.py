@@ -37,6 +37,27 @@ class Setting:
     high: float | None = None
 
 
+# The keys a USB button that types may send (button.backend = "key"), as the Kivy window names them.
+BUTTON_KEYS = (
+    "enter",
+    "numpadenter",
+    "spacebar",
+    "tab",
+    *(f"f{n}" for n in range(1, 16)),
+    "pageup",
+    "pagedown",
+    "home",
+    "end",
+    "insert",
+    "pause",
+    "print",
+    "up",
+    "down",
+    "left",
+    "right",
+    *"abcdefghijklmnopqrstuvwxyz0123456789",
+)
+
 SETTINGS: dict[str, dict[str, Setting]] = {
     "mode": {
         "kiosk": Setting(False, "true on a public installation: no recording, loopback only"),
@@ -128,6 +149,29 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "escpos_device": Setting("", 'escpos backend: "tcp://HOST:PORT" or a device file such as /dev/usb/lp0'),
         "print_visitor_face": Setting(False, "print the visitor's face on the receipt (off: never leaves the display)"),
     },
+    "button": {
+        "backend": Setting(
+            "none",
+            "the physical print button: none, a serial device (pyserial), GPIO pins (gpiozero) or a USB "
+            "button that types a key into the window",
+            choices=("none", "serial", "gpio", "key"),
+        ),
+        "serial_port": Setting("", 'serial: the device, best its stable name ("/dev/serial/by-id/usb-...")'),
+        "serial_baud": Setting(
+            115200, "serial: line speed in bits/s (the device's Serial.begin)", low=300, high=4000000
+        ),
+        "gpio_button_pin": Setting(17, "gpio: the button's input pin (BCM number)", low=0, high=53),
+        "gpio_led_pin": Setting(
+            18, "gpio: the button's LED (BCM number; PWM-capable for a soft pulse)", low=0, high=53
+        ),
+        "gpio_pull_up": Setting(True, "gpio: the button connects its pin to ground (true) or to 3.3 V (false)"),
+        "key": Setting("enter", "key: the key the USB button types", choices=BUTTON_KEYS),
+        "debounce_ms": Setting(300, "presses closer than this to the one before are one press", low=0, high=5000),
+        "reconnect_s": Setting(
+            0.5, "a missing device is looked for again after this, then ever less often", low=0.05, high=60
+        ),
+        "reconnect_max_s": Setting(5.0, "...but at least this often", low=0.05, high=600),
+    },
     "network": {
         "transport": Setting("tcp", "tcp on 127.0.0.1, or ipc sockets in ipc_dir", choices=("tcp", "ipc")),
         "ipc_dir": Setting("", "folder for ipc sockets when transport = ipc"),
@@ -210,7 +254,26 @@ def validate(raw: dict[str, Any], origin: str = "config") -> Config:
     if cfg["network"]["transport"] == "ipc" and not cfg["network"]["ipc_dir"]:
         raise ConfigError(f'{origin}: network.ipc_dir must name a folder when network.transport = "ipc"')
     _check_exposure(cfg, origin)
+    _check_button(cfg["button"], origin)
     return cfg
+
+
+def _check_button(button: dict[str, Any], origin: str) -> None:
+    if button["backend"] == "serial" and not button["serial_port"]:
+        raise ConfigError(
+            f'{origin}: button.serial_port must name the device when button.backend = "serial" '
+            '(for example "/dev/ttyACM0", or its /dev/serial/by-id/ name)'
+        )
+    if button["backend"] == "gpio" and button["gpio_button_pin"] == button["gpio_led_pin"]:
+        raise ConfigError(
+            f"{origin}: button.gpio_button_pin and button.gpio_led_pin are both {button['gpio_led_pin']}; "
+            "allowed: two different pins"
+        )
+    if button["reconnect_max_s"] < button["reconnect_s"]:
+        raise ConfigError(
+            f"{origin}: button.reconnect_max_s = {button['reconnect_max_s']:g} is under button.reconnect_s = "
+            f"{button['reconnect_s']:g}; allowed: at least button.reconnect_s"
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -46,6 +46,9 @@ Two models, both fitted offline on LFW (``python -m benchmarks.accuracy.calibrat
   (enrolled visitors whose best match is someone else are counted with the strangers: their best
   match is a look-alike too). A bigger gallery lowers p through r(N) and the closer neighbours it
   brings.
+* Look-alike table (format 3, optional): how many people a dataset holds, by chance, at least as close
+  to a face as its best match (:mod:`index.lookalikes`; fitted by benchmarks/accuracy/lookalikes.py).
+  A file without it still loads, and the kiosk then leaves that line out.
 """
 
 from __future__ import annotations
@@ -61,12 +64,13 @@ from typing import Any
 
 import numpy as np
 
+from index.lookalikes import Lookalikes, LookalikesError
 from messages.schemas import LIKELY_YOU, LOOK_ALIKE
 
 FILENAME = "calibration.json"
 DEFAULT = Path(__file__).with_name("lfw_calibration.json")  # fitted on LFW by benchmarks/accuracy/calibrate.py
-FORMAT_VERSION = 2  # 2 adds the neighbourhood verdict model
-READABLE_VERSIONS = (1, 2)  # a version-1 file still works: the per-distance gallery model, with the setting's prior
+FORMAT_VERSION = 3  # 2 adds the neighbourhood verdict model, 3 the look-alike table
+READABLE_VERSIONS = (1, 2, 3)  # a version-1 file still works: the per-distance gallery model, with the setting's prior
 # The neighbourhood model's features, in the order of its weights (after the intercept). "others" are
 # the distances to the next other identities in the ranked list, nearest first (see neighbourhood()).
 FEATURES = ("distance", "gap to the next other identity", "gap to the mean of the other identities")
@@ -128,8 +132,14 @@ class Calibration:
     # (gallery rows N, mean, std) of the nearest other-person distance, measured; empty: the pooled-tail model
     best_impostor: tuple[tuple[float, float, float], ...] = ()
     neighbourhood: Neighbourhood | None = None  # the verdict model (format 2); None: the per-distance models
+    lookalikes: Lookalikes | None = None  # how many people come this close by chance (format 3); None: no such line
 
     def __post_init__(self) -> None:
+        if isinstance(self.lookalikes, dict):  # as read from JSON
+            try:
+                object.__setattr__(self, "lookalikes", Lookalikes.from_json(self.lookalikes))
+            except LookalikesError as e:
+                raise CalibrationError(str(e)) from e
         if isinstance(self.neighbourhood, dict):  # as read from JSON
             try:
                 object.__setattr__(self, "neighbourhood", Neighbourhood(**self.neighbourhood))
@@ -433,13 +443,15 @@ def read(path: Path) -> Calibration:
         raw = json.loads(Path(path).read_text())
         version = raw.pop("format_version", None)
         if version not in READABLE_VERSIONS:
+            *older, newest = READABLE_VERSIONS
             raise CalibrationError(
-                f"{path}: format_version is {version!r}; this MegaPixels reads "
-                f"{' and '.join(map(str, READABLE_VERSIONS))} (refit with python -m benchmarks.accuracy.verdicts"
-                " --store, or install a newer release)"
+                f"{path}: format_version is {version!r}; this MegaPixels reads {', '.join(map(str, older))} and "
+                f"{newest} (refit with python -m benchmarks.accuracy.verdicts --store, or install a newer release)"
             )
         if version == 1 and "neighbourhood" in raw:
             raise CalibrationError(f"{path}: a neighbourhood model needs format_version 2")
+        if version in (1, 2) and "lookalikes" in raw:
+            raise CalibrationError(f"{path}: a look-alike table needs format_version 3")
         return Calibration(**raw)
     except (json.JSONDecodeError, TypeError) as e:
         raise CalibrationError(f"{path}: not a calibration file ({e})") from e

@@ -1,14 +1,23 @@
 """``megapixels``: the operator's command line.
 
 megapixels index build DATASET_DIR|MANIFEST.csv --out INDEX_DIR [--shards N] [--workers N] [--dtype float16]
-                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP]
+                       [--synthetic N [--synthetic-seed S]] [--max-megapixels MP] [--photo-metadata CSV]
+                       [--scheduler tcp://HOST:8786]
+                       (CSV: photo_id,nsid,licence,date_taken joined in by photo id; by default the
+                       dataset root's flickr_metadata.csv when there is one)
 megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
+megapixels index remove INDEX_DIR --account NSID | --identity NAME | --photo PATH
+                       (opt-out: recorded beside the shards, honoured by the running kiosk within a second)
+megapixels index compact INDEX_DIR   (writes the index again without the removed rows, atomically)
 megapixels search IMAGE --index INDEX_DIR [--top-k K] [--max-megapixels MP] [--enrolled-share P]
                        (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
                        setting of $MEGAPIXELS_CONFIG, else config/demo.toml, as the actors read it)
 
 A build writes beside INDEX_DIR (.INDEX_DIR.building) and replaces INDEX_DIR only once the new
-index is complete and checked; a second build into the same INDEX_DIR refuses at once.
+index is complete and checked; a second build into the same INDEX_DIR refuses at once. A build
+leaves out the photos removed from the INDEX_DIR it replaces, and keeps the removals recorded. The
+photos are described on Dask: this machine's cores (--workers processes), or the cluster whose
+scheduler is at --scheduler, whose workers must see the dataset at the same path as this machine.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from pathlib import Path
 
 import config
 from faces import MAX_PIXELS
-from index import build, calibration, publish, store
+from index import build, calibration, engine, optout, publish, removals, store
 from index.gallery import Gallery
 from messages import Result
 
@@ -70,6 +79,17 @@ def _number(kind: Callable[[str], float], low: float, high: float = math.inf, wh
     return parse
 
 
+def _text(what: str) -> Callable[[str], str]:
+    """An argparse type: a text that is not empty."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"must be {what}, not empty")
+        return text.strip()
+
+    return parse
+
+
 COUNT = _number(int, 1, what="an integer")
 MEGAPIXELS = _number(float, 0.01, 10_000, what="a number of megapixels")
 
@@ -89,11 +109,26 @@ def parser() -> argparse.ArgumentParser:
     idx = sub.add_parser("index", help="gallery index commands").add_subparsers(dest="action", required=True)
     b = idx.add_parser("build", help="build an index from <DATASET_DIR>/<identity>/<photo> or a CSV manifest")
     b.add_argument(
-        "dataset", type=Path, help="a folder per identity (LFW, MegaFace) or a CSV: path,identity,url,licence"
+        "dataset",
+        type=Path,
+        help="a folder per identity (LFW, MegaFace) or a CSV: path,identity[,url,licence,nsid,photo_id,date_taken]",
     )
     b.add_argument("--out", type=Path, required=True, help="the index folder (replaced as a whole when complete)")
     b.add_argument("--shards", type=COUNT, default=2)
-    b.add_argument("--workers", type=COUNT, default=None, help="worker processes (default: all cores)")
+    b.add_argument(
+        "--workers",
+        type=COUNT,
+        default=None,
+        help="Dask worker processes on this machine (default: one per core); with --scheduler, "
+        "how many of the cluster's workers to wait for (default 1)",
+    )
+    b.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="describe the photos on the Dask cluster whose scheduler is there (its workers must see the "
+        "dataset at the same path); default: a local cluster on this machine's cores",
+    )
     b.add_argument("--dtype", choices=store.DTYPES, default="float32", help="stored descriptor type")
     b.add_argument("--min-face-px", type=_number(int, 0, 100_000, "an integer"), default=build.Quality.min_face_px)
     b.add_argument("--min-sharpness", type=_number(float, 0, what="a number"), default=build.Quality.min_sharpness)
@@ -114,9 +149,31 @@ def parser() -> argparse.ArgumentParser:
         help="add this many synthetic distractors (no photo)",
     )
     b.add_argument("--synthetic-seed", type=_number(int, 0, what="an integer"), default=1)
+    b.add_argument(
+        "--photo-metadata",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="Flickr photo metadata (photo_id, nsid, licence, date_taken) joined in by photo id "
+        "(default: flickr_metadata.csv in the dataset's root, when there is one)",
+    )
     c = idx.add_parser("calibrate", help="store a distance -> P(same person) calibration with an index")
     c.add_argument("index_dir", type=Path)
     c.add_argument("--from", dest="source", type=Path, default=calibration.DEFAULT, help="default: the LFW fit")
+    r = idx.add_parser(
+        "remove",
+        help="opt-out: remove an account's, a person's or one photo's rows; the running kiosk honours it "
+        "within a second, and later builds of INDEX_DIR leave them out",
+    )
+    r.add_argument("index_dir", type=Path)
+    what = r.add_mutually_exclusive_group(required=True)
+    what.add_argument("--account", type=_text("an NSID"), help="a Flickr account (NSID), e.g. 12345678@N01")
+    what.add_argument("--identity", type=_text("a name"), help="an identity as the index names it")
+    what.add_argument(
+        "--photo", type=_text("a path"), help="a photo: its path in the dataset (as `megapixels search` shows it)"
+    )
+    m = idx.add_parser("compact", help="write INDEX_DIR again without its removed rows (atomically)")
+    m.add_argument("index_dir", type=Path)
     s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
     s.add_argument("image", type=Path)
     s.add_argument("--index", type=Path, required=True)
@@ -142,13 +199,35 @@ def main(argv: list[str] | None = None) -> int:
                 if calibration.install(args.index_dir, args.source) is None:
                     raise FileNotFoundError(f"{args.source} does not exist")
             say(f"calibration from {args.source} stored in {args.index_dir / calibration.FILENAME}")
+        elif args.command == "index" and args.action == "remove":
+            kind = next(k for k in removals.KINDS if getattr(args, k) is not None)
+            done = optout.remove(args.index_dir, kind, getattr(args, kind))
+            print(json.dumps(done, indent=2))
+            say(_removed_line(done))
+        elif args.command == "index" and args.action == "compact":
+            done = optout.compact(args.index_dir, log=say)
+            print(json.dumps(done, indent=2))
+            if done["written"]:
+                say(f"{args.index_dir} written again without its {done['rows_removed']} removed rows")
+            else:
+                say(f"nothing to compact: no row of {args.index_dir} is removed")
         elif args.command == "index":
             quality = build.Quality(
                 args.min_face_px, args.min_sharpness, args.max_yaw, args.upsample, round(args.max_megapixels * 1e6)
             )
             grow = {"count": args.synthetic, "seed": args.synthetic_seed} if args.synthetic else None
             report = build.build(
-                args.dataset, args.out, args.shards, args.workers, True, args.dtype, quality, grow, log=say
+                args.dataset,
+                args.out,
+                args.shards,
+                args.workers,
+                True,
+                args.dtype,
+                quality,
+                grow,
+                scheduler=args.scheduler,
+                log=say,
+                metadata_csv=args.photo_metadata,
             )
             summary = {k: v for k, v in report.items() if k != "rejected_files"}
             print(json.dumps(summary, indent=2))
@@ -166,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         store.IndexStoreError,
         calibration.CalibrationError,
         publish.BuildLocked,
+        removals.RemovalsError,
+        engine.EngineError,
     ) as e:
         say(str(e))
         return 1
@@ -173,6 +254,29 @@ def main(argv: list[str] | None = None) -> int:
         say("interrupted; finished photos are kept in the build journal, run again to continue")
         return 130
     return 0
+
+
+def _removed_line(done: dict) -> str:
+    """What ``index remove`` tells the operator."""
+    ((kind, value),) = done["asked"].items()
+    note = ""
+    if kind == "account" and done["matched_against"] == "identity":
+        note = (
+            " (this index's metadata has no nsid column: the account was matched against the identity, "
+            "which in MegaFace's layout is the account's folder)"
+        )
+    if done["rows_matched"] == 0:
+        return (
+            f"nothing matched --{kind} {value} in {done['index']}{note}; the removal is recorded all the same: "
+            "later builds of this index leave such photos out"
+        )
+    already = done["rows_matched"] - done["rows_removed"]
+    before = f", {already} of its rows removed before" if already else ""
+    return (
+        f"removed {done['rows_removed']} rows (--{kind} {value}{before})"
+        f" from {done['index']}{note}; the running kiosk stops showing them within a second; "
+        "`megapixels index compact` deletes them from the files"
+    )
 
 
 if __name__ == "__main__":

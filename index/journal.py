@@ -22,6 +22,8 @@ import base64
 import dataclasses
 import hashlib
 import json
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -118,26 +120,142 @@ def read(path: Path, repair: bool = True) -> dict[str, Outcome]:
 
     A torn last line (kill -9 mid-write) ends the reading; with ``repair`` it is cut off the file,
     so the next appended line starts clean. A published index's journal is read without repair.
+    Holds every descriptor in memory: a build uses :func:`offsets` and :class:`Lines` instead.
     """
-    done: dict[str, Outcome] = {}
+    return {o.key: o for _, o in _lines(path, repair, Outcome.from_json) if o.key}
+
+
+def offsets(path: Path, repair: bool = True) -> KeyOffsets:
+    """Where each key's line starts in a journal, by :func:`digest` of the key (the last line of a
+    key wins, as in :func:`read`); the torn last line is handled as :func:`read` does. No
+    descriptor is kept; ~6 us a line (25 s for 4.2M lines)."""
+    found = KeyOffsets()
+    for at, d in _lines(path, repair, json.loads):
+        if d.get("key"):
+            found[digest(d["key"])] = at
+    return found
+
+
+def _lines(path: Path, repair: bool, parse: Callable[[str], Any]) -> Iterator[tuple[int, Any]]:
+    """(byte offset, parsed line) of every whole line, in file order, up to the first torn one."""
     if not path.exists():
-        return done
+        return
     good_bytes = 0
     with open(path, "rb") as f:
         for raw in f:
             try:
-                o = Outcome.from_json(raw.decode())
+                parsed = parse(raw.decode())
             except (ValueError, KeyError, TypeError):
                 break
-            if not raw.endswith(b"\n"):
+            if not raw.endswith(b"\n") or not isinstance(parsed, Outcome | dict):
                 break
-            if o.key:
-                done[o.key] = o
+            yield good_bytes, parsed
             good_bytes += len(raw)
     if repair and good_bytes != path.stat().st_size:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
-    return done
+
+
+def digest(key: str) -> int:
+    """A 128-bit digest of a journal key (a dict key 3x smaller than the text; no collision in practice)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest(), "little")
+
+
+MASK64 = (1 << 64) - 1  # the low 64 bits of a digest: the known-keys filter sent to the workers
+
+
+class KeyOffsets:
+    """Journal line offsets by key :func:`digest`, compact: 24 bytes a key in sorted arrays (the
+    digest's two halves and the offset), and the keys added since the last merge in a dict (~120
+    bytes a key, at most an eighth of the rest). Measured: 30 bytes a key, 45 at the peak of a
+    merge (a dict of the same would take 118): ~130-190 MB for 4.2M keys; ~4 us a lookup."""
+
+    MERGE_AT = 65_536
+
+    def __init__(self) -> None:
+        self._lo = np.zeros(0, np.uint64)
+        self._hi = np.zeros(0, np.uint64)
+        self._at = np.zeros(0, np.int64)
+        self._recent: dict[int, int] = {}
+
+    def get(self, d: int) -> int | None:
+        at = self._recent.get(d)
+        if at is not None:
+            return at
+        lo, hi = np.uint64(d & MASK64), np.uint64(d >> 64)
+        i = int(self._lo.searchsorted(lo))
+        while i < len(self._lo) and self._lo[i] == lo:
+            if self._hi[i] == hi:
+                return int(self._at[i])
+            i += 1
+        return None
+
+    def __contains__(self, d: int) -> bool:
+        return self.get(d) is not None
+
+    def __getitem__(self, d: int) -> int:
+        at = self.get(d)
+        if at is None:
+            raise KeyError(d)
+        return at
+
+    def __setitem__(self, d: int, at: int) -> None:
+        self._recent[d] = at
+        if len(self._recent) >= max(self.MERGE_AT, len(self._lo) // 8):
+            self._merge()
+
+    def __len__(self) -> int:
+        self._merge()
+        return len(self._lo)
+
+    def lows(self) -> np.ndarray:
+        """The low 64 bits of every key's digest, sorted, once each (the workers' known-keys filter)."""
+        self._merge()
+        return np.unique(self._lo)
+
+    def _merge(self) -> None:
+        if not self._recent:
+            return
+        keys = list(self._recent)
+        lo = np.fromiter((d & MASK64 for d in keys), np.uint64, len(keys))
+        hi = np.fromiter((d >> 64 for d in keys), np.uint64, len(keys))
+        at = np.fromiter(self._recent.values(), np.int64, len(keys))
+        self._recent = {}
+        n = len(self._lo)
+        pos = np.searchsorted(self._lo, lo)
+        clipped = np.minimum(pos, max(n - 1, 0))
+        there = (pos < n) & (self._lo[clipped] == lo) & (self._hi[clipped] == hi) if n else np.zeros(len(lo), bool)
+        self._at[pos[there]] = at[there]  # a key seen again: its last line wins
+        new = np.flatnonzero(~there)
+        order = new[np.argsort(lo[new], kind="stable")]
+        where = np.searchsorted(self._lo, lo[order])
+        self._lo = np.insert(self._lo, where, lo[order])
+        self._hi = np.insert(self._hi, where, hi[order])
+        self._at = np.insert(self._at, where, at[order])
+
+
+class Lines:
+    """Reads journal lines back by byte offset (as :func:`offsets` and :meth:`Writer.append` give them)."""
+
+    def __init__(self, path: Path):
+        self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed in close())
+
+    def at(self, offset: int) -> Outcome:
+        self._file.seek(offset)
+        return Outcome.from_json(self._file.readline().decode())
+
+    def raw(self, offset: int) -> bytes:
+        self._file.seek(offset)
+        return self._file.readline()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Lines:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class Writer:
@@ -145,11 +263,18 @@ class Writer:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 (closed in close())
+        self._file.seek(0, os.SEEK_END)
 
-    def append(self, outcome: Outcome) -> None:
-        self._file.write(outcome.to_json() + "\n")
+    def append(self, outcome: Outcome) -> int:
+        """Write one line; returns the byte offset where it starts."""
+        return self.append_raw((outcome.to_json() + "\n").encode())
+
+    def append_raw(self, line: bytes) -> int:
+        at = self._file.tell()
+        self._file.write(line)
         self._file.flush()
+        return at
 
     def close(self) -> None:
         self._file.close()

@@ -1,9 +1,12 @@
 """The dataset behind the index, for the visitor: matched photos cropped around the face, and facts.
 
 Read-only: the manifest (``provenance.dataset_root``, counts) through :mod:`index.store`; each
-result carries its photo's face box. Dataset photos are not visitor data, so recent crops are
-cached in memory. A result whose photo can't be read (a synthetic gallery entry, a moved dataset,
-a corrupt file) gets ``None`` and the caller shows a placeholder; nothing here raises for it.
+result carries its photo's face box. The counts leave out rows removed by ``megapixels index
+remove`` (index/removals.py): :attr:`DatasetPhotos.facts` re-reads the removals when their file
+changed (one stat() per read otherwise), so a screen or a receipt shows them within a second.
+Dataset photos are not visitor data, so recent crops are cached in memory. A result whose photo
+can't be read (a synthetic gallery entry, a moved dataset, a corrupt file) gets ``None`` and the
+caller shows a placeholder; nothing here raises for it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from faces import MAX_PIXELS
-from index import store
+from index import removals, store
 from messages import Result
 
 CROP_PX = 200
@@ -81,16 +84,38 @@ class DatasetPhotos:
 
     def __init__(self, index_dir: Path):
         self.index_dir = Path(index_dir)
-        self.facts: DatasetFacts | None = None
+        self._facts: DatasetFacts | None = None  # as built, before removals
+        self._removals: removals.Watch | None = None
         self.root: Path | None = None
         self._cache: OrderedDict[tuple[int, str], np.ndarray | None] = OrderedDict()
         try:
             manifest = store.read_manifest(self.index_dir)
             root = manifest.dataset_root
             self.root = Path(root) if root else None
-            self.facts = DatasetFacts(dataset_name(root), manifest.count, manifest.identities, root)
-        except (store.IndexStoreError, OSError) as e:
+            self._facts = DatasetFacts(dataset_name(root), manifest.count, manifest.identities, root)
+            self._removals = removals.Watch(self.index_dir, manifest)
+        except (store.IndexStoreError, removals.RemovalsError, OSError) as e:
             log.warning("no dataset photos or facts: %s", e)
+            self._facts = None
+
+    @property
+    def facts(self) -> DatasetFacts | None:
+        """The dataset's name and size, without the photos and people removed from it."""
+        if self._facts is None or self._removals is None:
+            return self._facts
+        news = self._removals.check()
+        if news is not None and not news.ok:
+            log.warning(news.text)
+        gone = self._removals
+        if not len(gone.rows):
+            return self._facts
+        try:
+            people = gone.people
+        except Exception as e:  # a damaged metadata file: the photo count is still right
+            log.warning("people removed from the dataset can't be counted: %s", e)
+            people = 0
+        f = self._facts
+        return DatasetFacts(f.name, f.photos - len(gone.rows), f.people - people, f.root)
 
     def crop(self, result: Result) -> np.ndarray | None:
         """The matched photo cropped around the face, CROP_PX square RGB; None when unavailable."""
@@ -130,3 +155,5 @@ class DatasetPhotos:
 
     def close(self) -> None:
         self._cache.clear()
+        if self._removals is not None:
+            self._removals.close()

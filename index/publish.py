@@ -4,6 +4,9 @@ Beside ``--out`` (``build/idx``) a build keeps::
 
     build/.idx.lock        flock()ed while a build of build/idx runs (the kernel releases it when
                            the build dies, even by kill -9); holds the build's pid for the message
+    build/.idx.removals.lock  flock()ed for a moment by ``index remove`` while it rewrites
+                           removals.jsonl, and by publishing while it carries that file into the
+                           new index and swaps the folders (index/removals.py)
     build/.idx.building/   the unfinished build: its journal (build_journal.jsonl), then the index
                            files; a name that store.read_manifest refuses, so it is never taken
                            for an index, even complete
@@ -18,6 +21,10 @@ reducer use (:func:`index.store.verify`, the calibration) and only then swapped 
   or the filesystem does not have it (ENOSYS, EINVAL), two renames: ``--out`` aside, staging in
   its place; between the two, for microseconds, ``--out`` does not exist (a process opening it
   right then is refused with "does not exist" and, under systemd, restarted a second later).
+
+Just before the swap, under the removals lock, every removal recorded in ``--out`` is written into
+the staged index with its rows there (:func:`index.removals.carry`): a removal made while a build
+or a compaction ran is honoured by the index that replaces the one it was made in.
 
 The replaced index is then renamed aside and deleted: its files are *unlinked*, never rewritten,
 so a matcher that has them memory-mapped keeps reading the old index until it restarts (the
@@ -36,14 +43,18 @@ import sys
 import time
 from pathlib import Path
 
-from index import calibration, journal, store
+from index import calibration, journal, removals, store
 
 LOCK_SUFFIX = ".lock"
 REPLACED_MARK = ".replaced-"  # ``.<name>.replaced-<ns>``: a swapped-out index being deleted
 # Files an index build writes: a folder holding only these (or nothing) may be replaced by a build.
 INDEX_FILES = re.compile(
     r"(manifest\.json(\.tmp)?|meta\.sqlite(-journal)?|build_report\.json|calibration\.json(\.tmp)?"
-    r"|distractor_model\.npz|shard_\d{3,}\.npy|" + re.escape(journal.FILENAME) + r")"
+    r"|distractor_model\.npz|shard_\d{3,}\.npy|"
+    + re.escape(journal.FILENAME)
+    + "|"
+    + re.escape(removals.FILENAME)
+    + r"(\.tmp)?)"
 )
 
 
@@ -143,6 +154,15 @@ def publish(staging: Path, out: Path) -> None:
     store.verify(staging, staged=True)
     calibration.load(staging)
     _fsync_tree(staging)
+    with removals.Lock(out):  # no removal lands in ``out`` between the carry and the swap
+        removals.carry(out, staging)
+        aside = _swap(staging, out)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _swap(staging: Path, out: Path) -> Path | None:
+    """Put ``staging`` in the place of ``out``; the folder the replaced index was moved to, if any."""
     if out.exists() and any(out.iterdir()):
         if exchange(staging, out):
             old = staging
@@ -157,10 +177,10 @@ def publish(staging: Path, out: Path) -> None:
         aside = _replaced_name(out)
         os.rename(old, aside)
         _fsync_dir(out.parent)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.rename(staging, out)  # also replaces an empty folder in one step
-        _fsync_dir(out.parent)
+        return aside
+    os.rename(staging, out)  # also replaces an empty folder in one step
+    _fsync_dir(out.parent)
+    return None
 
 
 def _replaced_name(out: Path) -> Path:

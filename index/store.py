@@ -5,19 +5,31 @@ Layout of an index folder::
     manifest.json       format version, dim, dtype, count, shards (file, rows, bytes, sha256),
                         build parameters, dataset provenance, the synthetic row range
     shard_000.npy ...   descriptors in the build's dtype, one .npy per shard (memory-mapped)
-    meta.sqlite         one row per real descriptor: identity, source photo, URL, licence, face box
+    meta.sqlite         one row per real descriptor: identity, source photo, URL, licence, face box,
+                        and where the dataset gives them the Flickr account (NSID), photo id and
+                        date taken; indexed on identity, nsid and photo_id (:class:`Metadata`)
     build_report.json   what the build did and every file it rejected, with the reason
     build_journal.jsonl every photo's outcome by content key, for the next build (index/journal.py)
     calibration.json    distance -> P(same person) (index/calibration.py)
+    removals.jsonl      opt-outs: what was asked (account, identity or photo), when, and the rows it
+                        removed; the one file that changes after the index is published (replaced
+                        by rename, under ``.<name>.removals.lock``); honoured by every reader
+                        without a restart, carried into the next build or compaction
+                        (index/removals.py, index/optout.py)
 
 Every part is checked where it is opened, and a problem raises :class:`IndexStoreError` naming
 the file and what is wrong: the manifest key by key (:func:`manifest_problems`), each shard's
 size, shape, dtype and sha256 (:func:`open_shard`), the metadata's integrity, table, columns and
-row count (:class:`Metadata`); :func:`verify` opens all of them. The matchers and the reducer
+row count, and the indexes the lookups by account and photo need (:class:`Metadata`); :func:`verify`
+opens all of them. An index built before the account columns existed (no ``nsid``, ``photo_id``,
+``date_taken``) still opens and answers searches, with empty provenance; looking photos up by
+account in it raises :class:`IndexStoreError` saying to rebuild. The matchers and the reducer
 refuse to start with that message. A build's staging folder (``.<name>.building``) is refused
 as an index even when complete: it becomes one only by the build's atomic rename (index/publish.py).
 Files are never rewritten in place (a running matcher may have them memory-mapped): a new file
-replaces an old one by unlink or rename.
+replaces an old one by unlink or rename. Rows listed in removals.jsonl stay in the shards and the
+metadata until ``megapixels index compact`` writes the index again without them; until then
+every reader masks them (index/removals.py).
 
 Shard k holds global rows ``[start, stop)``; rows are numbered across shards in build order.
 Rows from ``manifest.synthetic.start`` on are synthetic distractors (index/synthetic.py):
@@ -36,6 +48,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,12 +68,17 @@ class IndexStoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Entry:
+    """One row's metadata. The provenance fields are "" where the dataset does not give them."""
+
     identity: str
     photo: str  # path relative to the dataset root ("" for synthetic rows)
     box: tuple[int, int, int, int] | None
     url: str = ""
     licence: str = ""
     synthetic: bool = False
+    nsid: str = ""  # the Flickr account (MegaFace's identity folder, or a CSV column)
+    photo_id: str = ""  # the Flickr photo id
+    date_taken: str = ""  # as the dataset gives it (flickr_metadata.csv: YYYY-MM-DD)
 
 
 def split(count: int, n_shards: int) -> list[tuple[int, int]]:
@@ -257,7 +275,12 @@ def _is_sha256(value: Any) -> bool:
 
 def int8_codec(descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension (scale, offset) so that x ~= code * scale + offset with code in -127..127."""
-    lo, hi = descriptors.min(axis=0).astype(np.float64), descriptors.max(axis=0).astype(np.float64)
+    return int8_codec_of_range(descriptors.min(axis=0), descriptors.max(axis=0))
+
+
+def int8_codec_of_range(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`int8_codec` from each dimension's minimum and maximum (gathered block by block)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     scale = np.maximum(hi - lo, 1e-9) / 254.0
     return scale.astype(np.float32), ((hi + lo) / 2).astype(np.float32)
 
@@ -327,35 +350,81 @@ def write(
     ``{"count": n, "seed": s, "model": DistractorModel, "model_file": name}``; they are generated
     chunk by chunk straight into the shard files, so a 4.2M index needs no 4.2M x 128 temporary.
     """
+    if len(descriptors) != len(entries):
+        raise ValueError(f"{len(descriptors)} descriptors for {len(entries)} entries")
+    rows = np.asarray(descriptors, np.float32)
+    return write_blocks(
+        out,
+        lambda: iter([(rows, list(entries))]),
+        len(entries),
+        n_shards,
+        provenance,
+        dtype,
+        synthetic,
+        build_parameters,
+    )
+
+
+Blocks = Callable[[], Iterator[tuple[np.ndarray, list[Entry]]]]
+
+
+def write_blocks(
+    out: Path,
+    blocks: Blocks,
+    n_real: int,
+    n_shards: int,
+    provenance: dict[str, Any],
+    dtype: str = "float32",
+    synthetic: dict[str, Any] | None = None,
+    build_parameters: dict[str, Any] | None = None,
+) -> Manifest:
+    """:func:`write` from the real rows in blocks, never all in memory (a 4.2M-photo build).
+
+    ``blocks()`` gives the ``n_real`` real rows in row order as (descriptors, entries) blocks; it
+    is called once, or twice for ``int8`` (each dimension's range first). The shards and the
+    metadata are written in the same pass; only the set of identity names is kept meanwhile.
+    """
     from index import synthetic as synth
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: allowed {', '.join(DTYPES)}")
-    if len(descriptors) != len(entries):
-        raise ValueError(f"{len(descriptors)} descriptors for {len(entries)} entries")
-    n_real = len(entries)
     n_synth = int(synthetic["count"]) if synthetic else 0
     count = n_real + n_synth
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an index without a manifest is an unfinished one
     codec = RowCodec(dtype)
     if dtype == "int8":
-        sample = np.asarray(descriptors, np.float32)
+        lo, hi = np.full(DIM, np.inf), np.full(DIM, -np.inf)
+        for rows, _ in blocks():
+            if len(rows):
+                lo, hi = np.minimum(lo, rows.min(axis=0)), np.maximum(hi, rows.max(axis=0))
         if n_synth:
-            sample = np.concatenate(
-                [sample, synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])]
-            )
-        scale, offset = int8_codec(sample)
+            sample = synth.generate(synthetic["model"], min(n_synth, 100_000), synthetic["seed"])
+            lo, hi = np.minimum(lo, sample.min(axis=0)), np.maximum(hi, sample.max(axis=0))
+        scale, offset = int8_codec_of_range(lo, hi)
         codec = RowCodec(dtype, tuple(scale.tolist()), tuple(offset.tolist()))
-    shards = []
-    for k, (start, stop) in enumerate(split(count, n_shards)):
-        writer = ShardWriter(out / f"shard_{k:03d}.npy", stop - start, dtype)
-        if start < n_real:
-            writer.add(encode_rows(descriptors[start : min(stop, n_real)], codec))
-        for at in range(max(start, n_real), stop, 262_144):
-            block = synth.generate(synthetic["model"], min(262_144, stop - at), synthetic["seed"], start=at - n_real)
-            writer.add(encode_rows(block, codec))
-        shards.append(ShardInfo(start=start, stop=stop, **writer.close()))
+    sink = _ShardSink(out, split(count, n_shards), dtype)
+    identities: set[str] = set()
+    written = 0
+
+    def entries_while_writing_rows() -> Iterator[Entry]:
+        nonlocal written
+        for rows, block in blocks():
+            if len(rows) != len(block):
+                raise ValueError(f"{len(rows)} descriptors for {len(block)} entries")
+            sink.add(encode_rows(rows, codec))
+            written += len(block)
+            for entry in block:
+                identities.add(entry.identity)
+                yield entry
+
+    _write_metadata(out / "meta.sqlite", entries_while_writing_rows())
+    if written != n_real:
+        raise ValueError(f"{written} real rows written, {n_real} expected")
+    for at in range(n_real, count, 262_144):
+        block = synth.generate(synthetic["model"], min(262_144, count - at), synthetic["seed"], start=at - n_real)
+        sink.add(encode_rows(block, codec))
+    shards = sink.close()
     synthetic_info = None
     if n_synth:
         synthetic["model"].save(out / "distractor_model.npz")
@@ -372,7 +441,7 @@ def write(
         dtype=dtype,
         count=count,
         real=n_real,
-        identities=len({e.identity for e in entries}),
+        identities=len(identities),
         shards=tuple(shards),
         build_parameters=build_parameters or {},
         provenance=provenance,
@@ -380,30 +449,100 @@ def write(
         int8_offset=codec.int8_offset,
         synthetic=synthetic_info,
     )
-    _write_metadata(out / "meta.sqlite", entries)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest.to_json(), indent=2))
     os.replace(tmp, out / "manifest.json")
     return manifest
 
 
-def _write_metadata(db: Path, entries: list[Entry]) -> None:
-    db.unlink(missing_ok=True)
-    con = sqlite3.connect(db)
-    with con:
-        con.execute(
+class _ShardSink:
+    """Rows in row order, cut into the shards' files as they arrive."""
+
+    def __init__(self, out: Path, bounds: list[tuple[int, int]], dtype: str):
+        self.out, self.bounds, self.dtype = out, bounds, dtype
+        self.done: list[ShardInfo] = []
+        self.writer: ShardWriter | None = None
+        self._open_next()
+
+    def _open_next(self) -> None:
+        k = len(self.done)
+        start, stop = self.bounds[k]
+        self.writer = ShardWriter(self.out / f"shard_{k:03d}.npy", stop - start, self.dtype)
+
+    def add(self, encoded: np.ndarray) -> None:
+        while len(encoded):
+            assert self.writer is not None
+            room = len(self.writer.array) - self.writer.at
+            if room == 0:
+                self._finish()
+                continue
+            self.writer.add(encoded[:room])
+            encoded = encoded[room:]
+
+    def _finish(self) -> None:
+        assert self.writer is not None
+        start, stop = self.bounds[len(self.done)]
+        self.done.append(ShardInfo(start=start, stop=stop, **self.writer.close()))
+        self.writer = None
+        if len(self.done) < len(self.bounds):
+            self._open_next()
+
+    def close(self) -> list[ShardInfo]:
+        while self.writer is not None:
+            self._finish()  # the last shard (ShardWriter.close checks it is full)
+        return self.done
+
+
+def _write_metadata(db: Path, entries: Iterable[Entry]) -> None:
+    with MetadataWriter(db) as writer:
+        writer.add(entries)
+
+
+class MetadataWriter:
+    """Writes meta.sqlite row by row (rows numbered from 0 in the order added); the indexes are
+    made once at :meth:`close`, after the rows, which is several times faster than keeping them
+    up to date row by row. A new file replaces any old one (never rewritten in place)."""
+
+    def __init__(self, db: Path):
+        self.path = Path(db)
+        self.path.unlink(missing_ok=True)
+        self.rows = 0
+        self._con = sqlite3.connect(self.path)
+        # a staging file, deleted and written again by a build that restarts: no rollback journal needed
+        self._con.execute("PRAGMA journal_mode = OFF")
+        self._con.execute("PRAGMA synchronous = OFF")
+        self._con.execute(
             "CREATE TABLE entries (row INTEGER PRIMARY KEY, identity TEXT NOT NULL, photo TEXT NOT NULL,"
-            " url TEXT NOT NULL, licence TEXT NOT NULL, box TEXT)"
+            " url TEXT NOT NULL, licence TEXT NOT NULL, box TEXT,"
+            " nsid TEXT NOT NULL, photo_id TEXT NOT NULL, date_taken TEXT NOT NULL)"
         )
-        con.executemany(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (i, e.identity, e.photo, e.url, e.licence, json.dumps(list(e.box)) if e.box else None)
-                for i, e in enumerate(entries)
-            ),
-        )
-        con.execute("CREATE INDEX entries_identity ON entries (identity)")
-    con.close()
+
+    def add(self, entries: Iterable[Entry]) -> None:
+        """Append ``entries`` (any iterable: a chunk, a generator) as the next rows."""
+
+        def rows() -> Iterator[tuple]:
+            for e in entries:
+                box = json.dumps([int(v) for v in e.box]) if e.box else None
+                yield (self.rows, e.identity, e.photo, e.url, e.licence, box, e.nsid, e.photo_id, e.date_taken)
+                self.rows += 1
+
+        with self._con:
+            self._con.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+
+    def close(self) -> None:
+        with self._con:
+            for column in INDEXED_COLUMNS:
+                self._con.execute(f"CREATE INDEX entries_{column} ON entries ({column})")
+        self._con.close()
+
+    def __enter__(self) -> MetadataWriter:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._con.close()
 
 
 def unfinished(index_dir: Path) -> bool:
@@ -482,13 +621,18 @@ def verify(index_dir: Path, staged: bool = False) -> Manifest:
 
 
 META_COLUMNS = ("row", "identity", "photo", "url", "licence", "box")
+PROVENANCE_COLUMNS = ("nsid", "photo_id", "date_taken")  # absent in indexes built before them: empty
+INDEXED_COLUMNS = ("identity", "nsid", "photo_id")  # the lookups by account and photo need the last two
 
 
 class Metadata:
-    """Row -> identity, photo, URL, licence and box, read from meta.sqlite (read-only).
+    """Row -> identity, photo, URL, licence, box and provenance, read from meta.sqlite (read-only);
+    the rows of a Flickr account (:meth:`photos_of_account`) or photo id (:meth:`photo`).
 
     Checked at open: an SQLite database that passes ``PRAGMA quick_check``, with an ``entries``
-    table of the expected columns and exactly the manifest's real rows, numbered from 0.
+    table of the expected columns and exactly the manifest's real rows, numbered from 0; the
+    provenance columns all present with their indexes, or (an index built before them) all absent:
+    then ``has_provenance`` is false, entries carry none, and the lookups by account refuse.
     """
 
     def __init__(self, index_dir: Path, manifest: Manifest | None = None):
@@ -498,6 +642,7 @@ class Metadata:
         manifest = manifest or read_manifest(index_dir)
         synthetic = manifest.synthetic
         self.path = path
+        self.has_provenance = False
         self._synthetic = (synthetic.start, synthetic.stop) if synthetic else (-1, -1)
         self._per_identity = synthetic.photos_per_identity if synthetic else 1
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -509,6 +654,7 @@ class Metadata:
         except IndexStoreError:
             self._con.close()
             raise
+        self._columns = ", ".join(META_COLUMNS + (PROVENANCE_COLUMNS if self.has_provenance else ()))
 
     def _check(self, manifest: Manifest) -> None:
         found = [row[0] for row in self._con.execute("PRAGMA quick_check(5)")]
@@ -519,6 +665,22 @@ class Metadata:
             raise IndexStoreError(f"{self.path}: has no 'entries' table: rebuild the index")
         if missing := [c for c in META_COLUMNS if c not in columns]:
             raise IndexStoreError(f"{self.path}: table 'entries' lacks the columns {', '.join(missing)}: rebuild")
+        provenance = [c for c in PROVENANCE_COLUMNS if c in columns]
+        if provenance and len(provenance) < len(PROVENANCE_COLUMNS):
+            missing = [c for c in PROVENANCE_COLUMNS if c not in columns]
+            raise IndexStoreError(f"{self.path}: table 'entries' lacks the columns {', '.join(missing)}: rebuild")
+        self.has_provenance = bool(provenance)
+        if self.has_provenance:
+            indexed = {
+                info[2]
+                for (_, name, *_rest) in self._con.execute("PRAGMA index_list(entries)")
+                for info in self._con.execute(f"PRAGMA index_info({_quoted(name)})").fetchall()[:1]
+            }
+            if missing := [c for c in INDEXED_COLUMNS if c not in indexed]:
+                raise IndexStoreError(
+                    f"{self.path}: table 'entries' has no index on {', '.join(missing)} "
+                    "(looking photos up by account would read every row): rebuild the index"
+                )
         n, low, high = self._con.execute("SELECT COUNT(*), MIN(row), MAX(row) FROM entries").fetchone()
         if n != manifest.real:
             raise IndexStoreError(
@@ -542,18 +704,53 @@ class Metadata:
                 real.append(r)
         if real:
             marks = ",".join("?" * len(real))
-            try:
-                cur = self._con.execute(
-                    f"SELECT row, identity, photo, url, licence, box FROM entries WHERE row IN ({marks})", real
-                )
-                for r, identity, photo, url, licence, box in cur:
-                    found[r] = Entry(identity, photo, tuple(json.loads(box)) if box else None, url, licence)
-            except (sqlite3.Error, ValueError, TypeError) as e:
-                raise IndexStoreError(f"{self.path}: rows {real} can't be read ({e})") from e
+            found.update(self._select(f"row IN ({marks})", real, f"rows {real}"))
         return found
+
+    def photos_of_account(self, nsid: str, limit: int | None = None) -> list[tuple[int, Entry]]:
+        """``(row, entry)`` of the Flickr account's photos, in row order (at most ``limit``)."""
+        self._need_provenance()
+        if not nsid:
+            return []  # "" is every row without an account, not an account
+        return self._select("nsid = ? ORDER BY row" + (f" LIMIT {int(limit)}" if limit is not None else ""), [nsid])
+
+    def count_of_account(self, nsid: str) -> int:
+        """How many rows the Flickr account has."""
+        self._need_provenance()
+        if not nsid:
+            return 0
+        return self._con.execute("SELECT COUNT(*) FROM entries WHERE nsid = ?", [nsid]).fetchone()[0]
+
+    def photo(self, photo_id: str) -> list[tuple[int, Entry]]:
+        """``(row, entry)`` of the Flickr photo (one per face indexed from it), in row order."""
+        self._need_provenance()
+        if not photo_id:
+            return []
+        return self._select("photo_id = ? ORDER BY row", [photo_id])
+
+    def _need_provenance(self) -> None:
+        if not self.has_provenance:
+            raise IndexStoreError(
+                f"{self.path}: this index was built before Flickr accounts and photo ids were stored: "
+                "rebuild it (megapixels index build) to look photos up by account"
+            )
+
+    def _select(self, where: str, args: list, what: str = "the rows asked for") -> list[tuple[int, Entry]]:
+        try:
+            cur = self._con.execute(f"SELECT {self._columns} FROM entries WHERE {where}", args)
+            return [
+                (r, Entry(identity, photo, tuple(json.loads(box)) if box else None, url, licence, False, *more))
+                for r, identity, photo, url, licence, box, *more in cur
+            ]
+        except (sqlite3.Error, ValueError, TypeError) as e:
+            raise IndexStoreError(f"{self.path}: {what} can't be read ({e})") from e
 
     def close(self) -> None:
         self._con.close()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _sha256(path: Path) -> str:

@@ -16,6 +16,8 @@ from messages.schemas import (
     LIKELY_YOU,
     LOOK_ALIKE,
     VERDICTS,
+    ButtonPress,
+    ButtonStatus,
     CameraStatus,
     Candidates,
     Credit,
@@ -31,6 +33,7 @@ from messages.schemas import (
     Query,
     ReplayControl,
     Result,
+    SessionState,
 )
 from messages.sockets import BindError, Routed, open_socket
 from messages.topics import REMOTE_TOPICS, TOPIC_OF, TOPICS, VISITOR_MESSAGES, VISITOR_TOPICS, Topic, endpoint
@@ -47,6 +50,8 @@ __all__ = [
     "VISITOR_MESSAGES",
     "VISITOR_TOPICS",
     "BindError",
+    "ButtonPress",
+    "ButtonStatus",
     "CameraStatus",
     "Candidates",
     "Credit",
@@ -67,6 +72,7 @@ __all__ = [
     "Request",
     "Result",
     "Routed",
+    "SessionState",
     "Topic",
     "curve",
     "decode",

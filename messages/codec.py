@@ -25,13 +25,17 @@ from typing import Any
 import msgpack
 
 from messages.schemas import (
+    BUTTON_STATES,
     CHIP_PX,
     DIM,
+    LIGHTS,
     LIMITS,
     MAX_CREDITS,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
+    SESSION_PHASES,
     VERDICTS,
+    ButtonStatus,
     Candidates,
     Credit,
     Encoded,
@@ -40,6 +44,7 @@ from messages.schemas import (
     Header,
     Query,
     Result,
+    SessionState,
 )
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -191,6 +196,18 @@ def _consistency(msg: Any) -> None:
             raise DecodeError(f"{where}: {len(msg.rows)} rows but {len(msg.distances)} distances")
         if not 0 <= msg.shard < msg.n_shards:
             raise DecodeError(f"{where}: shard {msg.shard} not in 0..{msg.n_shards - 1}")
+    elif isinstance(msg, SessionState):
+        _one_of(msg.phase, SESSION_PHASES, f"{where}.phase")
+    elif isinstance(msg, ButtonStatus):
+        _one_of(msg.state, BUTTON_STATES, f"{where}.state")
+        _one_of(msg.light, LIGHTS, f"{where}.light")
+        if msg.presses < 0 or msg.bad_lines < 0:
+            raise DecodeError(f"{where}: negative counts ({msg.presses} presses, {msg.bad_lines} bad lines)")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        raise DecodeError(f"{where}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
 def _check(value: Any, hint: Any, where: str, name: str) -> Any:

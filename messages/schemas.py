@@ -22,6 +22,10 @@ MAX_CREDITS = 8  # the most jobs an encoder may take at once (Credit.credits)
 LIKELY_YOU = "likely you"  # the calibrated verdicts a Result can carry (index/calibration.py decides)
 LOOK_ALIKE = "look-alike"
 VERDICTS = (LIKELY_YOU, LOOK_ALIKE)
+# The display's session phases (ui_kivy.session.Phase values), the print button's lights and its states.
+SESSION_PHASES = ("attract", "present", "searching", "results", "printing")
+LIGHTS = ("OFF", "ON", "PULSE")
+BUTTON_STATES = ("off", "connected", "missing")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,9 @@ class Result:
     came closer. ``photo`` is relative to the dataset root and ``box`` is the face in it,
     ``[left, top, right, bottom]`` (``[]`` when the index has none). ``p_same`` (the probability
     that this is the visitor rather than a look-alike) and ``verdict`` are set when the index is
-    calibrated, else ``None`` and ``""``.
+    calibrated, else ``None`` and ``""``. The provenance (the Flickr account ``nsid``, ``photo_id``,
+    ``licence``, ``date_taken``, ``url``) is what the dataset gives for the photo, ``""`` where it
+    gives nothing (or a value longer than its LIMITS entry).
     """
 
     rank: int
@@ -125,6 +131,11 @@ class Result:
     box: list[int] = field(default_factory=list)
     p_same: float | None = None
     verdict: str = ""
+    nsid: str = ""
+    photo_id: str = ""
+    licence: str = ""
+    date_taken: str = ""
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,8 @@ class Matches:
 
     ``partial`` is true when shards in ``missing_shards`` did not answer by the deadline.
     ``captured_ns`` is when the camera made the frame the query came from (monotonic clock).
+    ``lookalikes`` is one sentence: about how many people in the dataset would look at least as much like
+    the visitor as the best match, by chance (index/lookalikes.py); ``""`` when the index has no table.
     """
 
     TOPIC: ClassVar[str] = "matches"
@@ -144,6 +157,7 @@ class Matches:
     partial: bool
     missing_shards: list[int]
     latency_ms: float  # from the camera's frame to this message
+    lookalikes: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,6 +171,7 @@ class PrintJob:
     results: list[Result]
     # The visitor's face chip as JPEG, sent only when the operator set printer.print_visitor_face.
     visitor_face_jpeg: bytes = field(repr=False, default=b"")
+    lookalikes: str = ""  # the results' sentence (Matches.lookalikes), printed on the receipt
 
 
 @dataclass(frozen=True)
@@ -247,6 +262,54 @@ class ReplayControl:
     value: float = 0.0
 
 
+@dataclass(frozen=True)
+class SessionState:
+    """What the display's session is doing, for the physical print button: sent by the window on every
+    change and twice a second. ``phase`` is a :class:`ui_kivy.session.Phase` value (``attract``,
+    ``present``, ``searching``, ``results``, ``printing``); ``lit`` is true exactly when the screen's
+    print button is lit (results up, best match within the threshold, not printed yet). No visitor data.
+    """
+
+    TOPIC: ClassVar[str] = "session"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    phase: str
+    lit: bool
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    """The physical print button was pressed (debounced by the button actor); the display treats it as
+    a touch of its own print button. ``source`` names the device ("serial:/dev/ttyACM0", "gpio:17")."""
+
+    TOPIC: ClassVar[str] = "presses"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    source: str
+
+
+@dataclass(frozen=True)
+class ButtonStatus:
+    """What the button actor is doing, for the operator: published on every change and once a second.
+
+    ``state`` is ``off`` (no device configured: ``button.backend`` is ``none`` or ``key``),
+    ``connected`` or ``missing`` (configured but not there: unplugged, no such port, no GPIO; the
+    actor retries). ``light`` is what it shows (``OFF``, ``ON``, ``PULSE``); ``bad_lines`` counts
+    the device's lines it could not read and dropped.
+    """
+
+    TOPIC: ClassVar[str] = "button_status"
+    PAYLOAD: ClassVar[bool] = False
+    header: Header
+    state: str
+    backend: str
+    device: str
+    detail: str
+    light: str
+    presses: int
+    bad_lines: int
+
+
 MESSAGE_TYPES: dict[str, type] = {
     cls.TOPIC: cls
     for cls in (
@@ -262,6 +325,9 @@ MESSAGE_TYPES: dict[str, type] = {
         Credit,
         CameraStatus,
         ReplayControl,
+        SessionState,
+        ButtonPress,
+        ButtonStatus,
     )
 }
 
@@ -274,6 +340,12 @@ LIMITS: dict[str, int] = {
     "identity": 256,
     "photo": 1024,
     "verdict": 16,
+    "nsid": 64,
+    "photo_id": 64,
+    "licence": 256,
+    "date_taken": 64,
+    "url": 2048,
+    "lookalikes": 512,
     "boxes": 64,
     "rows": 1000,
     "distances": 1000,
@@ -286,4 +358,8 @@ LIMITS: dict[str, int] = {
     "visitor_face_jpeg": 256 * 1024,
     "state": 16,
     "command": 16,
+    "phase": 16,
+    "backend": 16,
+    "device": 256,
+    "light": 16,
 }

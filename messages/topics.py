@@ -19,6 +19,8 @@ from pathlib import Path
 
 from messages.schemas import (
     MAX_FRAME_BYTES,
+    ButtonPress,
+    ButtonStatus,
     CameraStatus,
     Candidates,
     Credit,
@@ -31,6 +33,7 @@ from messages.schemas import (
     PrintReply,
     Query,
     ReplayControl,
+    SessionState,
 )
 
 
@@ -74,6 +77,12 @@ TOPICS: dict[str, Topic] = {
         ),
         Topic("camera_status", 5612, "PUB/SUB", "camera", CameraStatus, 1.0, 10),
         Topic("replay_control", 5613, "REQ/REP", "camera", ReplayControl, 0.0, 10, reply=CameraStatus),
+        # The physical print button (actors/button/). The button actor binds all three, so the display
+        # binds nothing: the window publishes its session state to it and takes its presses from it,
+        # and the button actor runs (idle) in every graph, with or without a device.
+        Topic("session", 5620, "PUB/SUB", "button", SessionState, 2.0, 10),
+        Topic("presses", 5621, "PUSH/PULL", "button", ButtonPress, 0.0, 10),
+        Topic("button_status", 5622, "PUB/SUB", "button", ButtonStatus, 1.0, 10),
     )
 }
 

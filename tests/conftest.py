@@ -110,6 +110,17 @@ def ipc_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
+def upstream(ipc_dir: Path):
+    """The window tests' fake camera, detector and reducer (tests/kiosk_fakes.py), publishing until the test ends."""
+    from tests.kiosk_fakes import FakeUpstream
+
+    up = FakeUpstream(ipc_dir)  # ipc_dir: the short folder, as socket paths must stay short
+    up.start()
+    yield up
+    up.close()
+
+
+@pytest.fixture
 def ipc_config(ipc_dir: Path):
     """The test config with every endpoint an ipc socket in a private folder."""
     import config

@@ -25,6 +25,8 @@ from actors import runtime
 from messages import (
     CHIP_PX,
     TOPICS,
+    ButtonPress,
+    ButtonStatus,
     CameraStatus,
     Candidates,
     Credit,
@@ -39,6 +41,7 @@ from messages import (
     Query,
     ReplayControl,
     Result,
+    SessionState,
     decode,
     open_socket,
 )
@@ -101,6 +104,11 @@ SAMPLES = [
     Credit(H, 1, 123456789),
     CameraStatus(H, "lost", "webcam:0", "no such device", 12, 1.0),
     ReplayControl(H, "rate", 0.5),
+    # a result with its provenance (the Flickr account, photo id, licence, date, URL)
+    Matches(H, 98, 1, [result(nsid="1@N01", photo_id="2", licence="CC0", date_taken="2009", url="u")], False, [], 1.0),
+    SessionState(H, "results", True),
+    ButtonPress(H, "serial:/dev/ttyACM0"),
+    ButtonStatus(H, "missing", "serial", "serial:/dev/ttyACM0", "no such file", "OFF", 3, 1),
 ]
 
 
@@ -142,6 +150,21 @@ class Echo(runtime.Actor):
         if msg.query_id == 666:
             raise RuntimeError("boom")
         return [Candidates(self.header(), msg.query_id, msg.captured_ns, msg.k, 0, 1, [1], [0.5])]
+
+
+@contextlib.contextmanager
+def actor_in_thread(actor: runtime.Actor, ctx: zmq.Context) -> Iterator[threading.Thread]:
+    """``actor`` run by the real run loop in a thread of this process, on ``ctx``; stopped (its
+    sockets closed) when the block ends. For devices only this process can reach (gpiozero's mock pins)."""
+    stop = runtime.StopFlag()
+    thread = threading.Thread(target=runtime.run, args=(actor, ctx, stop), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive(), f"{actor.name} did not stop within 5 s"
 
 
 @contextlib.contextmanager

@@ -27,8 +27,10 @@ LIVE_VIEW = (slice(80, 660), slice(24, 576))
 RIGHT_PANEL = (slice(80, 585), slice(605, 1255))
 PRINT_BUTTON = (slice(604, 672), slice(612, 1248))
 PRINT_BUTTON_XY = (930, 638)
+PRINT_NOTE = (slice(676, 712), slice(605, 1255))  # "printing your receipt…" under the print button
 ALERTS = (slice(22, 64), slice(240, 1262))
 FAIRNESS_LINE = (slice(545, 590), slice(605, 1255))  # under the result cards: less accurate for some faces
+LOOKALIKES_LINE = (slice(640, 720), slice(24, 576))  # under the status: how many would look this like you by chance
 BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
 
 T = TypeVar("T")
@@ -116,6 +118,34 @@ def click(display_name: str, x: int, y: int) -> None:
         xtst.XTestFakeMotionEvent(dpy, -1, x, y, 0)
         xtst.XTestFakeButtonEvent(dpy, 1, True, 0)
         xtst.XTestFakeButtonEvent(dpy, 1, False, 0)
+    finally:
+        x11.XCloseDisplay(dpy)  # flushes the events
+
+
+def press_key(display_name: str, keysym: str, times: int = 1) -> None:
+    """Type the key named ``keysym`` (X's name: "F12", "Return") ``times`` times in a row through XTEST,
+    as a USB button that types a key would; the pointer is moved over the window first (no window
+    manager: the keyboard goes to the window under the pointer)."""
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+    xtst = ctypes.CDLL(ctypes.util.find_library("Xtst") or "libXtst.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    x11.XStringToKeysym.restype = ctypes.c_ulong
+    x11.XStringToKeysym.argtypes = [ctypes.c_char_p]
+    x11.XKeysymToKeycode.restype = ctypes.c_ubyte
+    x11.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+    xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong]
+    xtst.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
+    dpy = x11.XOpenDisplay(display_name.encode())
+    assert dpy, f"cannot open X display {display_name}"
+    try:
+        code = x11.XKeysymToKeycode(dpy, x11.XStringToKeysym(keysym.encode()))
+        assert code, f"no key {keysym!r} on the X server's keyboard"
+        xtst.XTestFakeMotionEvent(dpy, -1, SCREEN_W // 2, SCREEN_H // 2, 0)
+        for _ in range(times):
+            xtst.XTestFakeKeyEvent(dpy, code, True, 0)
+            xtst.XTestFakeKeyEvent(dpy, code, False, 0)
     finally:
         x11.XCloseDisplay(dpy)  # flushes the events
 

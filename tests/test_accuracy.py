@@ -169,7 +169,8 @@ def _result_map(**extra):
 
 def _decode_result(**extra):
     """One result map, through the codec as it travels inside Matches."""
-    body = {"p_same": None, "verdict": ""} | extra
+    provenance = {"nsid": "", "photo_id": "", "licence": "", "date_taken": "", "url": ""}
+    body = {"p_same": None, "verdict": ""} | provenance | extra
     return codec._check(_result_map(**body), Result, "r", "")
 
 

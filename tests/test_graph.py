@@ -105,6 +105,7 @@ def test_plain_honcho_start_finds_obama_on_every_shard_and_stops_cleanly(shards:
         "reducer.1",
         "display.1",
         "printer.1",
+        "button.1",  # idle: no button configured
     }
     served = [line for line in log if "matcher.1" in line.split("|")[0] and "shards " in line]
     assert served and f"shards {','.join(map(str, range(shards)))} of {shards}" in served[0], served

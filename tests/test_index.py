@@ -23,7 +23,7 @@ def test_demo_index_layout(demo_index):
     shards = manifest.shards
     assert shards[0].start == 0 and shards[0].stop == shards[1].start and shards[1].stop == manifest.count
     report = json.loads((demo_index / "build_report.json").read_text())
-    assert report["indexed"] == manifest.count and report["photos"] == len(build.scan(DEMO_GALLERY)[1])
+    assert report["indexed"] == manifest.count and report["photos"] == len(list(build.iter_photos(DEMO_GALLERY)))
     assert report["indexed"] + sum(report["rejected"].values()) == report["photos"]
     for rejected in report["rejected_files"]:
         assert rejected["reason"] and (DEMO_GALLERY / rejected["photo"]).exists()

@@ -92,6 +92,9 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
         assert "best barack_obama" in shown, shown
         view = actors.wait_for(logged("display", "view: mode=results"), "the results view", 10, since=mark)
         assert "print_lit=True" in view and "'barack obama'" in view and "your closest match: barack obama" in view
+        # The reducer's sentence for the best match (the demo index has the look-alike table): Obama's own photo
+        # is closer than chance would bring anyone in 253 people.
+        assert "lookalikes='Fewer than 1 person in this dataset of 253 people" in view, view
         results = ks.grab_until(
             x_display,
             lambda rgb: [
@@ -100,6 +103,7 @@ def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tm
                 *ks.card_photos(rgb, 5),
                 *ks.button_lit(rgb),
                 *ks.text_lines(rgb, ks.FAIRNESS_LINE, 2, "line under the cards (less accurate for some faces)"),
+                *ks.text_lines(rgb, ks.LOOKALIKES_LINE, 2, "look-alikes by chance line"),
             ],
             "kiosk_results.png",
             timeout_s=40,

@@ -79,6 +79,7 @@ def _with(msg, **changes) -> list[bytes]:
         (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT)] * 101), "exceed the limit"),
         (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT) | {"p_same": 2.0}]), "p_same"),
         (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT) | {"box": [1, 2, 3]}]), "box"),
+        (_with(SAMPLES[5], results=[dataclasses.asdict(RESULT) | {"url": "u" * 2049}]), r"results\[0\]\.url: 2049"),
         (_with(SAMPLES[4], distances=[0.3]), "2 rows but 1 distances"),
         (_with(SAMPLES[1], visitor=3), "does not index"),
     ],

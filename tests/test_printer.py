@@ -28,6 +28,9 @@ GOLDEN = Path(__file__).with_name("golden") / "receipt.png"
 ARTIFACTS = PROJECT / "test-artifacts"
 WHEN = dt.datetime(2026, 11, 26, 10, 0)
 FACTS = DatasetFacts("Labeled Faces in the Wild", 13233, 5749, "/data/lfw")
+LOOKALIKES = (  # what the reducer says for a best match at 0.35 in the demo gallery (index/lookalikes.py)
+    "Fewer than 1 person in this dataset of 253 people would be expected to look at least this much like you by chance."
+)
 RESULTS = [
     Result(1, "barack_obama", 0.35, "barack_obama/obama.jpg", 1),
     Result(2, "Ari_Fleischer", 0.70, "Ari_Fleischer/Ari_Fleischer_0001.jpg", 9),
@@ -84,6 +87,10 @@ def test_receipt_text_and_privacy() -> None:
     calibrated = [dataclasses.replace(RESULTS[0], p_same=0.91, verdict="likely you")]
     assert "91 % · likely you" in receipt.compose(calibrated, 0.6, WHEN).text()
     assert "Nobody in the dataset" in receipt.compose([], 0.6, WHEN).text()
+    assert "by chance" not in text  # no sentence, no line
+    with_line = receipt.compose(RESULTS, 0.6, WHEN, FACTS, lookalikes=LOOKALIKES).text()
+    assert LOOKALIKES in " ".join(with_line.split("\n"))
+    assert with_line.index("Match score") < with_line.index("Fewer than 1") < with_line.index("Face recognition is")
 
 
 def test_photo_source_from_the_path() -> None:
@@ -242,7 +249,7 @@ def cupsd(monkeypatch: pytest.MonkeyPatch):
 def test_cups_prints_a_pdf_with_the_match_and_reports_a_stopped_queue(cupsd: dict[str, str], tmp_path: Path) -> None:
     p = printer_actor(tmp_path, backend="cups", cups_queue=cups_server.QUEUE)
     before = cups_server.pdfs()
-    (reply,) = p.handle(PrintJob(header(), 47, RESULTS))
+    (reply,) = p.handle(PrintJob(header(), 47, RESULTS, lookalikes=LOOKALIKES))
     assert reply.ok and f"on {cups_server.QUEUE}" in reply.detail, reply.detail
     pdf = cups_server.wait_for_pdf(before)
     try:
@@ -252,6 +259,7 @@ def test_cups_prints_a_pdf_with_the_match_and_reports_a_stopped_queue(cupsd: dic
     finally:
         pdf.unlink()
     assert "Your closest match: barack obama" in text and "Distance 0.350" in text
+    assert "".join(LOOKALIKES.split()) in "".join(text.split()), text  # the sentence, however it wraps
 
     subprocess.run(["cupsdisable", cups_server.QUEUE], env=cupsd, check=True, timeout=10)
     (reply,) = p.handle(PrintJob(header(seq=2), 48, RESULTS))

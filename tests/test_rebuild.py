@@ -87,7 +87,7 @@ def test_a_rebuild_describes_changed_photos_and_settings_again(datasets, d1_inde
     (best, *_) = cli.search_image(d1 / "rose_leslie/img1.jpg", out, k=1)
     assert best.photo == "rose_leslie/img1.jpg" and best.distance < 0.01
     leftovers = sorted(p.name for p in out.parent.iterdir() if p.name.startswith("."))
-    assert leftovers == [".idx.lock"]  # no staging or replaced folder is left behind
+    assert leftovers == [".idx.lock", ".idx.removals.lock"]  # no staging or replaced folder is left behind
 
 
 @pytest.mark.slow
@@ -246,4 +246,4 @@ def test_publishing_replaces_the_folder_and_never_rewrites_a_mapped_file(tmp_pat
     assert np.array_equal(mapped, first)  # the old file was unlinked, not rewritten: still readable
     assert (out / "shard_000.npy").stat().st_ino != inode
     assert np.array_equal(store.open_shard(out, 0)[0], second) and store.verify(out).real == 50
-    assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no staging or replaced folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.removals.lock", "idx"]  # no staging or replaced folder

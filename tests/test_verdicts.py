@@ -148,9 +148,10 @@ def test_p_same_refuses_what_it_cannot_judge():
 
 def test_format_2_round_trips_and_format_1_still_reads(tmp_path):
     calibration.save(SHIPPED, tmp_path)
-    assert json.loads((tmp_path / calibration.FILENAME).read_text())["format_version"] == 2
+    assert json.loads((tmp_path / calibration.FILENAME).read_text())["format_version"] == 3  # 3: look-alike table
     assert calibration.load(tmp_path) == SHIPPED
-    main_file = {k: v for k, v in json.loads(calibration.to_json(SHIPPED)).items() if k != "neighbourhood"}
+    newer = ("neighbourhood", "lookalikes")
+    main_file = {k: v for k, v in json.loads(calibration.to_json(SHIPPED)).items() if k not in newer}
     (tmp_path / calibration.FILENAME).write_text(json.dumps(main_file | {"format_version": 1}))
     old = calibration.load(tmp_path)
     assert old.neighbourhood is None
@@ -162,7 +163,7 @@ def test_format_2_round_trips_and_format_1_still_reads(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": 3}, "format_version is 3; this MegaPixels reads 1 and 2"),
+        ({"format_version": 4}, "format_version is 4; this MegaPixels reads 1, 2 and 3"),
         ({"format_version": 1}, "a neighbourhood model needs format_version 2"),
         ({"neighbourhood": {"weights": [1, 2], "rank1": [[1, 0.9]]}}, "weights must be 4 finite numbers"),
         ({"neighbourhood": {"weights": [0] * 4, "rank1": [[10, 0.9], [1, 0.99]]}}, "rank1 rows must be increasing"),

@@ -261,10 +261,11 @@ def test_a_second_graph_on_the_same_addresses_exits_naming_the_address(transport
     cfg = config.load(env=env)
     first, second = Graph(env), Graph(env)
     ctx = zmq.Context()
-    for name in ("camera.1", "detector.1", "reducer.1", "printer.1"):
+    binders = [f"{name}.1" for name in BINDERS]  # camera, detector, reducer, printer, button
+    for name in binders:
         first.start(name)
     try:
-        for name in ("camera.1", "detector.1", "reducer.1", "printer.1"):
+        for name in binders:
             first.wait_for(logged(name, "started (pid"), f"{name} started", 60, since=0)
         started = time.monotonic()
         for name in BINDERS:
@@ -281,7 +282,7 @@ def test_a_second_graph_on_the_same_addresses_exits_naming_the_address(transport
         # The first graph goes on: the camera still publishes and still answers.
         assert _fresh(ctx, cfg, "frames", 5, 30) == 5
         assert replay_control.send(cfg, "status", timeout_ms=10_000).state == "replay"
-        for name in ("camera.1", "detector.1", "reducer.1", "printer.1"):
+        for name in binders:
             assert first.procs[name].poll() is None, f"the first graph's {name} died:\n{first.transcript()}"
     finally:
         ctx.term()

@@ -1,16 +1,26 @@
-"""display (Kivy window) — subscribes to ``frames``, ``faces``, ``matches``, ``camera_status``; sends ``print``.
+"""display (Kivy window) — subscribes to ``frames``, ``faces``, ``matches``, ``camera_status``, ``button_status``;
+takes ``presses``; sends ``print`` requests and its ``session`` state.
 
 The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen that explains the
 kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
 still", "searching", then five result cards (the matched dataset photo cropped around the face,
 the identity, a confidence in percent and the distance; under them one line that this kind of
-software is less accurate for some faces than for others, with the measured figure) and a print
-button that lights up, and
+software is less accurate for some faces than for others, with the measured figure; under the live
+view how many people in the dataset would look this much like the visitor by chance, when the index
+can say: index/lookalikes.py) and a print button that lights up, and
 pulses, only when the best match clears ``display.match_threshold``. An info panel tells where
 the dataset comes from. An alert line says when something is wrong: camera lost (in the camera's
 own words from ``camera_status``: the device, why, how often it retries; or, when the camera
 process itself is gone, because the frames stream went silent), partial results (shards
-missing), printer offline (the printer's reply).
+missing), printer offline (the printer's reply), print button missing (``button_status``).
+
+The physical print button (actors/button/): the window says its session's phase, and whether its
+print button is lit, on ``session`` (on every change and twice a second), and the button actor
+lights, pulses or darkens the real button from it. A press of the real button arrives on
+``presses`` and is handled as a touch of the screen's button: the same print job, the same rules
+(nothing while a job is in flight, one receipt per visitor). With ``button.backend = "key"`` the
+window itself takes the key a USB button types (``button.key``); presses closer together than
+``button.debounce_ms`` (a key held down repeats) are one press.
 
 Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``PrintReply`` without
 blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
@@ -55,6 +65,7 @@ from kivy.uix.widget import Widget
 from PIL import Image
 
 import config
+from actors.button.logic import Debounce, button_alert
 from actors.display import camera_alert
 from actors.runtime import StopFlag, stop_on_signals
 from actors.runtime.supervisor import Supervisor
@@ -63,6 +74,8 @@ from index.photos import DatasetPhotos
 from index.scores import FAIRNESS_NOTE, confidence, confidence_text, display_name
 from messages import (
     CHIP_PX,
+    ButtonPress,
+    ButtonStatus,
     CameraStatus,
     Faces,
     Frame,
@@ -73,6 +86,7 @@ from messages import (
     PrintJob,
     PrintReply,
     Result,
+    SessionState,
     encode,
     open_socket,
 )
@@ -81,13 +95,16 @@ from ui_kivy.session import Phase, Session, Timing
 
 KV_PATH = Path(__file__).with_name("kiosk.kv")
 ROLE = "display"
-SUBSCRIBES = ("frames", "faces", "matches", "camera_status")
+SUBSCRIBES = ("frames", "faces", "matches", "camera_status", "button_status")
+RECEIVES = (*SUBSCRIBES, "presses")  # the print button's presses come on a PULL socket
 POLL_S = 1 / 30
 MAX_MESSAGES_PER_POLL = 100  # a flood of messages must not starve the window of frames
 SHOWN_RESULTS = 5
 PRINT_TIMEOUT_S = 3.0
 PRINT_ATTEMPTS = 2  # the first send and one resend on a fresh socket
 PRINT_NOTE_S = 10.0  # how long "your receipt is printing" and the like stay up
+PRESS_MAX_AGE_S = 2.0  # a physical press older than this (the window was frozen) prints nothing
+SESSION_EVERY_S = 0.5  # the session state goes to the print button at least this often
 BOX_RGBA = (0.2, 1.0, 0.3, 1.0)  # the visitor's box
 OTHER_BOX_RGBA = (1.0, 1.0, 1.0, 0.6)  # other faces in the frame
 
@@ -122,11 +139,14 @@ def partial_note(msg: Matches | None) -> str:
     return f"partial results: shard {shards} did not answer, some faces were not searched"
 
 
-def alerts_text(camera_seen: bool, camera_alive: bool, partial: str, printer_problem: str, camera: str = "") -> str:
+def alerts_text(
+    camera_seen: bool, camera_alive: bool, partial: str, printer_problem: str, camera: str = "", button: str = ""
+) -> str:
     """The alert line: what is wrong right now, most important first ('' when all is well).
 
     ``camera`` is what the camera says about itself when it is lost (:func:`camera_alert`); it wins
-    over what the display guesses from the frames.
+    over what the display guesses from the frames. ``button``: the print button's device is missing
+    (:func:`actors.button.logic.button_alert`).
     """
     notes = []
     if camera:
@@ -139,6 +159,8 @@ def alerts_text(camera_seen: bool, camera_alive: bool, partial: str, printer_pro
         notes.append(partial)
     if printer_problem:
         notes.append(printer_problem if printer_problem.startswith("printer") else f"printer: {printer_problem}")
+    if button:
+        notes.append(button)
     return "   ·   ".join(notes)
 
 
@@ -306,6 +328,7 @@ class KioskView(BoxLayout):
     can_print = BooleanProperty(False)
     dataset_info = StringProperty("")
     fairness_note = StringProperty(FAIRNESS_NOTE)  # under the result cards: not every face is judged as well
+    lookalikes = StringProperty("")  # under the status: how many people would look this much like you by chance
 
     def on_print(self) -> None:
         """Dispatched by the print button."""
@@ -342,12 +365,17 @@ class Kiosk:
                 newest_only=topic == "frames",  # only the newest frame is worth drawing
                 limit=MAX_MESSAGES_PER_POLL,
             )
-            for topic in SUBSCRIBES
+            for topic in RECEIVES
         }
+        self.session_pub = open_socket(ctx, cfg, "session", ROLE, receiving=False)
         self.req = open_socket(ctx, cfg, "print", ROLE, receiving=False)
         self.replies = Inbox(self.req, "print", self.stats, log)
         self.faces: Faces | None = None
         self.camera: CameraStatus | None = None  # the camera's last word about itself
+        self.button: ButtonStatus | None = None  # the print button actor's last word about its device
+        self.key_debounce = Debounce(cfg["button"]["debounce_ms"] / 1000)
+        self._session_said: tuple[str, bool] | None = None
+        self._session_due_ns = 0
         self.shown_query: int | None = None  # the result list on the cards
         self.phase = Phase.ATTRACT
         # (encoded job, query_id, deadline_ns, attempts) of the print job in flight
@@ -357,8 +385,7 @@ class Kiosk:
         self._headers = Headers(ROLE)
         self._last_shown: tuple = ()
         view.ids.live.mirror = d["mirror"]
-        if self.photos.facts is not None:
-            view.dataset_info = self.photos.facts.summary()
+        self._show_dataset_info()
         view.bind(on_print=lambda *_: self.request_print())
 
     def poll(self, now_ns: int) -> None:
@@ -370,6 +397,7 @@ class Kiosk:
                     self.stats[f"{topic}.failed"] += 1
                     log.exception("showing a %s message failed; it is skipped", topic)
         self._poll_printer(now_ns)
+        self._show_dataset_info()
         live = self.view.ids.live
         if self.faces is not None and not self._alive("faces", now_ns):  # a stalled detector's boxes go
             self.faces = None
@@ -380,8 +408,15 @@ class Kiosk:
         self.session.tick(now_ns)
         self._render(now_ns)
 
-    def request_print(self) -> None:
-        log.debug("print button pressed")
+    def _show_dataset_info(self) -> None:
+        """The dataset's size on screen, without photos and people removed from it (one stat() per poll)."""
+        facts = self.photos.facts
+        text = facts.summary() if facts is not None else ""
+        if text != self.view.dataset_info:
+            self.view.dataset_info = text
+
+    def request_print(self, source: str = "screen") -> None:
+        log.debug("print button pressed (%s)", source)
         now_ns = time.monotonic_ns()
         if self.pending is not None:
             return
@@ -389,14 +424,25 @@ class Kiosk:
         if m is None:
             return
         chip = self.session.visit.extra.get("chip", b"") if self.print_face and self.session.visit else b""
-        job = PrintJob(self._header(m.header.frame_id), m.query_id, m.results, chip_jpeg(chip) if chip else b"")
+        face = chip_jpeg(chip) if chip else b""
+        job = PrintJob(self._header(m.header.frame_id), m.query_id, m.results, face, lookalikes=m.lookalikes)
         self._send_job(encode(job), m.query_id, attempt=1)
         self._note("printing your receipt…")
         self._render(now_ns)
 
+    def key_pressed(self, now_ns: int) -> None:
+        """The key a USB print button types (``button.backend = "key"``): a press of the print button."""
+        if not self.key_debounce.accept(now_ns):
+            self.stats["key.bounced"] += 1
+            return
+        key = self.cfg["button"]["key"]
+        log.info("print key '%s' pressed", key)
+        self.request_print(source=f"key {key}")
+
     def close(self) -> None:
         for inbox in self.inboxes.values():
             inbox.close()
+        self.session_pub.close(linger=0)
         self.req.close(linger=0)
         self.ctx.term()
         self.photos.close()
@@ -418,6 +464,19 @@ class Kiosk:
             if self.camera is None or msg.state != self.camera.state:
                 log.info("camera %s: %s %s", msg.state, msg.source, msg.detail)
             self.camera = msg
+        elif isinstance(msg, ButtonPress):
+            age_s = (now_ns - msg.header.t_ns) / 1e9
+            if age_s > PRESS_MAX_AGE_S:
+                self.stats["presses.stale"] += 1
+                log.warning("a print button press %.1f s old was not taken as a print request", age_s)
+            else:
+                log.info("print button pressed (%s)", msg.source)
+                self.request_print(source=msg.source)
+        elif isinstance(msg, ButtonStatus):
+            if self.button is None or (msg.state, msg.detail) != (self.button.state, self.button.detail):
+                say = log.warning if msg.state == "missing" else log.info
+                say("print button %s: %s %s", msg.state, msg.device or msg.backend, msg.detail)
+            self.button = msg
         elif isinstance(msg, Matches):
             if self.session.on_matches(now_ns, msg):
                 best = scores.best(msg.results)
@@ -438,6 +497,7 @@ class Kiosk:
         query = results.query_id if results is not None else None
         if query != self.shown_query:
             self._show_cards(results)
+            v.lookalikes = results.lookalikes if results is not None else ""
             self.shown_query = query
         v.mode = view_mode(s.phase)
         v.status = phase_text(s.phase, s.await_leave, results, self.threshold, now_ns / 1e9)
@@ -450,8 +510,10 @@ class Kiosk:
             partial_note(results),
             self.printer_problem,
             camera,
+            button_alert(self.button) if self._alive("button_status", now_ns) else "",
         )
         v.can_print = self.pending is None and s.can_print
+        self._say_session(now_ns, s.phase, v.can_print)
         if self.pending is None and v.print_note and (now_ns > self.print_note_until_ns or s.phase is Phase.ATTRACT):
             v.print_note = ""
         shown = (v.mode, v.status.rstrip("."), v.alerts, v.print_note, v.can_print, self.shown_query)
@@ -459,14 +521,26 @@ class Kiosk:
             self._last_shown = shown
             names = [self.view.ids[f"card{i}"].name for i in range(SHOWN_RESULTS)]
             log.debug(
-                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r",
+                "view: mode=%s status=%r alerts=%r note=%r print_lit=%s cards=%r lookalikes=%r",
                 v.mode,
                 v.status,
                 v.alerts,
                 v.print_note,
                 v.can_print,
                 [n for n in names if n],
+                v.lookalikes,
             )
+
+    def _say_session(self, now_ns: int, phase: Phase, lit: bool) -> None:
+        """Tell the physical print button what the session does: on every change, and twice a second."""
+        said = (phase.value, lit)
+        if said == self._session_said and now_ns < self._session_due_ns:
+            return
+        self._session_said, self._session_due_ns = said, now_ns + int(SESSION_EVERY_S * 1e9)
+        try:
+            self.session_pub.send_multipart(encode(SessionState(self._header(-1), *said)), flags=zmq.NOBLOCK)
+        except zmq.ZMQError:  # a PUB drops rather than blocks; nothing else to do without a button
+            self.stats["session.send_dropped"] += 1
 
     def _show_cards(self, results: Matches | None) -> None:
         rows = card_rows(results.results, self.threshold) if results is not None else []
@@ -559,12 +633,24 @@ class KioskApp(App):
         super().__init__(kv_file=str(KV_PATH), title="MegaPixels")
         self.cfg, self.stop_flag, self.supervisor = cfg, stop, supervisor
         self.kiosk: Kiosk | None = None
+        self._print_key: int | None = None  # the keycode a USB print button types (button.backend = "key")
 
     def build(self) -> KioskView:
         view = KioskView()
         self.kiosk = Kiosk(self.cfg, view, zmq.Context())
         Clock.schedule_interval(self._poll, POLL_S)
+        if self.cfg["button"]["backend"] == "key":
+            from kivy.core.window import Keyboard, Window
+
+            self._print_key = Keyboard.keycodes[self.cfg["button"]["key"]]
+            Window.bind(on_key_down=self._key_down)
         return view
+
+    def _key_down(self, _window: Any, key: int, *_: Any) -> bool:
+        if key != self._print_key or self.kiosk is None:
+            return False
+        self.kiosk.key_pressed(time.monotonic_ns())
+        return True
 
     def on_start(self) -> None:
         self.root_window.bind(on_flip=self._first_flip)

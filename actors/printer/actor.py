@@ -96,6 +96,7 @@ class Printer(runtime.Actor):
             facts=self.photos.facts,
             match_photo=self.photos.crop(best) if best is not None else None,
             visitor_face=face,
+            lookalikes=msg.lookalikes,
         )
         try:
             self.jobs += 1

@@ -1,4 +1,5 @@
-"""The printed receipt: the best match, its score and meaning, the photo's source and licence, the dataset.
+"""The printed receipt: the best match, its score and meaning, how many people in the dataset would look this
+much like the visitor by chance, the photo's source and licence, the dataset.
 
 :func:`compose` turns a result list into a :class:`Receipt` (wrapped text lines and the matched
 dataset photo); :func:`render_png` draws it at thermal-receipt width (576 px = 80 mm at 203 dpi)
@@ -50,8 +51,10 @@ def compose(
     facts: DatasetFacts | None = None,
     match_photo: np.ndarray | None = None,
     visitor_face: np.ndarray | None = None,
+    lookalikes: str = "",
 ) -> Receipt:
-    """The receipt of one result list (best first)."""
+    """The receipt of one result list (best first); ``lookalikes``: how many people in the dataset would look
+    this much like the visitor by chance (Matches.lookalikes; '' leaves the line out)."""
     photos: list[np.ndarray] = []
     lines: list[str] = ["MEGAPIXELS", when.strftime("%Y-%m-%d %H:%M"), ""]
     if visitor_face is not None:
@@ -77,6 +80,7 @@ def compose(
                 else "What it means: this stranger is the nearest face, but not close enough to be mistaken for you."
             ),
             *(["The score is provisional: derived from the distance, not calibrated."] if c.provisional else []),
+            *([lookalikes] if lookalikes else []),
             scores.FAIRNESS_NOTE,
             "",
             f"Their photo: {best.photo or '?'}",

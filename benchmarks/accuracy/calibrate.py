@@ -119,12 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     cal = calibration.fit(d, same, impostor_tail=tail, source=source)
     if a.out.exists():  # the gallery model comes from the identification run (identify, gallery): keep it
         old = calibration.read(a.out)
-        keep = {k: v for k, v in old.source.items() if k in ("best_impostor", "neighbourhood", "prior_in_gallery")}
+        kept = ("best_impostor", "neighbourhood", "prior_in_gallery", "lookalikes")
+        keep = {k: v for k, v in old.source.items() if k in kept}
         cal = replace(
             cal,
             gallery_scale=old.gallery_scale,
             best_impostor=old.best_impostor,
             neighbourhood=old.neighbourhood,  # the verdict model comes from verdicts.py: keep it too
+            lookalikes=old.lookalikes,  # and the look-alike table from lookalikes.py
             prior_in_gallery=old.prior_in_gallery,
             source={**cal.source, **keep},
         )

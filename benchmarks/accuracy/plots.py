@@ -122,3 +122,27 @@ def stranger_rates(rows: list[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     _save(fig, path)
+
+
+def lookalike_counts(table, sizes: dict[str, tuple[int, float]], path: Path) -> None:
+    """People expected at least as close as a distance, by chance, per dataset (low, typical and high face)."""
+    from index import lookalikes
+
+    d = np.linspace(0.3, 0.75, 91)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, (people, photos)), colour in zip(sizes.items(), ("C0", "C1", "C2", "C3"), strict=False):
+        e = [lookalikes.expected(table, float(v), people, photos) for v in d]
+        ax.plot(d, [x.typical for x in e], color=colour, label=f"{name}: typical face")
+        ax.fill_between(d, [x.low for x in e], [x.high for x in e], color=colour, alpha=0.15)
+    ax.axhline(1, color="grey", lw=1, ls=":")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-3, 1e6)
+    low, _, high = table.percentiles
+    ax.set(
+        xlabel="distance of the best match",
+        ylabel="people expected at least this close",
+        title=f"Look-alikes by chance (band: percentiles {low:g} to {high:g} of faces)",
+    )
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
