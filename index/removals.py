@@ -226,13 +226,6 @@ def selects(removal: Removal, identity: str, photo: str, account: str) -> bool:
     return account == removal.value
 
 
-def left_out(removals: Sequence[Removal], photos: Iterable[Any]) -> tuple[list[Any], list[Any]]:
-    """``photos`` (anything with ``path`` and ``identity``, and maybe ``nsid``) split into those no
-    removal selects and those one does (a build leaves the latter out before describing them)."""
-    out: list[Any] = []
-    return list(without(removals, photos, out)), out
-
-
 def without(removals: Sequence[Removal], photos: Iterable[Any], left_out: list[Any]) -> Iterator[Any]:
     """The ``photos`` no removal selects, drawn lazily (a build streams its scan through this);
     the others are appended to ``left_out``."""

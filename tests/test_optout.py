@@ -179,9 +179,11 @@ def test_which_rows_a_removal_selects(tmp_path, nsid):
     assert resolved == [[0, 1], [3, 4] if nsid else [], [3, 4], [2], [], []]
     # A build's photos: the same rule before anything is described.
     photos = [build.Photo(photo, identity) for _, identity, photo, _ in table]
-    kept, out = removals.left_out(asked, photos)
+    out: list = []
+    kept = list(removals.without(asked, photos, out))
     assert kept == [] and out == photos
-    kept, out = removals.left_out([Removal("account", "22@N02", "t")], photos)
+    out = []
+    kept = list(removals.without([Removal("account", "22@N02", "t")], photos, out))
     assert [p.path for p in out] == ["FlickrFinal2/022/22@N02/3_0.jpg"] and len(kept) == 4
 
 
