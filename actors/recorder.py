@@ -31,6 +31,10 @@ def recordable_topics(spec: str) -> tuple[str, ...]:
 
 class Recorder(runtime.Actor):
     ROLE = "recorder"
+    # Queue up to 5 s of camera frames (~140 MB at 640x480) rather than the live topics' 2: ZeroMQ's
+    # I/O thread keeps reading while this process writes or waits for the GIL, so a recording made
+    # on a busy machine still holds every frame (a live receiver wants only the newest).
+    RECEIVE_HWM = 150
 
     def __init__(self, cfg: config.Config, name: str | None = None):
         if cfg["mode"]["kiosk"]:

@@ -78,15 +78,21 @@ def binds(role: str, topic: str) -> bool:
     return TOPICS[topic].binder == role
 
 
-def open_socket(ctx: zmq.Context, cfg: config.Config, topic: str, role: str, receiving: bool) -> zmq.Socket:
-    """A socket for ``topic`` as ``role`` uses it: bound if the registry says role binds it."""
+def open_socket(
+    ctx: zmq.Context, cfg: config.Config, topic: str, role: str, receiving: bool, receive_hwm: int | None = None
+) -> zmq.Socket:
+    """A socket for ``topic`` as ``role`` uses it: bound if the registry says role binds it.
+
+    ``receive_hwm`` replaces the topic's high-water mark on a receiving socket (a recorder must
+    queue every frame, where a live receiver wants only the newest few).
+    """
     t = TOPICS[topic]
     binding = t.binder == role
     two_way = t.pattern == "ROUTER/DEALER"
     sock = ctx.socket(socket_type(t.pattern, receiving, binding))
     sock.setsockopt(zmq.LINGER, 0)
     if receiving or two_way:
-        sock.setsockopt(zmq.RCVHWM, t.hwm)
+        sock.setsockopt(zmq.RCVHWM, receive_hwm or t.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, t.max_bytes)
     if not receiving or two_way:
         sock.setsockopt(zmq.SNDHWM, t.hwm)

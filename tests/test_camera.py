@@ -237,11 +237,11 @@ def test_the_recorder_refuses_kiosk_mode_and_unrecordable_topics():
         Recorder(config.validate({"recorder": {"topics": "frames,chips"}}))
 
 
-def _wait(predicate, deadline_s: float, what: str) -> None:
+def _wait(predicate, deadline_s: float, what: str, state=lambda: "") -> None:
     end = time.monotonic() + deadline_s
     while not predicate():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what} {state()}".rstrip())
         time.sleep(0.01)
 
 
@@ -271,7 +271,12 @@ def test_a_recording_replays_the_same_frames_in_order_with_the_same_timing(ipc_d
         # status its subscription is live and no frame can be lost to a late join.
         _wait(lambda: recorder.stats["recorded.camera_status"] >= 1, 10, "the recorder to hear the camera")
         assert replay_control.send(cfg, "resume").state == "replay"
-        _wait(lambda: recorder.stats["recorded.frames"] >= 60, 20, "60 recorded frames")
+        _wait(
+            lambda: recorder.stats["recorded.frames"] >= 60,
+            20,
+            "60 recorded frames",
+            lambda: f"recorded {recorder.stats['recorded.frames']}, camera {dict(camera.stats)}",
+        )
     finally:
         for stop in stops:
             stop.set()

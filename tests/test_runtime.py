@@ -12,6 +12,7 @@ import zmq
 import config
 from actors import runtime
 from actors.encoder import Encoder
+from actors.recorder import Recorder
 from messages import CHIP_PX, Candidates, Credit, Encoded, FaceJob, Routed, decode, encode, open_socket
 from tests import factories
 
@@ -47,6 +48,9 @@ def test_sockets_bind_and_connect_as_the_registry_says(ipc_config, ipc_dir):
     assert pub.type == zmq.PUB and (ipc_dir / "frames.sock").exists()
     sub = open_socket(ctx, ipc_config, "frames", "detector", receiving=True)
     assert sub.type == zmq.SUB and sub.getsockopt(zmq.RCVHWM) == 2
+    recording = open_socket(ctx, ipc_config, "frames", "recorder", receiving=True, receive_hwm=Recorder.RECEIVE_HWM)
+    assert recording.getsockopt(zmq.RCVHWM) == 150  # a recorder queues 5 s of frames, not the newest 2
+    recording.close(0)
     rep = open_socket(ctx, ipc_config, "print", "printer", receiving=True)
     assert rep.type == zmq.ROUTER  # requests are answered behind their envelope (messages/sockets.py)
     router = open_socket(ctx, ipc_config, "chips", "detector", receiving=True)  # one socket both ways

@@ -75,6 +75,7 @@ class Actor:
     DRAIN: ClassVar[tuple[str, ...]] = ()  # topics where only the newest waiting message matters
     BATCH: ClassVar[tuple[str, ...]] = ()  # topics whose waiting messages go to handle_batch together
     MAX_BATCH: ClassVar[int] = 16
+    RECEIVE_HWM: ClassVar[int | None] = None  # replaces the topics' high-water mark on every inbox
 
     def __init__(self, cfg: config.Config, name: str | None = None):
         self.cfg = cfg
@@ -200,7 +201,9 @@ def open_sockets(actor: Actor, ctx: zmq.Context) -> tuple[dict[str, Inbox], dict
     opened: dict[tuple[str, bool], zmq.Socket] = {}
     try:
         for topic, receiving in sorted(wanted, key=lambda w: not binds(actor.ROLE, w[0])):
-            opened[(topic, receiving)] = open_socket(ctx, actor.cfg, topic, actor.ROLE, receiving)
+            opened[(topic, receiving)] = open_socket(
+                ctx, actor.cfg, topic, actor.ROLE, receiving, actor.RECEIVE_HWM if receiving else None
+            )
     except BaseException:
         for sock in opened.values():
             sock.close(linger=0)
@@ -241,7 +244,7 @@ def _scrub(
         if not binds(actor.ROLE, topic):
             poller.unregister(box.sock)
             box.close()
-            inputs[topic] = inbox(actor, open_socket(ctx, actor.cfg, topic, actor.ROLE, True), topic)
+            inputs[topic] = inbox(actor, open_socket(ctx, actor.cfg, topic, actor.ROLE, True, actor.RECEIVE_HWM), topic)
             poller.register(inputs[topic].sock, zmq.POLLIN)
             reopened += 1
     for topic, sock in list(outputs.items()):
