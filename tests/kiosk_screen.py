@@ -33,6 +33,16 @@ FAIRNESS_LINE = (slice(545, 590), slice(605, 1255))  # under the result cards: l
 LOOKALIKES_LINE = (slice(640, 720), slice(24, 576))  # under the status: how many would look this like you by chance
 BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
 
+# The lookup screen ("Are my photos in it?", opened from the title row): its keyboard is ui_kivy's
+# KEY_ROWS in the left 46 % of the body (x 20..581), rows 58 px high every 64 px from y 262.
+LOOKUP_BUTTON_XY = (361, 42)
+LOOKUP_BACK_XY = (104, 616)
+LOOKUP_LEFT = (slice(74, 720), slice(20, 581))
+LOOKUP_FIELD = (slice(192, 248), slice(24, 578))  # what is typed (light text), or the grey hint
+LOOKUP_SENTENCE = (slice(74, 170), slice(601, 1260))  # the answer's sentence
+LOOKUP_PHOTOS = (slice(180, 720), slice(601, 1260))  # the grid of the answer's photos
+KEYBOARD_X, KEYBOARD_W, KEYBOARD_TOP, KEY_ROW_STEP, KEY_H, KEY_SPACING = 20, 561, 262, 64, 58, 6
+
 T = TypeVar("T")
 
 
@@ -148,6 +158,29 @@ def press_key(display_name: str, keysym: str, times: int = 1) -> None:
             xtst.XTestFakeKeyEvent(dpy, code, False, 0)
     finally:
         x11.XCloseDisplay(dpy)  # flushes the events
+
+
+def lookup_key_xy(key: str) -> tuple[int, int]:
+    """The centre of an on-screen key of the lookup screen (a character, or shift / backspace /
+    clear / search), laid out as Kivy's BoxLayout shares a row's width by the keys' units."""
+    from ui_kivy.lookup_input import KEY_ROWS  # no Kivy in it
+
+    for i, row in enumerate(KEY_ROWS):
+        room = KEYBOARD_W - KEY_SPACING * (len(row) - 1)
+        x = float(KEYBOARD_X)
+        for name, units in row:
+            width = room * units / sum(u for _, u in row)
+            if name == key:
+                return round(x + width / 2), KEYBOARD_TOP + i * KEY_ROW_STEP + KEY_H // 2
+            x += width + KEY_SPACING
+    raise KeyError(f"no key {key!r} on the lookup screen's keyboard")
+
+
+def tap_keys(display_name: str, keys: list[str] | str) -> None:
+    """Touch the lookup screen's keys one after the other (a string: one key per character)."""
+    for key in keys:
+        click(display_name, *lookup_key_xy(key))
+        time.sleep(0.05)  # a tap is a press and a release: SDL must see them as separate taps
 
 
 def has_xtest() -> bool:

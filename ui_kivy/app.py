@@ -392,6 +392,24 @@ class LookupKeyboard(BoxLayout):
         """Dispatched by each key."""
 
 
+class TypedLine(Label):
+    """What is typed on the lookup screen, on one line: when it is wider than the line, its start is
+    cut and "…" shown instead, so the end (where typing goes on) stays in view."""
+
+    typed = StringProperty("")
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.bind(typed=self._fit, size=self._fit, font_size=self._fit)
+
+    def _fit(self, *_: Any) -> None:
+        text, width = self.typed, self.width
+        extents = self._label.get_extents  # measured in this label's font and size
+        while len(text) > 1 and extents(text if text == self.typed else "…" + text)[0] > width:
+            text = text[1:]
+        self.text = text if text == self.typed else "…" + text
+
+
 class LookupThumb(BoxLayout):
     """One photo of the lookup's answer: the photo (aspect kept) and its photo id, licence and date."""
 
@@ -416,7 +434,7 @@ class KioskView(BoxLayout):
     dataset_info = StringProperty("")
     fairness_note = StringProperty(FAIRNESS_NOTE)  # under the result cards: not every face is judged as well
     lookalikes = StringProperty("")  # under the status: how many people would look this much like you by chance
-    lookup_open = BooleanProperty(False)  # the "Are my photos in it?" screen replaces the middle
+    lookup_shown = BooleanProperty(False)  # the "Are my photos in it?" screen replaces the middle
     lookup_text = StringProperty("")  # what is typed there (nowhere else but in ui_kivy.lookup_input.LookupInput)
     lookup_shift = BooleanProperty(False)
     lookup_sentence = StringProperty("")
@@ -604,7 +622,8 @@ class Kiosk:
     def _show_lookup(self) -> None:
         """The lookup screen as self.lookup says: open or not, the text, the answer and its photos."""
         v, typed = self.view, self.lookup
-        v.lookup_open = typed.is_open
+        v.lookup_shown = typed.is_open
+        v.ids.screens.current = "lookup" if typed.is_open else "main"  # set here: kv sets it before the screens exist
         v.lookup_text = typed.text
         v.lookup_shift = typed.shift
         if typed.answer is self._shown_answer and v.lookup_sentence:
