@@ -151,9 +151,7 @@ def _answer(meta: store.Metadata, query: flickr.FlickrQuery, removed: np.ndarray
     asked = {r for r, _ in named}
     if not rows:
         sentence = (
-            "The dataset holds no photo of this Flickr account."
-            if query.nsid
-            else "This photo is not in the dataset."
+            "The dataset holds no photo of this Flickr account." if query.nsid else "This photo is not in the dataset."
         )
         return LookupAnswer(NONE, sentence, accounts=tuple(accounts) if query.nsid else ())
     ordered = sorted(asked) + sorted(rows - asked)
@@ -161,7 +159,8 @@ def _answer(meta: store.Metadata, query: flickr.FlickrQuery, removed: np.ndarray
     entries = meta.lookup(shown)
     photos = tuple(_photo(r, entries[r], r in asked) for r in shown)
     total = len(rows)
-    return LookupAnswer(HIT, hit_sentence(total, accounts, query, bool(asked), len(photos)), total, photos, tuple(accounts))
+    sentence = hit_sentence(total, accounts, query, bool(asked), len(photos))
+    return LookupAnswer(HIT, sentence, total, photos, tuple(accounts))
 
 
 def _photo(row: int, e: store.Entry, asked: bool) -> LookupPhoto:

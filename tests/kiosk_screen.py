@@ -41,6 +41,7 @@ LOOKUP_LEFT = (slice(74, 720), slice(20, 581))
 LOOKUP_FIELD = (slice(192, 248), slice(24, 578))  # what is typed (light text), or the grey hint
 LOOKUP_SENTENCE = (slice(74, 170), slice(601, 1260))  # the answer's sentence
 LOOKUP_PHOTOS = (slice(180, 720), slice(601, 1260))  # the grid of the answer's photos
+LOOKUP_CELL_STEP = (164, 224)  # a photo of the answer every 164 px across (4 a row), every 224 px down
 KEYBOARD_X, KEYBOARD_W, KEYBOARD_TOP, KEY_ROW_STEP, KEY_H, KEY_SPACING = 20, 561, 262, 64, 58, 6
 
 T = TypeVar("T")
@@ -241,6 +242,25 @@ def orange_text(rgb: np.ndarray, region: tuple[slice, slice], what: str) -> list
     px = rgb[region].astype(int)
     orange = int(((px[..., 0] > 200) & (px[..., 1] > 110) & (px[..., 1] < 190) & (px[..., 2] < 90)).sum())
     return [] if orange > 150 else [f"no alert text in the {what} ({orange} orange pixels)"]
+
+
+def lookup_photos_shown(rgb: np.ndarray) -> int:
+    """How many cells of the lookup screen's first two rows of photos hold a real picture (many colours)."""
+    found = 0
+    for row in range(2):
+        top = LOOKUP_PHOTOS[0].start + 6 + row * LOOKUP_CELL_STEP[1]
+        for col in range(4):
+            left = LOOKUP_PHOTOS[1].start + 6 + col * LOOKUP_CELL_STEP[0]
+            square = rgb[top : top + 140, left : left + 140]
+            found += len(np.unique((square >> 3).reshape(-1, 3), axis=0)) > 300
+    return found
+
+
+def lookup_named_highlighted(rgb: np.ndarray) -> list[str]:
+    """The first photo's cell (the photo the visitor named) has the green background of ui_kivy's LookupThumb."""
+    cell = rgb[LOOKUP_PHOTOS[0].start + 2 : LOOKUP_PHOTOS[0].start + 210, LOOKUP_PHOTOS[1].start + 1]
+    green = int((np.abs(cell.astype(int) - (33, 84, 51)).max(axis=1) < 12).sum())
+    return [] if green > 150 else [f"the named photo's cell is not highlighted ({green} green pixels at its edge)"]
 
 
 def card_photos(rgb: np.ndarray, expect_photos: int) -> list[str]:

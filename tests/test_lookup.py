@@ -80,7 +80,9 @@ def test_an_account_a_photo_id_or_an_address_finds_the_accounts_photos(source: l
 def test_the_count_covers_every_photo_and_the_limit_only_what_is_shown(source: lookup.Source) -> None:
     answer = lookup.lookup(source, "102", limit=2)
     assert answer.total == 4 and _rows(answer) == [2, 0]
-    assert answer.sentence == f"The dataset holds 4 photos of the Flickr account {A}, the photo you named among them (the first 2 are shown)."  # noqa: E501
+    assert answer.sentence == (
+        f"The dataset holds 4 photos of the Flickr account {A}, the photo you named among them (the first 2 are shown)."
+    )
 
 
 def test_nothing_found_says_so_without_photos(source: lookup.Source) -> None:
