@@ -10,6 +10,7 @@ its flickr_metadata.csv.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 import sqlite3
@@ -222,3 +223,22 @@ def test_removals_under_an_open_lookup_on_the_megaface_sample(megaface_index: Pa
         assert lookup.lookup(source, other).total == len(by_account[other])
     finally:
         source.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_latency_benchmark_runs_at_a_small_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/lookup_latency.py times index.lookup.lookup beside the full scan; it runs at any size."""
+    from benchmarks import lookup_latency
+
+    figures = tmp_path / "figures.json"
+    argv = ["--rows", "3000", "--queries", "50", "--naive-queries", "3", "--removed-accounts", "20"]
+    monkeypatch.setattr("sys.argv", ["lookup_latency", *argv, "--dir", str(tmp_path), "--json", str(figures)])
+    lookup_latency.main()
+    out = json.loads(figures.read_text())
+    assert out["rows"] == 3000 and out["removed_accounts"] == 20 and out["removed_rows"] >= 20
+    lookups = out["lookups"]
+    assert [lookups[k]["queries"] for k in ("by NSID (indexed)", "by photo id (indexed)", "by URL (indexed)")] == [
+        50
+    ] * 3
+    assert lookups["by NSID (NOT INDEXED: full scan)"]["queries"] == 3
+    assert not list(tmp_path.glob("lookup-latency-*")), "the synthetic files were left behind"
