@@ -80,6 +80,19 @@ def _typed_something(rgb) -> list[str]:
     return [] if light > 100 else [f"nothing typed shows ({light} light text pixels)"]
 
 
+PROMPT_RGB, HIT_RGB, NONE_RGB = (184, 184, 199), (140, 255, 153), (255, 255, 255)  # ui_kivy/kiosk.kv's colours
+
+
+def _sentence(colour: tuple[int, int, int], what: str):
+    """The answer's sentence is written in ``colour`` (the prompt grey, the hit green, white)."""
+
+    def check(rgb) -> list[str]:
+        px = int((np.abs(rgb[ks.LOOKUP_SENTENCE].astype(int) - colour).max(axis=2) < 30).sum())
+        return [] if px > 300 else [f"no {what} sentence ({px} pixels of its colour)"]
+
+    return check
+
+
 def _main_screen(rgb) -> list[str]:
     """The live view is back where the lookup screen's keyboard was (the replayed clip: many colours)."""
     colours = len(np.unique((rgb[ks.LIVE_VIEW] >> 3).reshape(-1, 3), axis=0))
@@ -121,7 +134,7 @@ def test_the_lookup_screen_answers_over_the_results_and_forgets_on_back_and_when
         assert "mode=results" in view  # the session goes on behind the screen
         ks.grab_until(
             x_display,
-            lambda rgb: [*_typed_nothing(rgb), *ks.text_lines(rgb, ks.LOOKUP_SENTENCE, 2, "prompt"), *_photos(0)(rgb)],
+            lambda rgb: [*_typed_nothing(rgb), *_sentence(PROMPT_RGB, "prompt")(rgb), *_photos(0)(rgb)],
             "lookup_empty.png",
         )
 
@@ -135,7 +148,7 @@ def test_the_lookup_screen_answers_over_the_results_and_forgets_on_back_and_when
             lambda rgb: [
                 *_typed_something(rgb),
                 *_photos(shown)(rgb),
-                *ks.text_lines(rgb, ks.LOOKUP_SENTENCE, 1, "answer"),
+                *_sentence(HIT_RGB, "hit")(rgb),
             ],
             "lookup_hit.png",
         )
@@ -171,7 +184,7 @@ def test_the_lookup_screen_answers_over_the_results_and_forgets_on_back_and_when
         _answered(actors, "none", mark)
         ks.grab_until(
             x_display,
-            lambda rgb: [*_photos(0)(rgb), *ks.text_lines(rgb, ks.LOOKUP_SENTENCE, 1, "answer")],
+            lambda rgb: [*_photos(0)(rgb), *_sentence(NONE_RGB, "none")(rgb)],
             "lookup_none.png",
         )
 
@@ -191,7 +204,11 @@ def test_the_lookup_screen_answers_over_the_results_and_forgets_on_back_and_when
         ks.grab_until(x_display, lambda rgb: [*ks.button_lit(rgb), *ks.live_frame_with_box(rgb)], "lookup_back.png")
         ks.click(x_display, *ks.LOOKUP_BUTTON_XY)
         actors.wait_for(logged("display", "lookup screen opened"), "the lookup screen again", 10, since=mark)
-        ks.grab_until(x_display, lambda rgb: [*_typed_nothing(rgb), *_photos(0)(rgb)], "lookup_reopened.png")
+        ks.grab_until(
+            x_display,
+            lambda rgb: [*_typed_nothing(rgb), *_photos(0)(rgb), *_sentence(PROMPT_RGB, "prompt")(rgb)],
+            "lookup_reopened.png",
+        )
 
         # Typed, then the visitor steps away: the screen closes and forgets.
         ks.tap_keys(x_display, "123")
