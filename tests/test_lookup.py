@@ -176,11 +176,19 @@ def _sample_rows(shared_data: Path) -> dict[str, dict[str, str]]:
 def test_the_megaface_sample_answers_with_its_licences_and_dates(megaface_index: Path, shared_data: Path) -> None:
     flickr_rows = _sample_rows(shared_data)
     root = Path(store.read_manifest(megaface_index).dataset_root)
+    meta = store.Metadata(megaface_index)
+    indexed = meta.lookup(list(range(store.read_manifest(megaface_index).real))).values()
+    meta.close()
+    report = json.loads((megaface_index / "build_report.json").read_text())
+    rejected = {r["photo"] for r in report["rejected_files"]}
     accounts = sorted(p.name for p in (root / "FlickrFinal2").glob("*/*"))
+    assert sorted({e.nsid for e in indexed}) == accounts
     source = lookup.Source.open(megaface_index)
     try:
         for nsid in accounts:
-            mine = sorted(p.name.split("_")[0] for p in root.glob(f"FlickrFinal2/*/{nsid}/*.jpg"))
+            mine = sorted(e.photo_id for e in indexed if e.nsid == nsid)
+            on_disk = {str(p.relative_to(root)) for p in root.glob(f"FlickrFinal2/*/{nsid}/*.jpg")}
+            assert len(mine) == len(on_disk - rejected)  # every photo of the account the build kept
             named = mine[-1]
             for text in (nsid, named, f"https://www.flickr.com/photos/{nsid}/{named}/"):
                 answer = lookup.lookup(source, text)
