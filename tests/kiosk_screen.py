@@ -244,6 +244,12 @@ def orange_text(rgb: np.ndarray, region: tuple[slice, slice], what: str) -> list
     return [] if orange > 150 else [f"no alert text in the {what} ({orange} orange pixels)"]
 
 
+def lookup_field_empty(rgb: np.ndarray) -> list[str]:
+    """The lookup screen's typed line shows its grey hint, no typed (light) text."""
+    light = int((rgb[LOOKUP_FIELD] > 190).all(axis=2).sum())
+    return [] if light == 0 else [f"the typed line is not empty ({light} light text pixels)"]
+
+
 def lookup_photos_shown(rgb: np.ndarray) -> int:
     """How many cells of the lookup screen's first two rows of photos hold a real picture (many colours)."""
     found = 0
