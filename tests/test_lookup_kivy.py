@@ -101,6 +101,22 @@ def _photos(expected: int):
     return check
 
 
+def test_key_labels_captions_and_the_opening_sentence() -> None:
+    from index.lookup import NO_ACCOUNTS, LookupPhoto
+    from ui_kivy import app  # Kivy without a window; ui_kivy keeps it from writing ~/.kivy
+
+    assert [app.key_label(k, False) for k in ("a", "@", "shift", "backspace", "search")] == [
+        "a", "@", "ABC", "delete", "search"
+    ]  # fmt: skip
+    assert [app.key_label(k, True) for k in ("a", "@", "shift")] == ["A", "@", "abc"]
+    full = LookupPhoto(3, "p.jpg", None, "1@N01", "1813201299", "CC BY 2.0", "2006-03-16")
+    assert app.thumb_captions(full) == ("photo 1813201299", "CC BY 2.0", "taken 2006-03-16")
+    bare = LookupPhoto(4, "q.jpg", None, "", "", "", "")
+    assert app.thumb_captions(bare) == ("photo id not recorded", "licence not recorded", "date not recorded")
+    assert app.opening_sentence(NO_ACCOUNTS) == (NO_ACCOUNTS, "unavailable")
+    assert app.opening_sentence("")[1] == "prompt"
+
+
 @pytest.mark.timeout(240)
 def test_the_lookup_screen_answers_over_the_results_and_forgets_on_back_and_when_the_visitor_leaves(
     x_display: str, upstream: FakeUpstream, ipc_dir: Path, tmp_path: Path, megaface_index: Path

@@ -22,6 +22,14 @@ lights, pulses or darkens the real button from it. A press of the real button ar
 window itself takes the key a USB button types (``button.key``); presses closer together than
 ``button.debounce_ms`` (a key held down repeats) are one press.
 
+"Are my photos in it?": a button in the title row opens a second screen in place of the live view
+and the cards (ui_kivy/lookup_input.py holds what is typed there and when it closes): an on-screen
+keyboard, a USB keyboard too, and the answer of index/lookup.py from the index's metadata, with the
+account's photos read from the dataset a few per poll. It closes on Back, when the visitor leaves,
+and after ``display.lookup_idle_s`` untouched, forgetting the text and the answer; the log says
+that something happened there, never what was typed or found. While it is open the print button is
+hidden and dark, presses print nothing, and every key belongs to it (Enter searches).
+
 Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``PrintReply`` without
 blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
 reopened (Lazy Pirate) and the same job is sent again, up to PRINT_ATTEMPTS times; the printer
