@@ -37,7 +37,7 @@ import zmq
 import config
 from benchmarks.graph import display_results
 from index import store
-from messages import Query, decode, encode, endpoint
+from messages import Query, decode, encode, endpoint, open_socket
 from tests import factories
 from tests.conftest import DEMO_CLIP, PROJECT
 from tests.factories import Echo, matcher_in_thread
@@ -235,6 +235,11 @@ def test_what_a_visitor_types_to_look_up_their_photos_is_never_written_logged_or
     trace_file = tmp_path / "trace.txt"
     upstream.send_garbage = False
     printer = FakePrinter(upstream)
+    # The print button's end of ``session`` (bound as the button actor binds it): without a subscriber
+    # the window's PUB would send nothing, and the trace would show no message to look into.
+    ctx = zmq.Context()
+    button = open_socket(ctx, upstream.cfg, "session", "button", receiving=True)
+    heard: list[bytes] = []
     # write and pwrite64 on top of the file and network calls: log lines and pipes (the X server's
     # traffic goes by writev and is left out: pixels, megabytes of them)
     traced = [strace, "-f", "-qq", "-s", "65536", "-e", f"trace={TRACED},write,pwrite64", "-e", "signal=none"]
@@ -255,6 +260,8 @@ def test_what_a_visitor_types_to_look_up_their_photos_is_never_written_logged_or
         found = logged("display", needle)
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
+            while button.poll(0):
+                heard.append(b"".join(button.recv_multipart()))
             try:
                 seen.append(("display", lines.get(timeout=0.2).rstrip("\n")))
             except queue.Empty:
@@ -291,16 +298,20 @@ def test_what_a_visitor_types_to_look_up_their_photos_is_never_written_logged_or
             os.killpg(window.pid, signal.SIGKILL)
             window.wait()
         printer.close()
+        button.close(linger=0)
+        ctx.term()
     trace = trace_file.read_text(errors="replace")
     written = [p for p in _written_paths(trace) if not _allowed(p)]
     assert not written, f"the window wrote to disk: {sorted(set(written))[:20]}"
     assert not ks.left_in_home(env), f"the window wrote into its HOME: {ks.left_in_home(env)}"
     out = _sent_or_written(trace)
     assert any("lookup screen opened" in line for line in out), "the trace missed the window's log lines"
+    assert heard, "no session message reached the test's button socket"
     assert any("session" in line and "sendto(" in line for line in out), "the trace missed the window's messages"
     for secret in (nsid, nsid.lower(), photo_id, owner):
         leaks = [line[:200] for line in out if secret in line]
         assert not leaks, f"{secret!r}, typed or found on the lookup screen, was written or sent: {leaks[:3]}"
+        assert not [m for m in heard if secret.encode() in m], f"{secret!r} was in a session message"
 
 
 # -- memory: what the actors still hold once the visitor has gone ---------------------------------
