@@ -8,14 +8,16 @@ photos per account drawn with a mean of 6 (MegaFace: 4.2M photos of ~672k accoun
 photo ids, rows in MegaFace's scan order (an account's photos together), licence and date.
 Measured, each over ``--queries`` random queries (p50 / p99 / max, milliseconds):
 
-- ``by NSID``, ``by photo id``, ``by URL``: what the lookup screen does: ``parse_flickr_query``
-  then ``flickr.find`` through ``store.Metadata`` (the account's photo count and its photos;
-  for a photo id, the photo's rows first), on the indexes;
-- the naive way in the same run: the same SELECTs with SQLite's ``NOT INDEXED`` (a full scan of
-  the table), ``--naive-queries`` of each (each reads every row);
-- a missing account (the common answer at a kiosk);
-- opening the metadata as the lookup does (``store.Metadata``: quick_check, columns, indexes,
-  row count).
+- ``by NSID``, ``by photo id``, ``by URL``: what the lookup screen runs, ``index.lookup.lookup``
+  (the text parsed, removals.jsonl stat()ed, the photo's rows and its account's rows from the
+  indexes, removed rows masked, the count, the first 60 photos' entries), on a ``lookup.Source``
+  opened as the kiosk opens it; ``--removed-accounts`` accounts (default 1000) are in the index's
+  removals.jsonl, so the mask is applied as in an installation that honoured removal requests;
+- the naive way in the same run: the same answer from SELECTs with SQLite's ``NOT INDEXED`` (a
+  full scan of the table), ``--naive-queries`` of each (each reads every row);
+- a missing account (the common answer at a kiosk), and a removed one;
+- opening the lookup source as the kiosk does (``lookup.Source.open``: the manifest,
+  ``store.Metadata``'s checks (quick_check, columns, indexes, row count), the removals).
 
 And the build's metadata join at that size (index/photo_metadata.py): a 4.2M-row
 ``flickr_metadata.csv`` imported into SQLite and looked up per photo, next to the naive way of
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index import flickr, photo_metadata, store
+from index import flickr, lookup, photo_metadata, removals, store
 from messages import DIM
 
 LICENCES = ("All Rights Reserved", "CC BY 2.0", "CC BY-NC 2.0", "CC BY-NC-SA 2.0", "CC BY-ND 2.0", "CC BY-SA 2.0")
@@ -87,6 +89,27 @@ def manifest(rows: int) -> store.Manifest:
     return store.Manifest(DIM, "float16", rows, rows, rows, (shard,), {}, {})
 
 
+def write_manifest(folder: Path, rows: int) -> store.Manifest:
+    """manifest.json as a build writes it, so the lookup source opens the folder as the kiosk does
+    (store.read_manifest checks it key by key; the shard it names is never opened by a lookup)."""
+    m = manifest(rows)
+    (folder / "manifest.json").write_text(json.dumps(m.to_json()))
+    return store.read_manifest(folder)
+
+
+def naive_answer(con, text: str, limit: int = lookup.LIMIT) -> tuple[int, list]:
+    """The lookup's count and photos without the indexes: every SELECT a full scan of the table."""
+    q = flickr.parse_flickr_query(text)
+    nsids = {q.nsid} if q.nsid else set()
+    if q.photo_id:
+        found = con.execute("SELECT nsid FROM entries NOT INDEXED WHERE photo_id = ?", [q.photo_id]).fetchall()
+        nsids.update(n for (n,) in found if n)
+    rows = []
+    for nsid in sorted(nsids):
+        rows += con.execute("SELECT * FROM entries NOT INDEXED WHERE nsid = ? ORDER BY row", [nsid]).fetchall()
+    return len(rows), rows[:limit]
+
+
 def timed(queries: list[str], ask: Callable[[str], object]) -> dict:
     took = []
     for q in queries:
@@ -118,6 +141,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=4_200_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--naive-queries", type=int, default=20)
+    ap.add_argument("--removed-accounts", type=int, default=1000, help="accounts in removals.jsonl")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--dir", type=Path, default=None, help="where the synthetic files go (default: a temporary folder)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -137,50 +161,75 @@ def main() -> None:
             f"{args.rows:,} rows of {len(nsids):,} accounts written in {out['write_s']} s "
             f"({out['meta_sqlite_mb']} MB with its indexes)"
         )
-        started = time.perf_counter()
-        meta = store.Metadata(folder, manifest(args.rows))
-        out["open_ms"] = round((time.perf_counter() - started) * 1000, 1)
-
         rng = np.random.default_rng(args.seed + 2)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        picked = rng.choice(len(nsids), size=args.queries, replace=False)
+        gone = rng.choice(len(nsids), size=min(args.removed_accounts, len(nsids) // 2), replace=False)
+        wanted = min(args.queries, len(nsids) - len(gone))
+        kept = np.setdiff1d(np.arange(len(nsids)), gone)
+        picked = rng.choice(kept, size=wanted, replace=False)
         by_nsid = [nsids[i] for i in picked]
-        rows = rng.choice(args.rows, size=args.queries, replace=False)
-        owner = np.searchsorted(starts, rows, side="right") - 1
+        owner = rng.choice(kept, size=wanted, replace=False)
+        rows = starts[owner] + rng.integers(0, counts[owner])
         by_photo = [str(photo_ids[r]) for r in rows]
         by_url = [f"https://www.flickr.com/photos/{nsids[o]}/{photo_ids[r]}/" for o, r in zip(owner, rows, strict=True)]
-        missing = [f"{n}@N09" for n in rng.integers(10_000_000, 99_999_999, size=args.queries)]
+        missing = [f"{n}@N09" for n in rng.integers(10_000_000, 99_999_999, size=wanted)]
+        removed = [nsids[i] for i in gone[:wanted]]
 
-        def find(text: str) -> flickr.Found:
-            return flickr.find(meta, flickr.parse_flickr_query(text))
+        written = write_manifest(folder, args.rows)
+        here = removals.index_id(written)
+        removals.write(
+            folder,
+            [
+                removals.Removal(
+                    "account",
+                    nsids[i],
+                    removals.now_utc(),
+                    here,
+                    tuple(range(int(starts[i]), int(starts[i] + counts[i]))),
+                )
+                for i in gone
+            ],
+        )
+        out["removed_accounts"] = len(gone)
+        out["removed_rows"] = int(counts[gone].sum())
+        started = time.perf_counter()
+        source = lookup.Source.open(folder)
+        out["open_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        assert not source.unavailable, source.unavailable
 
-        check = find(by_url[0])  # the lookups answer what was generated
+        def ask(text: str) -> lookup.LookupAnswer:
+            return lookup.lookup(source, text)
+
+        check = ask(by_url[0])  # the lookups answer what was generated
         assert check.accounts == (nsids[owner[0]],) and check.total == counts[owner[0]], check
-        assert find(missing[0]).total == 0  # @N09 is never generated
-        con = meta._con  # the same connection, the same SELECTs, without the indexes
-
-        def naive_nsid(text: str) -> list:
-            nsid = flickr.parse_flickr_query(text).nsid
-            return con.execute("SELECT * FROM entries NOT INDEXED WHERE nsid = ? ORDER BY row", [nsid]).fetchall()
-
-        def naive_photo(text: str) -> list:
-            pid = flickr.parse_flickr_query(text).photo_id
-            return con.execute("SELECT * FROM entries NOT INDEXED WHERE photo_id = ?", [pid]).fetchall()
+        assert check.photos[0].photo_id == by_photo[0] and check.photos[0].asked
+        assert ask(missing[0]).kind == lookup.NONE  # @N09 is never generated
+        if removed:
+            assert ask(removed[0]).kind == lookup.NONE  # removed accounts are not found
+        assert source.meta is not None
+        con = source.meta._con  # the same connection, the same answer, without the indexes
+        assert naive_answer(con, by_url[0])[0] == check.total
 
         n = args.naive_queries
         out["lookups"] = {
-            "by NSID (indexed)": timed(by_nsid, find),
-            "by photo id (indexed)": timed(by_photo, find),
-            "by URL (indexed)": timed(by_url, find),
-            "missing account (indexed)": timed(missing, find),
-            "by NSID (NOT INDEXED: full scan)": timed(by_nsid[:n], naive_nsid),
-            "by photo id (NOT INDEXED: full scan)": timed(by_photo[:n], naive_photo),
+            "by NSID (indexed)": timed(by_nsid, ask),
+            "by photo id (indexed)": timed(by_photo, ask),
+            "by URL (indexed)": timed(by_url, ask),
+            "missing account (indexed)": timed(missing, ask),
+            "removed account (indexed)": timed(removed, ask) if removed else None,
+            "by NSID (NOT INDEXED: full scan)": timed(by_nsid[:n], lambda t: naive_answer(con, t)),
+            "by photo id (NOT INDEXED: full scan)": timed(by_photo[:n], lambda t: naive_answer(con, t)),
         }
-        meta.close()
-        print(f"\nopening the metadata (store.Metadata, every check): {out['open_ms']} ms")
-        print(f"{'lookup':40} {'queries':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        source.close()
+        print(
+            f"\nopening the lookup source (lookup.Source.open: store.Metadata's checks, {out['removed_accounts']:,} "
+            f"removed accounts, {out['removed_rows']:,} rows): {out['open_ms']} ms"
+        )
+        print(f"{'index.lookup.lookup':40} {'queries':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for name, t in out["lookups"].items():
-            print(f"{name:40} {t['queries']:>7} {t['p50_ms']:>8} {t['p99_ms']:>8} {t['max_ms']:>8}")
+            if t is not None:
+                print(f"{name:40} {t['queries']:>7} {t['p50_ms']:>8} {t['p99_ms']:>8} {t['max_ms']:>8}")
+        print(f"uptime after the lookups: {uptime()}")
 
         # the build's join of a flickr_metadata.csv of the same size
         csv_path = folder / "flickr_metadata.csv"
@@ -191,7 +240,7 @@ def main() -> None:
             w.writerow(["photo_id", "nsid", "licence", "date_taken"])
             for r in order:
                 w.writerow([photo_ids[r], nsids[owners[r]], LICENCES[r % len(LICENCES)], "2010-01-01"])
-        lookups = [str(photo_ids[r]) for r in rng.choice(args.rows, size=100_000, replace=False)]
+        lookups = [str(photo_ids[r]) for r in rng.choice(args.rows, size=min(100_000, args.rows), replace=False)]
         gc.collect()
         before = rss_mb()
         started = time.monotonic()

@@ -141,6 +141,12 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "leave_s": Setting(2.5, "no face for this long: the visitor has left, the kiosk resets", low=0.1, high=120),
         "search_timeout_s": Setting(10.0, "give up a search without results after this long", low=1, high=300),
         "results_hold_s": Setting(30.0, "results stay up this long, then the kiosk resets", low=1, high=3600),
+        "lookup_idle_s": Setting(
+            60.0,
+            'the "Are my photos in it?" screen closes, forgetting what was typed, after this long untouched',
+            low=5,
+            high=3600,
+        ),
     },
     "printer": {
         "backend": Setting("spool", "where receipts go", choices=("spool", "cups", "escpos")),

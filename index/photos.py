@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from messages import Result
 CROP_PX = 200
 CROP_MARGIN = 0.45  # the crop reaches this fraction of the face box beyond each side
 CACHE_SIZE = 64
+THUMB_PX = 150  # the lookup screen's photos fit a square this size
 log = logging.getLogger("dataset")
 
 LFW_PHOTO = re.compile(r"^(?P<name>[^/]+)/(?P=name)_\d{4}\.\w+$")
@@ -66,6 +68,13 @@ def dataset_name(root: str) -> str:
     if "demo/gallery" in lowered:
         return "The demo gallery (a slice of Labeled Faces in the Wild)"
     return f"The dataset at {Path(root).name}"
+
+
+def _fit(rgb: Image.Image, side_px: int) -> Image.Image:
+    """``rgb`` scaled to fit a ``side_px`` square, aspect kept."""
+    scale = side_px / max(rgb.size)
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    return rgb.resize(size, Image.Resampling.LANCZOS)
 
 
 def crop_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -129,28 +138,49 @@ class DatasetPhotos:
             self._cache.popitem(last=False)
         return crop
 
+    def thumbnail(self, photo: str, side_px: int = THUMB_PX) -> np.ndarray | None:
+        """The whole dataset photo scaled to fit a ``side_px`` square (aspect kept), RGB; None when
+        unavailable. Not cached: the lookup screen asks for the photos of the account a visitor
+        typed, and which photos those were goes with the screen when it closes."""
+        return self._read(photo, lambda rgb: _fit(rgb, side_px), draft_px=side_px, private=True)
+
     def _load(self, photo: str, box: list[int]) -> np.ndarray | None:
+        def cut(rgb: Image.Image) -> Image.Image:
+            if len(box) == 4:
+                rgb = rgb.crop(crop_box((box[0], box[1], box[2], box[3]), *rgb.size))
+            return rgb.resize((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
+
+        return self._read(photo, cut)
+
+    def _read(
+        self, photo: str, shape: Callable[[Image.Image], Image.Image], draft_px: int = 0, private: bool = False
+    ) -> np.ndarray | None:
+        """The dataset photo ``photo`` (relative to the root) decoded, ``shape``d, as an RGB array;
+        None (and a log line) for a photo outside the root, too large, missing or unreadable.
+        ``draft_px``: a JPEG may be decoded at a reduced scale still at least this size (several
+        times faster for a large photo shown small). ``private``: the photo was asked for by what a
+        visitor typed (its path names their account), so the log says what went wrong, not where."""
         if self.root is None or not photo:
             return None
+        name = "a photo of the lookup screen" if private else photo
         path = (self.root / photo).resolve()
         if self.root.resolve() not in path.parents:
-            log.warning("photo %r lies outside the dataset root; not shown", photo)
+            log.warning("dataset photo %r lies outside the dataset root; not shown", name)
             return None
         try:
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:  # replaced since the build checked it: not decoded
-                    log.warning("dataset photo %s: %dx%d, over the pixel limit; not shown", photo, *img.size)
+                    log.warning("dataset photo %s: %dx%d, over the pixel limit; not shown", name, *img.size)
                     return None
+                if draft_px:
+                    img.draft("RGB", (draft_px, draft_px))
                 rgb = img.convert("RGB")
-            if len(box) == 4:
-                rgb = rgb.crop(crop_box((box[0], box[1], box[2], box[3]), *rgb.size))
-            rgb = rgb.resize((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
-            return np.asarray(rgb)
+            return np.asarray(shape(rgb))
         except (OSError, UnidentifiedImageError, ValueError) as e:
-            log.warning("dataset photo %s unreadable: %s", photo, e)
+            log.warning("dataset photo %s unreadable: %s", name, type(e).__name__ if private else e)
             return None
         except Exception as e:  # a decoder's own error and the like: a placeholder, never a crash
-            log.warning("dataset photo %s: %s", photo, e)
+            log.warning("dataset photo %s: %s", name, type(e).__name__ if private else e)
             return None
 
     def close(self) -> None:

@@ -714,6 +714,25 @@ class Metadata:
             return []  # "" is every row without an account, not an account
         return self._select("nsid = ? ORDER BY row" + (f" LIMIT {int(limit)}" if limit is not None else ""), [nsid])
 
+    def has_accounts(self) -> bool:
+        """Whether any row has a Flickr account or photo id (an index of an LFW-style folder has none);
+        two probes of the indexes."""
+        if not self.has_provenance:
+            return False
+        probe = "SELECT 1 FROM entries WHERE {} > '' LIMIT 1"
+        return any(self._con.execute(probe.format(c)).fetchone() for c in ("nsid", "photo_id"))
+
+    def rows_of_account(self, nsid: str) -> list[int]:
+        """The rows of the Flickr account, in row order: read from the nsid index alone (it holds
+        each row's number), so an account's rows cost one range of the index, not their entries."""
+        self._need_provenance()
+        if not nsid:
+            return []
+        try:
+            return [r for (r,) in self._con.execute("SELECT row FROM entries WHERE nsid = ? ORDER BY row", [nsid])]
+        except sqlite3.Error as e:
+            raise IndexStoreError(f"{self.path}: the rows of an account can't be read ({e})") from e
+
     def count_of_account(self, nsid: str) -> int:
         """How many rows the Flickr account has."""
         self._need_provenance()

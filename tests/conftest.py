@@ -87,6 +87,34 @@ def demo_rows(demo_index: Path) -> tuple[np.ndarray, list]:
     return np.asarray(rows, np.float32), [entries[i] for i in range(len(rows))]
 
 
+# The MegaFace-layout sample's accounts in the lookup tests' index (megaface_index): every photo of
+# the first MEGAFACE_ACCOUNTS accounts with 4 or more photos, and the first MEGAFACE_SINGLES with one.
+MEGAFACE_ACCOUNTS = 10
+MEGAFACE_SINGLES = 6
+
+
+@pytest.fixture(scope="session")
+def megaface_index(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index of part of ../shared/data/megaface_sample (MegaFace's layout, its flickr_metadata.csv
+    joined in), built once per test run: ~70 photos of 16 Flickr accounts, one local Dask worker
+    (~10 s). Its dataset root is a copy in a temporary folder, from which the window shows photos.
+    Tests that remove rows copy it first."""
+    from index import build
+
+    sample = shared_data / "megaface_sample"
+    accounts = sorted((p for p in (sample / "FlickrFinal2").glob("*/*") if p.is_dir()), key=lambda p: p.name)
+    size = {a: len(list(a.glob("*.jpg"))) for a in accounts}
+    chosen = [a for a in accounts if size[a] >= 4][:MEGAFACE_ACCOUNTS]
+    chosen += [a for a in accounts if size[a] == 1][:MEGAFACE_SINGLES]
+    root = tmp_path_factory.mktemp("megaface-sample")
+    for account in chosen:
+        shutil.copytree(account, root / account.relative_to(sample))
+    shutil.copy(sample / "flickr_metadata.csv", root / "flickr_metadata.csv")
+    out = tmp_path_factory.mktemp("megaface-index") / "idx"
+    build.build(root, out, n_shards=2, workers=1, progress=False)
+    return out
+
+
 @pytest.fixture
 def x_display() -> Iterator[str]:
     """A private Xvfb screen of the kiosk's size, for the window tests (skips without Xvfb/XTEST)."""

@@ -33,6 +33,17 @@ FAIRNESS_LINE = (slice(545, 590), slice(605, 1255))  # under the result cards: l
 LOOKALIKES_LINE = (slice(640, 720), slice(24, 576))  # under the status: how many would look this like you by chance
 BOX_RGB = (51, 255, 76)  # ui_kivy.app.BOX_RGBA, the visitor's box
 
+# The lookup screen ("Are my photos in it?", opened from the title row): its keyboard is ui_kivy's
+# KEY_ROWS in the left 46 % of the body (x 20..581), rows 58 px high every 64 px from y 262.
+LOOKUP_BUTTON_XY = (361, 42)
+LOOKUP_BACK_XY = (104, 616)
+LOOKUP_LEFT = (slice(74, 720), slice(20, 581))
+LOOKUP_FIELD = (slice(192, 248), slice(24, 578))  # what is typed (light text), or the grey hint
+LOOKUP_SENTENCE = (slice(74, 170), slice(601, 1260))  # the answer's sentence
+LOOKUP_PHOTOS = (slice(180, 720), slice(601, 1260))  # the grid of the answer's photos
+LOOKUP_CELL_STEP = (164, 224)  # a photo of the answer every 164 px across (4 a row), every 224 px down
+KEYBOARD_X, KEYBOARD_W, KEYBOARD_TOP, KEY_ROW_STEP, KEY_H, KEY_SPACING = 20, 561, 262, 64, 58, 6
+
 T = TypeVar("T")
 
 
@@ -150,6 +161,29 @@ def press_key(display_name: str, keysym: str, times: int = 1) -> None:
         x11.XCloseDisplay(dpy)  # flushes the events
 
 
+def lookup_key_xy(key: str) -> tuple[int, int]:
+    """The centre of an on-screen key of the lookup screen (a character, or shift / backspace /
+    clear / search), laid out as Kivy's BoxLayout shares a row's width by the keys' units."""
+    from ui_kivy.lookup_input import KEY_ROWS  # no Kivy in it
+
+    for i, row in enumerate(KEY_ROWS):
+        room = KEYBOARD_W - KEY_SPACING * (len(row) - 1)
+        x = float(KEYBOARD_X)
+        for name, units in row:
+            width = room * units / sum(u for _, u in row)
+            if name == key:
+                return round(x + width / 2), KEYBOARD_TOP + i * KEY_ROW_STEP + KEY_H // 2
+            x += width + KEY_SPACING
+    raise KeyError(f"no key {key!r} on the lookup screen's keyboard")
+
+
+def tap_keys(display_name: str, keys: list[str] | str) -> None:
+    """Touch the lookup screen's keys one after the other (a string: one key per character)."""
+    for key in keys:
+        click(display_name, *lookup_key_xy(key))
+        time.sleep(0.05)  # a tap is a press and a release: SDL must see them as separate taps
+
+
 def has_xtest() -> bool:
     return ctypes.util.find_library("Xtst") is not None
 
@@ -208,6 +242,31 @@ def orange_text(rgb: np.ndarray, region: tuple[slice, slice], what: str) -> list
     px = rgb[region].astype(int)
     orange = int(((px[..., 0] > 200) & (px[..., 1] > 110) & (px[..., 1] < 190) & (px[..., 2] < 90)).sum())
     return [] if orange > 150 else [f"no alert text in the {what} ({orange} orange pixels)"]
+
+
+def lookup_field_empty(rgb: np.ndarray) -> list[str]:
+    """The lookup screen's typed line shows its grey hint, no typed (light) text."""
+    light = int((rgb[LOOKUP_FIELD] > 190).all(axis=2).sum())
+    return [] if light == 0 else [f"the typed line is not empty ({light} light text pixels)"]
+
+
+def lookup_photos_shown(rgb: np.ndarray) -> int:
+    """How many cells of the lookup screen's first two rows of photos hold a real picture (many colours)."""
+    found = 0
+    for row in range(2):
+        top = LOOKUP_PHOTOS[0].start + 6 + row * LOOKUP_CELL_STEP[1]
+        for col in range(4):
+            left = LOOKUP_PHOTOS[1].start + 6 + col * LOOKUP_CELL_STEP[0]
+            square = rgb[top : top + 140, left : left + 140]
+            found += len(np.unique((square >> 3).reshape(-1, 3), axis=0)) > 300
+    return found
+
+
+def lookup_named_highlighted(rgb: np.ndarray) -> list[str]:
+    """The first photo's cell (the photo the visitor named) has the green background of ui_kivy's LookupThumb."""
+    cell = rgb[LOOKUP_PHOTOS[0].start + 2 : LOOKUP_PHOTOS[0].start + 210, LOOKUP_PHOTOS[1].start + 1]
+    green = int((np.abs(cell.astype(int) - (33, 84, 51)).max(axis=1) < 12).sum())
+    return [] if green > 150 else [f"the named photo's cell is not highlighted ({green} green pixels at its edge)"]
 
 
 def card_photos(rgb: np.ndarray, expect_photos: int) -> list[str]:

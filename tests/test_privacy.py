@@ -36,7 +36,8 @@ import zmq
 
 import config
 from benchmarks.graph import display_results
-from messages import Query, decode, encode, endpoint
+from index import store
+from messages import Query, decode, encode, endpoint, open_socket
 from tests import factories
 from tests.conftest import DEMO_CLIP, PROJECT
 from tests.factories import Echo, matcher_in_thread
@@ -191,6 +192,126 @@ def test_kiosk_mode_writes_nothing_and_stays_on_loopback(demo_index: Path, tmp_p
     assert "127.0.0.1" in addresses, "the trace missed the loopback sockets"
     outside = sorted({a for a in addresses if not _is_loopback(a)})
     assert not outside, f"kiosk mode used addresses beyond this machine: {outside}"
+
+
+# -- "Are my photos in it?": what a visitor types on the lookup screen ----------------------------
+
+WRITE_OR_SEND = re.compile(r"^(\d+) +(write|pwrite64|sendto|sendmsg)\((.*)")
+
+
+def _sent_or_written(trace: str) -> list[str]:
+    """The lines of ``trace`` that hand bytes to a file, pipe or socket (with as much of the bytes as strace showed)."""
+    return [line for line in trace.splitlines() if WRITE_OR_SEND.match(line)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_what_a_visitor_types_to_look_up_their_photos_is_never_written_logged_or_sent(
+    x_display: str, upstream, ipc_dir: Path, tmp_path: Path, megaface_index: Path
+):
+    """The Kivy window in kiosk mode, logging at DEBUG, under ``strace -f``, over a visitor's results:
+    an account is typed on the on-screen keys and searched, a photo id typed on the (physical)
+    keyboard and searched with Enter (which is also the USB print button's key here), Back, and the
+    screen reopened. In the trace, no file is written (bytecode caches aside) and no write or send
+    of any kind (log lines, sockets, pipes) carries what was typed, nor the account it found; the
+    trace does show the window's log lines and its messages, so it would have seen them."""
+    from benchmarks.graph import logged
+    from tests import kiosk_screen as ks
+    from tests.kiosk_fakes import FakePrinter, display_config
+
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (apt-get install strace)")
+    meta = store.Metadata(megaface_index)
+    entries = list(meta.lookup(list(range(store.read_manifest(megaface_index).real))).values())
+    meta.close()
+    accounts = Counter(e.nsid for e in entries)
+    nsid = accounts.most_common(1)[0][0]
+    photo_id = next(e.photo_id for e in entries if e.nsid != nsid and accounts[e.nsid] > 1)
+    owner = next(e.nsid for e in entries if e.photo_id == photo_id)
+    toml = display_config().replace('path = "build/no-index-here"', f'path = "{megaface_index}"')
+    toml = "[mode]\nkiosk = true\n" + toml + '\n[button]\nbackend = "key"\nkey = "enter"\n'
+    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, toml)
+    trace_file = tmp_path / "trace.txt"
+    upstream.send_garbage = False
+    printer = FakePrinter(upstream)
+    # The print button's end of ``session`` (bound as the button actor binds it): without a subscriber
+    # the window's PUB would send nothing, and the trace would show no message to look into.
+    ctx = zmq.Context()
+    button = open_socket(ctx, upstream.cfg, "session", "button", receiving=True)
+    heard: list[bytes] = []
+    # write and pwrite64 on top of the file and network calls: log lines and pipes (the X server's
+    # traffic goes by writev and is left out: pixels, megabytes of them)
+    traced = [strace, "-f", "-qq", "-s", "65536", "-e", f"trace={TRACED},write,pwrite64", "-e", "signal=none"]
+    window = subprocess.Popen(
+        [*traced, "-o", str(trace_file), sys.executable, "-m", "ui_kivy"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen: list[tuple[str, str]] = []
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in window.stdout], daemon=True).start()
+
+    def wait_for(needle: str, what: str, timeout_s: float = 30) -> str:
+        found = logged("display", needle)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            while button.poll(0):
+                heard.append(b"".join(button.recv_multipart()))
+            try:
+                seen.append(("display", lines.get(timeout=0.2).rstrip("\n")))
+            except queue.Empty:
+                assert window.poll() is None, "the window exited:\n" + "\n".join(x for _, x in seen[-30:])
+            if (line := found(seen)) is not None:
+                return line
+        raise AssertionError(f"no {what} within {timeout_s} s:\n" + "\n".join(x for _, x in seen[-30:]))
+
+    try:
+        wait_for("window ready", "window", 120)
+        wait_for("print_lit=True", "the visitor's results", 60)
+        ks.click(x_display, *ks.LOOKUP_BUTTON_XY)
+        wait_for("lookup screen opened", "the lookup screen")
+        ks.tap_keys(x_display, [*nsid.lower(), "search"])
+        wait_for("lookup answered (hit)", "the account's answer")
+        ks.tap_keys(x_display, ["clear"])
+        # Kivy hands touches to the window a frame later than typed text: typing waits for the clear
+        ks.grab_until(x_display, ks.lookup_field_empty, "lookup_traced_cleared.png")
+        for digit in photo_id:
+            ks.press_key(x_display, digit)
+        seen.clear()
+        ks.press_key(x_display, "Return")
+        wait_for("lookup answered (hit)", "the photo's answer")
+        ks.click(x_display, *ks.LOOKUP_BACK_XY)
+        wait_for("lookup screen closed (Back)", "Back")
+        ks.click(x_display, *ks.LOOKUP_BUTTON_XY)
+        wait_for("lookup screen opened", "the lookup screen again")
+        assert printer.receive() is None, "Enter on the lookup screen printed"
+    finally:
+        os.killpg(window.pid, signal.SIGTERM)  # strace and the window share the session
+        try:
+            window.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(window.pid, signal.SIGKILL)
+            window.wait()
+        printer.close()
+        button.close(linger=0)
+        ctx.term()
+    trace = trace_file.read_text(errors="replace")
+    written = [p for p in _written_paths(trace) if not _allowed(p)]
+    assert not written, f"the window wrote to disk: {sorted(set(written))[:20]}"
+    assert not ks.left_in_home(env), f"the window wrote into its HOME: {ks.left_in_home(env)}"
+    out = _sent_or_written(trace)
+    assert any("lookup screen opened" in line for line in out), "the trace missed the window's log lines"
+    assert heard, "no session message reached the test's button socket"
+    assert any("session" in line and "sendto(" in line for line in out), "the trace missed the window's messages"
+    for secret in (nsid, nsid.lower(), photo_id, owner):
+        leaks = [line[:200] for line in out if secret in line]
+        assert not leaks, f"{secret!r}, typed or found on the lookup screen, was written or sent: {leaks[:3]}"
+        assert not [m for m in heard if secret.encode() in m], f"{secret!r} was in a session message"
 
 
 # -- memory: what the actors still hold once the visitor has gone ---------------------------------

@@ -22,6 +22,14 @@ lights, pulses or darkens the real button from it. A press of the real button ar
 window itself takes the key a USB button types (``button.key``); presses closer together than
 ``button.debounce_ms`` (a key held down repeats) are one press.
 
+"Are my photos in it?": a button in the title row opens a second screen in place of the live view
+and the cards (ui_kivy/lookup_input.py holds what is typed there and when it closes): an on-screen
+keyboard, a USB keyboard too, and the answer of index/lookup.py from the index's metadata, with the
+account's photos read from the dataset a few per poll. It closes on Back, when the visitor leaves,
+and after ``display.lookup_idle_s`` untouched, forgetting the text and the answer; the log says
+that something happened there, never what was typed or found. While it is open the print button is
+hidden and dark, presses print nothing, and every key belongs to it (Enter searches).
+
 Printing: the print button sends a ``PrintJob`` over REQ and waits for the ``PrintReply`` without
 blocking the window. When no reply comes within PRINT_TIMEOUT_S the REQ socket is closed and
 reopened (Lazy Pirate) and the same job is sent again, up to PRINT_ATTEMPTS times; the printer
@@ -60,6 +68,7 @@ from kivy.metrics import dp
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty, ObjectProperty, StringProperty
 from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 from PIL import Image
@@ -69,7 +78,8 @@ from actors.button.logic import Debounce, button_alert
 from actors.display import camera_alert
 from actors.runtime import StopFlag, stop_on_signals
 from actors.runtime.supervisor import Supervisor
-from index import scores
+from index import lookup, scores
+from index.lookup import UNAVAILABLE, LookupAnswer, LookupPhoto
 from index.photos import DatasetPhotos
 from index.scores import FAIRNESS_NOTE, confidence, confidence_text, display_name
 from messages import (
@@ -91,6 +101,7 @@ from messages import (
     open_socket,
 )
 from messages.inbox import MIN_ALIVE_S
+from ui_kivy.lookup_input import BACKSPACE, CLEAR, KEY_ROWS, SEARCH, SHIFT, LookupInput
 from ui_kivy.session import Phase, Session, Timing
 
 KV_PATH = Path(__file__).with_name("kiosk.kv")
@@ -107,6 +118,9 @@ PRESS_MAX_AGE_S = 2.0  # a physical press older than this (the window was frozen
 SESSION_EVERY_S = 0.5  # the session state goes to the print button at least this often
 BOX_RGBA = (0.2, 1.0, 0.3, 1.0)  # the visitor's box
 OTHER_BOX_RGBA = (1.0, 1.0, 1.0, 0.6)  # other faces in the frame
+# A physical keyboard on the lookup screen: these keys do what the on-screen ones do (letters come as text).
+LOOKUP_KEYS = {"backspace": BACKSPACE, "enter": SEARCH, "numpadenter": SEARCH, "escape": "back"}
+THUMBS_PER_POLL = 3  # photos of a lookup's answer read per poll, so the window never stalls on 60 of them
 
 log = logging.getLogger("display")
 
@@ -203,6 +217,32 @@ def box_rect(
         left, right = frame_w - right, frame_w - left
     sx, sy = iw / frame_w, ih / frame_h
     return ix + left * sx, iy + (frame_h - bottom) * sy, (right - left) * sx, (bottom - top) * sy
+
+
+def key_label(key: str, shift: bool) -> str:
+    """What a key of the on-screen keyboard shows."""
+    names = {SHIFT: "abc" if shift else "ABC", BACKSPACE: "delete", CLEAR: "clear", SEARCH: "search"}
+    return names.get(key, key.upper() if shift else key)
+
+
+def thumb_captions(p: LookupPhoto) -> tuple[str, str, str]:
+    """The three lines under a photo of the lookup's answer: photo id, licence, date taken."""
+    return (
+        f"photo {p.photo_id}" if p.photo_id else "photo id not recorded",
+        p.licence or "licence not recorded",
+        f"taken {p.date_taken}" if p.date_taken else "date not recorded",
+    )
+
+
+def opening_sentence(unavailable: str) -> tuple[str, str]:
+    """(sentence, kind) of a lookup screen just opened: what it will show, or why it can't."""
+    if unavailable:
+        return unavailable, UNAVAILABLE
+    return (
+        "How many photos of that account the dataset holds shows here, "
+        "with the photos themselves, their licences and the dates they were taken.",
+        "prompt",
+    )
 
 
 def chip_jpeg(chip: bytes, side_px: int = CHIP_PX) -> bytes:
@@ -317,10 +357,83 @@ class LiveView(Widget):
                 Line(rectangle=rect, width=dp(3) if i == self.visitor else dp(1.5))
 
 
-class KioskView(BoxLayout):
-    """The root widget; the Kiosk sets these properties and listens for ``on_print``."""
+class LookupKey(Button):
+    """A key of the on-screen keyboard: a character, or one of ui_kivy.lookup_input.COMMANDS."""
 
-    __events__ = ("on_print",)
+    key = StringProperty("")
+    shift = BooleanProperty(False)
+    label = StringProperty("")
+
+    def on_key(self, *_: Any) -> None:
+        self._relabel()
+
+    def on_shift(self, *_: Any) -> None:
+        self._relabel()
+
+    def _relabel(self) -> None:
+        self.label = key_label(self.key, self.shift)
+
+
+class LookupKeyboard(BoxLayout):
+    """The on-screen keyboard, row by row from KEY_ROWS; dispatches ``on_key`` with the key touched."""
+
+    __events__ = ("on_key",)
+    shift = BooleanProperty(False)
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(orientation="vertical", spacing=dp(6), **kwargs)
+        self.keys: dict[str, LookupKey] = {}
+        for row in KEY_ROWS:
+            line = BoxLayout(spacing=dp(6))
+            for key, units in row:
+                button = LookupKey(key=key, size_hint_x=units)
+                button.bind(on_release=lambda b: self.dispatch("on_key", b.key))
+                self.keys[key] = button
+                line.add_widget(button)
+            self.add_widget(line)
+
+    def on_shift(self, _: Any, shift: bool) -> None:
+        for button in self.keys.values():
+            button.shift = shift
+
+    def on_key(self, key: str) -> None:
+        """Dispatched by each key."""
+
+
+class TypedLine(Label):
+    """What is typed on the lookup screen, on one line: when it is wider than the line, its start is
+    cut and "…" shown instead, so the end (where typing goes on) stays in view."""
+
+    typed = StringProperty("")
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.bind(typed=self._fit, size=self._fit, font_size=self._fit)
+
+    def _fit(self, *_: Any) -> None:
+        text, width = self.typed, self.width
+        extents = self._label.get_extents  # measured in this label's font and size
+        while len(text) > 1 and extents(text if text == self.typed else "…" + text)[0] > width:
+            text = text[1:]
+        self.text = text if text == self.typed else "…" + text
+
+
+class LookupThumb(BoxLayout):
+    """One photo of the lookup's answer: the photo (aspect kept) and its photo id, licence and date."""
+
+    photo = ObjectProperty(None, allownone=True)  # a Texture, or None: the placeholder shows
+    placeholder = StringProperty("loading…")
+    photo_id = StringProperty("")
+    licence = StringProperty("")
+    date = StringProperty("")
+    asked = BooleanProperty(False)  # the photo the visitor named: highlighted
+
+
+class KioskView(BoxLayout):
+    """The root widget; the Kiosk sets these properties and listens for its events (``on_print``,
+    and the lookup screen's ``on_lookup_open``, ``on_lookup_back``, ``on_lookup_key``)."""
+
+    __events__ = ("on_print", "on_lookup_open", "on_lookup_back", "on_lookup_key")
     mode = StringProperty("attract")  # attract | searching | results
     status = StringProperty("step in front of the camera")
     alerts = StringProperty("waiting for the camera…")
@@ -329,6 +442,20 @@ class KioskView(BoxLayout):
     dataset_info = StringProperty("")
     fairness_note = StringProperty(FAIRNESS_NOTE)  # under the result cards: not every face is judged as well
     lookalikes = StringProperty("")  # under the status: how many people would look this much like you by chance
+    lookup_shown = BooleanProperty(False)  # the "Are my photos in it?" screen replaces the middle
+    lookup_text = StringProperty("")  # what is typed there (nowhere else but in ui_kivy.lookup_input.LookupInput)
+    lookup_shift = BooleanProperty(False)
+    lookup_sentence = StringProperty("")
+    lookup_kind = StringProperty("prompt")  # prompt, or index.lookup's hit / none / error / unavailable
+
+    def on_lookup_open(self) -> None:
+        """Dispatched by "Are my photos in it?" in the title row."""
+
+    def on_lookup_back(self) -> None:
+        """Dispatched by the lookup screen's Back."""
+
+    def on_lookup_key(self, key: str) -> None:
+        """Dispatched by a key of the on-screen keyboard."""
 
     def on_print(self) -> None:
         """Dispatched by the print button."""
@@ -355,6 +482,10 @@ class Kiosk:
         )
         self.print_face: bool = cfg["printer"]["print_visitor_face"]
         self.photos = DatasetPhotos(cfg.path("index", "path"))
+        self.lookup = LookupInput(d["lookup_idle_s"])  # what a visitor types on the lookup screen, and its answer
+        self.lookup_source = lookup.Source.open(cfg.path("index", "path"))
+        self._shown_answer: LookupAnswer | None = None
+        self._thumbs: list[tuple[LookupThumb, str]] = []  # photos of the answer not read yet
         self.stats: Counter[str] = Counter()
         self.inboxes = {
             topic: Inbox(
@@ -387,6 +518,11 @@ class Kiosk:
         view.ids.live.mirror = d["mirror"]
         self._show_dataset_info()
         view.bind(on_print=lambda *_: self.request_print())
+        view.bind(on_lookup_open=lambda *_: self.open_lookup())
+        view.bind(on_lookup_back=lambda *_: self.close_lookup("Back"))
+        view.bind(on_lookup_key=lambda _, key: self.lookup_key(key))
+        view.ids.lookup_scroll.bind(scroll_y=lambda *_: self.lookup.touched(time.monotonic_ns()))
+        self._show_lookup()
 
     def poll(self, now_ns: int) -> None:
         for topic, inbox in self.inboxes.items():
@@ -406,6 +542,7 @@ class Kiosk:
             live.clear()
             log.warning("camera lost: no frame for %.1f s; the live view is cleared", MIN_ALIVE_S)
         self.session.tick(now_ns)
+        self._poll_lookup(now_ns)
         self._render(now_ns)
 
     def _show_dataset_info(self) -> None:
@@ -419,6 +556,9 @@ class Kiosk:
         log.debug("print button pressed (%s)", source)
         now_ns = time.monotonic_ns()
         if self.pending is not None:
+            return
+        if self.lookup.is_open:  # its print button is hidden, and the physical one dark
+            log.info("print request (%s) ignored: the lookup screen is open", source)
             return
         m = self.session.request_print(now_ns)
         if m is None:
@@ -439,7 +579,81 @@ class Kiosk:
         log.info("print key '%s' pressed", key)
         self.request_print(source=f"key {key}")
 
+    # --- the lookup screen ("Are my photos in it?") ------------------------------------------------
+    # What the visitor types is never logged, sent or written: the log says that something happened,
+    # never what was typed or found (which account, which photos).
+
+    def open_lookup(self) -> None:
+        self.lookup.open(time.monotonic_ns())
+        self._show_lookup()
+        log.info("lookup screen opened")
+
+    def close_lookup(self, why: str) -> None:
+        """Close the lookup screen and forget what was typed and found there."""
+        if self.lookup.close(why):
+            self._show_lookup()
+            log.info("lookup screen closed (%s)", why)
+
+    def lookup_key(self, key: str) -> None:
+        """A key of the on-screen keyboard, or a command from a physical one (Enter: search)."""
+        if self.lookup.press(key, time.monotonic_ns()):
+            started = time.perf_counter()
+            answer = lookup.lookup(self.lookup_source, self.lookup.text)
+            took_ms = (time.perf_counter() - started) * 1000
+            self.lookup.answer = answer
+            log.debug("lookup answered (%s) in %.1f ms", answer.kind, took_ms)
+        self._show_lookup()
+
+    def lookup_typed(self, chars: str) -> None:
+        """Characters typed on a physical keyboard while the lookup screen is open."""
+        self.lookup.type(chars, time.monotonic_ns())
+        self._show_lookup()
+
+    def _poll_lookup(self, now_ns: int) -> None:
+        if not self.lookup.is_open:
+            return
+        if self.lookup.idle(now_ns):
+            self.close_lookup(f"nothing touched for {self.lookup.idle_s:g} s")
+            return
+        if self.lookup.visitor_gone(self.session.last_face_ns, now_ns, self.session.timing.leave_s):
+            self.close_lookup("the visitor left")
+            return
+        if self._thumbs:
+            for thumb, photo in self._thumbs[:THUMBS_PER_POLL]:
+                rgb = self.photos.thumbnail(photo)
+                thumb.photo = rgb_texture(rgb) if rgb is not None else None
+                thumb.placeholder = "" if rgb is not None else "no photo"
+            del self._thumbs[:THUMBS_PER_POLL]
+            if not self._thumbs:
+                log.debug("lookup photos shown")
+
+    def _show_lookup(self) -> None:
+        """The lookup screen as self.lookup says: open or not, the text, the answer and its photos."""
+        v, typed = self.view, self.lookup
+        v.lookup_shown = typed.is_open
+        v.ids.screens.current = "lookup" if typed.is_open else "main"  # set here: kv sets it before the screens exist
+        v.lookup_text = typed.text
+        v.lookup_shift = typed.shift
+        if typed.answer is self._shown_answer and v.lookup_sentence:
+            return
+        answer = self._shown_answer = typed.answer
+        grid = v.ids.lookup_photos
+        grid.clear_widgets()  # the photos' textures go with their widgets
+        self._thumbs = []
+        if answer is None:
+            v.lookup_sentence, v.lookup_kind = opening_sentence(self.lookup_source.unavailable)
+        else:
+            v.lookup_sentence, v.lookup_kind = answer.sentence, answer.kind
+            for p in answer.photos:
+                photo_id, licence, date = thumb_captions(p)
+                thumb = LookupThumb(photo_id=photo_id, licence=licence, date=date, asked=p.asked)
+                grid.add_widget(thumb)
+                self._thumbs.append((thumb, p.photo))
+        v.ids.lookup_scroll.scroll_y = 1
+
     def close(self) -> None:
+        self.close_lookup("the window closes")
+        self.lookup_source.close()
         for inbox in self.inboxes.values():
             inbox.close()
         self.session_pub.close(linger=0)
@@ -512,7 +726,7 @@ class Kiosk:
             camera,
             button_alert(self.button) if self._alive("button_status", now_ns) else "",
         )
-        v.can_print = self.pending is None and s.can_print
+        v.can_print = self.pending is None and s.can_print and not self.lookup.is_open
         self._say_session(now_ns, s.phase, v.can_print)
         if self.pending is None and v.print_note and (now_ns > self.print_note_until_ns or s.phase is Phase.ATTRACT):
             v.print_note = ""
@@ -634,23 +848,41 @@ class KioskApp(App):
         self.cfg, self.stop_flag, self.supervisor = cfg, stop, supervisor
         self.kiosk: Kiosk | None = None
         self._print_key: int | None = None  # the keycode a USB print button types (button.backend = "key")
+        self._lookup_keys: dict[int, str] = {}  # keycode -> what it does on the lookup screen
 
     def build(self) -> KioskView:
         view = KioskView()
         self.kiosk = Kiosk(self.cfg, view, zmq.Context())
         Clock.schedule_interval(self._poll, POLL_S)
-        if self.cfg["button"]["backend"] == "key":
-            from kivy.core.window import Keyboard, Window
+        from kivy.core.window import Keyboard, Window
 
+        if self.cfg["button"]["backend"] == "key":
             self._print_key = Keyboard.keycodes[self.cfg["button"]["key"]]
-            Window.bind(on_key_down=self._key_down)
+        self._lookup_keys = {Keyboard.keycodes[name]: command for name, command in LOOKUP_KEYS.items()}
+        Window.bind(on_key_down=self._key_down, on_textinput=self._text_input)
         return view
 
     def _key_down(self, _window: Any, key: int, *_: Any) -> bool:
-        if key != self._print_key or self.kiosk is None:
+        if self.kiosk is None:
+            return False
+        if self.kiosk.lookup.is_open:
+            # Every key belongs to the lookup screen while it is open: Enter searches, and a USB print
+            # button that types Enter (button.backend = "key") prints nothing meanwhile.
+            command = self._lookup_keys.get(key)
+            if command == "back":
+                self.kiosk.close_lookup("Back")
+            elif command is not None:
+                self.kiosk.lookup_key(command)
+            return True
+        if key != self._print_key:
             return False
         self.kiosk.key_pressed(time.monotonic_ns())
         return True
+
+    def _text_input(self, _window: Any, text: str) -> None:
+        """What a physical keyboard types (after shift and the layout: '@' too), for the lookup screen."""
+        if self.kiosk is not None and self.kiosk.lookup.is_open:
+            self.kiosk.lookup_typed(text)
 
     def on_start(self) -> None:
         self.root_window.bind(on_flip=self._first_flip)
