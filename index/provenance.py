@@ -21,6 +21,7 @@ from messages import Result
 SEP = " · "
 ELLIPSIS = "…"
 MIN_PART_CHARS = 6  # an elided part keeps at least this many characters (with the ellipsis)
+MIN_PHOTO_CHARS = 10  # the photo id or address is cut before the licence, down to this ("photo 181…")
 _DATE_TIME = re.compile(r"(?P<date>\d{4}-\d{2}-\d{2})[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://(?:www\.)?", re.IGNORECASE)
 
@@ -81,8 +82,9 @@ def card_line(p: Provenance, max_chars: int) -> str:
     """One line of at most ``max_chars`` characters for a result card; '' when the dataset gives nothing.
 
     The fullest wording that fits wins: "Flickr account A · photo P · LICENCE · taken D", then
-    "Flickr A", then the date without "taken", then the photo id or address elided (an address in
-    the middle, keeping the photo's end), then the licence; what still does not fit is cut at the end.
+    "Flickr A", then the date without "taken"; then the photo id or address and the licence share
+    what the account and date leave (:func:`share`: the photo gives way first), each elided to its
+    part (an address in the middle, keeping its end); what still does not fit is cut at the end.
     """
     if not p:
         return ""
@@ -97,16 +99,31 @@ def card_line(p: Provenance, max_chars: int) -> str:
         if len(line) <= max_chars:
             return line
     parts = [f"Flickr {p.account}" if p.account else "", photo, p.licence, p.date]
-    for i in (1, 2):  # the photo, then the licence, elided to what the rest leaves them
-        if not parts[i]:
-            continue
-        others = SEP.join(part for j, part in enumerate(parts) if part and j != i)
-        room = max_chars - len(others) - (len(SEP) if others else 0)
-        parts[i] = elide(parts[i], max(room, MIN_PART_CHARS), keep_tail=i == 1 and not p.photo_id)
-        line = SEP.join(part for part in parts if part)
-        if len(line) <= max_chars:
-            return line
+    fixed = [part for part in (parts[0], parts[3]) if part]
+    room = max_chars - sum(map(len, fixed)) - len(SEP) * (len([part for part in parts if part]) - 1)
+    photo_chars, licence_chars = share(len(photo), len(p.licence), room)
+    parts[1] = elide(photo, photo_chars, keep_tail=not p.photo_id) if photo else ""
+    parts[2] = elide(p.licence, licence_chars) if p.licence else ""
     return elide(SEP.join(part for part in parts if part), max_chars)
+
+
+def share(photo: int, licence: int, room: int) -> tuple[int, int]:
+    """How many of ``room`` characters the photo part and the licence (of these lengths) get on a card:
+    both whole when they fit; else the photo is cut first, down to MIN_PHOTO_CHARS; then the two
+    share alike (a part shorter than its half whole); at least MIN_PART_CHARS each (the line is
+    then cut at its end)."""
+    if photo + licence <= room:
+        return photo, licence
+    if room - licence >= MIN_PHOTO_CHARS:
+        return room - licence, licence
+    half = room // 2
+    if photo <= half:
+        cut = (photo, room - photo)
+    elif licence <= half:
+        cut = (room - licence, licence)
+    else:
+        cut = (room - half, half)
+    return max(cut[0], MIN_PART_CHARS), max(cut[1], MIN_PART_CHARS)
 
 
 def receipt_fields(p: Provenance, photo: str) -> list[tuple[str, str]]:
