@@ -110,7 +110,7 @@ PRESS_MAX_AGE_S = 2.0  # a physical press older than this (the window was frozen
 SESSION_EVERY_S = 0.5  # the session state goes to the print button at least this often
 BOX_RGBA = (0.2, 1.0, 0.3, 1.0)  # the visitor's box
 OTHER_BOX_RGBA = (1.0, 1.0, 1.0, 0.6)  # other faces in the frame
-CHAR_EM = 0.52  # a card's provenance line: a character's mean width in font sizes (Roboto, digits and letters)
+CHAR_EM = 0.49  # a card's provenance line: a character's mean width in font sizes (Roboto, digits and letters)
 
 log = logging.getLogger("display")
 
