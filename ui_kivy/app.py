@@ -111,6 +111,7 @@ SESSION_EVERY_S = 0.5  # the session state goes to the print button at least thi
 BOX_RGBA = (0.2, 1.0, 0.3, 1.0)  # the visitor's box
 OTHER_BOX_RGBA = (1.0, 1.0, 1.0, 0.6)  # other faces in the frame
 CHAR_EM = 0.49  # a card's provenance line: a character's mean width in font sizes (Roboto, digits and letters)
+CARD_TEXT_MIN_DP = 64  # a card's text needs this height for name, confidence and provenance (kiosk.kv)
 
 log = logging.getLogger("display")
 
@@ -258,11 +259,13 @@ class ResultCard(BoxLayout):
         self.fit_provenance()
 
     def fit_provenance(self) -> None:
-        """The provenance line in the words that fit the label's width (called again when it changes)."""
-        label = self.ids.get("provenance")
-        if label is None:
+        """The provenance line in the words that fit the label's width (called again when it or the card's
+        height changes); none in a card too low for three lines of text (a small window)."""
+        label, column = self.ids.get("provenance"), self.ids.get("text_column")
+        if label is None or column is None:
             return
-        line = provenance.card_line(self._provenance, line_chars(label.width, label.font_size))
+        chars = line_chars(label.width, label.font_size) if column.height >= dp(CARD_TEXT_MIN_DP) else 0
+        line = provenance.card_line(self._provenance, chars)
         if line != self.provenance:
             self.provenance = line
             if line:
