@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from benchmarks.graph import hog as busy_loops
-from tests.factories import Echo, matcher_in_thread
+from tests.factories import Echo, matcher_in_thread, megaface_subset
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO_GALLERY = PROJECT / "demo" / "gallery"
@@ -72,6 +72,19 @@ def demo_index_3(demo_index: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copy(demo_index / build.JOURNAL, out / build.JOURNAL)
     build.build(DEMO_GALLERY, out, n_shards=3, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def megaface_subset_index(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few accounts of the MegaFace sample (tests.factories.megaface_subset: its layout, sidecars and
+    flickr_metadata.csv) built into a 1-shard index, once per test run (~10 s): every row has its
+    account, photo id, licence and date taken."""
+    from index import build
+
+    root = tmp_path_factory.mktemp("megaface")
+    megaface_subset(shared_data, root / "dataset")
+    build.build(root / "dataset", root / "index", n_shards=1, progress=False)
+    return root / "index"
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,9 @@ conftest.py); everything is a plain function or class a test calls.
 from __future__ import annotations
 
 import contextlib
+import csv
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,3 +236,44 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state != b"Z"
+
+
+# --- the MegaFace sample (../shared/data/megaface_sample) ------------------------------------------
+
+
+def megaface_truth(shared_data: Path) -> dict[str, str]:
+    """Every sample photo's path and its account (truth.tsv)."""
+    with open(shared_data / "megaface_sample" / "truth.tsv", newline="") as f:
+        return {row["path"]: row["nsid"] for row in csv.DictReader(f, delimiter="\t")}
+
+
+def megaface_flickr_rows(shared_data: Path) -> dict[str, dict[str, str]]:
+    """The sample's flickr_metadata.csv rows by photo id (photo_id, nsid, licence, date_taken)."""
+    with open(shared_data / "megaface_sample" / "flickr_metadata.csv", newline="") as f:
+        return {row["photo_id"]: row for row in csv.DictReader(f)}
+
+
+def megaface_photo_id(path: str) -> str:
+    """The photo id in a MegaFace file name (``<photo id>_<face>.jpg``)."""
+    return Path(path).name.split("_")[0]
+
+
+def megaface_subset(shared_data: Path, dest: Path) -> tuple[dict[str, str], str]:
+    """Four accounts with several photos and three with one, copied with their sidecars and the
+    sample's flickr_metadata.csv; and an eighth account whose folder the test makes unreadable."""
+    truth = megaface_truth(shared_data)
+    by_account: dict[str, list[str]] = {}
+    for path, nsid in truth.items():
+        by_account.setdefault(nsid, []).append(path)
+    several = sorted(a for a, paths in by_account.items() if 4 <= len(paths) <= 6)[:4]
+    single = sorted(a for a, paths in by_account.items() if len(paths) == 1)[:4]
+    chosen = {p: truth[p] for a in several + single for p in by_account[a]}
+    sample = shared_data / "megaface_sample"
+    for path in chosen:
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        for name in (path, path + ".json"):
+            if (sample / name).exists():
+                shutil.copy(sample / name, dest / name)
+    shutil.copy(sample / "flickr_metadata.csv", dest / "flickr_metadata.csv")
+    hidden = single[-1]
+    return {p: a for p, a in chosen.items() if a != hidden}, str(Path(by_account[hidden][0]).parent)

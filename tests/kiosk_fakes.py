@@ -38,14 +38,14 @@ LOOKALIKES = (  # the reducer's sentence for a best match at 0.35 in a dataset t
 )
 
 
-def display_config(printer: str = 'backend = "spool"') -> str:
+def display_config(printer: str = 'backend = "spool"', index: str = "build/no-index-here") -> str:
     return f"""
 [display]
 stable_s = 0.2
 leave_s = 2.0
 results_hold_s = 300
 [index]
-path = "build/no-index-here"
+path = "{index}"
 [printer]
 {printer}
 [log]
@@ -83,11 +83,13 @@ def clip_frames() -> list[tuple[np.ndarray, list[list[int]], int, bytes]]:
 class FakeUpstream:
     """Camera, detector and reducer in a child process: binds their PUB sockets and publishes a round
     every PERIOD_S (a process of its own, so screen grabs in the test process never hold it up).
-    The test steers it through shared values: ``visitor``, ``query_id``, ``send_garbage``."""
+    The test steers it through shared values: ``visitor``, ``query_id``, ``send_garbage``.
+    ``results``: the result list every matches message carries (RESULTS unless given)."""
 
-    def __init__(self, ipc_dir: Path):
+    def __init__(self, ipc_dir: Path, results: list[Result] | None = None):
         self.cfg = config.validate({"network": {"transport": "ipc", "ipc_dir": str(ipc_dir)}})
         self.frames = clip_frames()  # computed here, before the fork
+        self.results = RESULTS if results is None else results
         ctx = multiprocessing.get_context("fork")
         self._visitor = ctx.Value("b", 1)  # 0: frames without a face (the visitor stepped away)
         self._garbage = ctx.Value("b", 1)  # 1: a malformed matches message each round, to be dropped
@@ -132,7 +134,9 @@ class FakeUpstream:
             msgs.append(Faces(Header(n, now, "detector", n), w, h, now, boxes, visitor, chip))
             # The result of the previous round's frame, 50 ms after it was captured.
             msgs.append(
-                Matches(Header(n, now, "reducer", n - 1), self.query_id, now - 50_000_000, RESULTS, False, [], 50.0)
+                Matches(
+                    Header(n, now, "reducer", n - 1), self.query_id, now - 50_000_000, self.results, False, [], 50.0
+                )
             )
         for msg in msgs:
             if isinstance(msg, Matches):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -280,3 +281,60 @@ def card_photos(rgb: np.ndarray, expect_photos: int) -> list[str]:
         if len(np.unique((square >> 3).reshape(-1, 3), axis=0)) > 300:
             found += 1
     return [] if found >= expect_photos else [f"{found} result cards show a photo, expected {expect_photos}"]
+
+
+# --- the result cards -----------------------------------------------------------------------------
+
+CARD_COLUMN = 606  # inside every result card, left of its rank number
+CARDS_X = slice(601, 1260)  # a card, left to right
+CARD_TEXT_X = slice(728, 1260)  # a card's text: right of its photo
+WINDOW_RGB = (26, 26, 31)  # the window's background (kiosk.kv)
+
+
+def result_cards(rgb: np.ndarray) -> list[tuple[int, int]]:
+    """(top, bottom) screen rows of each result card shown, from its background (bottom exclusive)."""
+    rows = RIGHT_PANEL[0]
+    col = rgb[rows, CARD_COLUMN].astype(int)
+    inside = np.abs(col - WINDOW_RGB).max(axis=1) > 8
+    cards, start = [], None
+    for y, on in enumerate([*inside, False]):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            if y - start >= 40:  # a card, not a letter of the title
+                cards.append((rows.start + start, rows.start + y))
+            start = None
+    return cards
+
+
+def text_bands(rgb: np.ndarray, top: int, bottom: int, cols: slice = CARD_TEXT_X) -> list[tuple[int, int]]:
+    """(top, bottom) rows of each line of text between ``top`` and ``bottom``: rows whose pixels stand out
+    from the background there (sampled at the card's left edge), separated by at least one empty row."""
+    area = rgb[top:bottom, cols].astype(int)
+    background = rgb[(top + bottom) // 2, CARD_COLUMN].astype(int)
+    ink = (np.abs(area - background).max(axis=2) > 60).any(axis=1)
+    bands, start = [], None
+    for y, on in enumerate([*ink, False]):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            bands.append((top + start, top + y))
+            start = None
+    return bands
+
+
+def cards_contained(rgb: np.ndarray, cards: list[tuple[int, int]]) -> list[str]:
+    """Problems where a card's text leaves its card: into the gaps between cards, or over its right edge."""
+    problems = []
+    for (_, bottom), (top, _) in itertools.pairwise(cards):
+        gap = rgb[bottom:top, CARDS_X].astype(int)
+        stray = int((np.abs(gap - WINDOW_RGB).max(axis=2) > 40).sum())
+        if stray:
+            problems.append(f"{stray} text pixels in the gap between cards at rows {bottom}..{top}")
+    for top, bottom in cards:
+        edge = rgb[top + 8 : bottom - 8, CARDS_X.stop - 8 : CARDS_X.stop - 2].astype(int)
+        background = rgb[(top + bottom) // 2, CARD_COLUMN].astype(int)
+        stray = int((np.abs(edge - background).max(axis=2) > 40).sum())
+        if stray:
+            problems.append(f"{stray} text pixels at the right edge of the card at rows {top}..{bottom}")
+    return problems

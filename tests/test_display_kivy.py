@@ -32,6 +32,7 @@ import pytest
 
 from actors.display import camera_alert
 from benchmarks.graph import Graph, logged
+from index.provenance import Provenance
 from messages import CameraStatus, Header, Matches
 from tests import cups_server, factories
 from tests import kiosk_screen as ks
@@ -58,6 +59,7 @@ def test_cards_alerts_and_boxes() -> None:
         "percent": 99,
         "distance": "distance 0.350",
         "close": True,
+        "provenance": Provenance(),  # the fake results carry none: the card has no provenance line
     }
     assert [r["close"] for r in rows] == [True, False, False, False, False]
     calibrated = app.card_rows([dataclasses.replace(RESULTS[1], p_same=0.12, verdict="look-alike")], 0.6)

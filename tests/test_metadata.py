@@ -18,6 +18,7 @@ import pytest
 from index import build, cli, flickr, photo_metadata, store
 from index.gallery import Gallery
 from messages import Header, Matches, Result, decode, encode
+from tests.factories import megaface_flickr_rows, megaface_photo_id, megaface_subset, megaface_truth
 
 # -- the scan streams -------------------------------------------------------------------------
 
@@ -93,9 +94,9 @@ def test_the_scan_keeps_the_order_builds_used_and_reads_account_and_photo_id_fro
             if Path(name).suffix.lower() in build.IMAGE_SUFFIXES:
                 walked.append(str((Path(dirpath) / name).relative_to(root)))
     assert [p.path for p in found] == walked and len(found) == 996
-    truth = _truth(shared_data)
+    truth = megaface_truth(shared_data)
     assert {p.path: (p.identity, p.nsid, p.photo_id) for p in found} == {
-        path: (nsid, nsid, _photo_id(path)) for path, nsid in truth.items()
+        path: (nsid, nsid, megaface_photo_id(path)) for path, nsid in truth.items()
     }
 
 
@@ -315,48 +316,13 @@ def test_a_provenance_value_the_wire_would_refuse_is_left_out_of_the_result(tmp_
 # -- the real sample, built -------------------------------------------------------------------
 
 
-def _truth(shared_data: Path) -> dict[str, str]:
-    with open(shared_data / "megaface_sample" / "truth.tsv", newline="") as f:
-        return {row["path"]: row["nsid"] for row in csv.DictReader(f, delimiter="\t")}
-
-
-def _flickr_rows(shared_data: Path) -> dict[str, dict[str, str]]:
-    with open(shared_data / "megaface_sample" / "flickr_metadata.csv", newline="") as f:
-        return {row["photo_id"]: row for row in csv.DictReader(f)}
-
-
-def _photo_id(path: str) -> str:
-    return Path(path).name.split("_")[0]
-
-
-def _subset(shared_data: Path, dest: Path) -> tuple[dict[str, str], str]:
-    """Four accounts with several photos and three with one, copied with their sidecars and the
-    sample's flickr_metadata.csv; and an eighth account whose folder the test makes unreadable."""
-    truth = _truth(shared_data)
-    by_account: dict[str, list[str]] = {}
-    for path, nsid in truth.items():
-        by_account.setdefault(nsid, []).append(path)
-    several = sorted(a for a, paths in by_account.items() if 4 <= len(paths) <= 6)[:4]
-    single = sorted(a for a, paths in by_account.items() if len(paths) == 1)[:4]
-    chosen = {p: truth[p] for a in several + single for p in by_account[a]}
-    sample = shared_data / "megaface_sample"
-    for path in chosen:
-        (dest / path).parent.mkdir(parents=True, exist_ok=True)
-        for name in (path, path + ".json"):
-            if (sample / name).exists():
-                shutil.copy(sample / name, dest / name)
-    shutil.copy(sample / "flickr_metadata.csv", dest / "flickr_metadata.csv")
-    hidden = single[-1]
-    return {p: a for p, a in chosen.items() if a != hidden}, str(Path(by_account[hidden][0]).parent)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_building_the_megaface_sample_stores_account_photo_id_licence_and_date_for_every_row(
     shared_data, tmp_path, listed, capsys
 ):
     dataset = tmp_path / "megaface"
-    expected, hidden_folder = _subset(shared_data, dataset)
+    expected, hidden_folder = megaface_subset(shared_data, dataset)
     hidden = Path(hidden_folder).name
     listed.refuse = (hidden,)  # one account's folder can't be listed: skipped, named, the rest built
     lines: list[str] = []
@@ -369,11 +335,11 @@ def test_building_the_megaface_sample_stores_account_photo_id_licence_and_date_f
     assert any(f"{len(expected)} photos matched one of its 996 rows, 0 had none" in line for line in lines)
     assert report["indexed"] == len(expected)  # every sample photo has a usable face
 
-    rows = _flickr_rows(shared_data)
+    rows = megaface_flickr_rows(shared_data)
     meta = store.Metadata(tmp_path / "idx")
     stored = meta.lookup(list(range(report["indexed"])))
     assert {e.photo: (e.identity, e.nsid, e.photo_id) for e in stored.values()} == {
-        p: (a, a, _photo_id(p)) for p, a in expected.items()
+        p: (a, a, megaface_photo_id(p)) for p, a in expected.items()
     }
     for e in stored.values():
         flickr_row = rows[e.photo_id]
@@ -384,7 +350,7 @@ def test_building_the_megaface_sample_stores_account_photo_id_licence_and_date_f
         )
     account = next(a for a in sorted(set(expected.values())) if list(expected.values()).count(a) >= 4)
     mine = sorted(p for p, a in expected.items() if a == account)
-    one = _photo_id(mine[1])
+    one = megaface_photo_id(mine[1])
     for text in (account, one, f"https://www.flickr.com/photos/{account}/{one}/"):
         found = flickr.find(meta, flickr.parse_flickr_query(text))
         assert sorted(e.photo for _, e in found.photos) == mine and found.total == len(mine)
@@ -396,11 +362,11 @@ def test_building_the_megaface_sample_stores_account_photo_id_licence_and_date_f
     probe = dataset / mine[0]
     assert cli.main(["search", str(probe), "--index", str(tmp_path / "idx"), "--top-k", "3"]) == 0
     best = json.loads(capsys.readouterr().out)[0]
-    first = rows[_photo_id(mine[0])]
+    first = rows[megaface_photo_id(mine[0])]
     assert best["photo"] == mine[0] and best["distance"] < 0.01
     assert (best["nsid"], best["photo_id"], best["licence"], best["date_taken"]) == (
         account,
-        _photo_id(mine[0]),
+        megaface_photo_id(mine[0]),
         first["licence"],
         first["date_taken"],
     )

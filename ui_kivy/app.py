@@ -4,7 +4,9 @@ takes ``presses``; sends ``print`` requests and its ``session`` state.
 The touchscreen flow follows :class:`ui_kivy.session.Session`: an attract screen that explains the
 kiosk (and that nothing is stored), the mirrored live view with the visitor's face box, "hold
 still", "searching", then five result cards (the matched dataset photo cropped around the face,
-the identity, a confidence in percent and the distance; under them one line that this kind of
+the identity, a confidence in percent and the distance, and one line on where the photo comes from:
+the Flickr account, photo id or web address, licence and date taken, as far as the dataset gives
+them, shortened to the card's width: index/provenance.py; under them one line that this kind of
 software is less accurate for some faces than for others, with the measured figure; under the live
 view how many people in the dataset would look this much like the visitor by chance, when the index
 can say: index/lookalikes.py) and a print button that lights up, and
@@ -78,9 +80,10 @@ from actors.button.logic import Debounce, button_alert
 from actors.display import camera_alert
 from actors.runtime import StopFlag, stop_on_signals
 from actors.runtime.supervisor import Supervisor
-from index import lookup, scores
+from index import lookup, provenance, scores
 from index.lookup import UNAVAILABLE, LookupAnswer, LookupPhoto
 from index.photos import DatasetPhotos
+from index.provenance import Provenance
 from index.scores import FAIRNESS_NOTE, confidence, confidence_text, display_name
 from messages import (
     CHIP_PX,
@@ -121,6 +124,8 @@ OTHER_BOX_RGBA = (1.0, 1.0, 1.0, 0.6)  # other faces in the frame
 # A physical keyboard on the lookup screen: these keys do what the on-screen ones do (letters come as text).
 LOOKUP_KEYS = {"backspace": BACKSPACE, "enter": SEARCH, "numpadenter": SEARCH, "escape": "back"}
 THUMBS_PER_POLL = 3  # photos of a lookup's answer read per poll, so the window never stalls on 60 of them
+CHAR_EM = 0.49  # a card's provenance line: a character's mean width in font sizes (Roboto, digits and letters)
+CARD_TEXT_MIN_DP = 64  # a card's text needs this height for name, confidence and provenance (kiosk.kv)
 
 log = logging.getLogger("display")
 
@@ -141,9 +146,17 @@ def card_rows(results: list[Result], threshold: float) -> list[dict[str, Any]]:
                 "percent": c.percent,
                 "distance": f"distance {r.distance:.3f}",
                 "close": r.distance <= threshold,
+                "provenance": provenance.of(r),
             }
         )
     return rows
+
+
+def line_chars(width_px: float, font_px: float) -> int:
+    """About how many characters of a line of text fit ``width_px`` at ``font_px`` (at least 0)."""
+    if width_px <= 0 or font_px <= 0:
+        return 0
+    return int(width_px / (font_px * CHAR_EM))
 
 
 def partial_note(msg: Matches | None) -> str:
@@ -270,6 +283,11 @@ class ResultCard(BoxLayout):
     distance = StringProperty("")
     close = BooleanProperty(False)
     photo = ObjectProperty(None, allownone=True)  # a Texture, or None: the placeholder shows
+    provenance = StringProperty("")  # where the photo comes from, fitted to the card's width ('' leaves it out)
+
+    def __init__(self, **kwargs: Any):
+        self._provenance = Provenance()
+        super().__init__(**kwargs)
 
     def show(self, row: dict[str, Any] | None, photo: Texture | None) -> None:
         row = row or {"rank": "", "name": "", "confidence": "", "distance": "", "close": False}
@@ -277,6 +295,21 @@ class ResultCard(BoxLayout):
         self.distance, self.close = row["distance"], row["close"]
         self.photo = photo
         self.opacity = 1 if row["name"] else 0
+        self._provenance = row.get("provenance") or Provenance()
+        self.fit_provenance()
+
+    def fit_provenance(self) -> None:
+        """The provenance line in the words that fit the label's width (called again when it or the card's
+        height changes); none in a card too low for three lines of text (a small window)."""
+        label, column = self.ids.get("provenance"), self.ids.get("text_column")
+        if label is None or column is None:
+            return
+        chars = line_chars(label.width, label.font_size) if column.height >= dp(CARD_TEXT_MIN_DP) else 0
+        line = provenance.card_line(self._provenance, chars)
+        if line != self.provenance:
+            self.provenance = line
+            if line:
+                log.debug("card %s provenance: %s", self.rank, line)
 
 
 class PrintButton(ButtonBehavior, Label):

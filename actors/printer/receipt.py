@@ -1,10 +1,14 @@
 """The printed receipt: the best match, its score and meaning, how many people in the dataset would look this
-much like the visitor by chance, the photo's source and licence, the dataset.
+much like the visitor by chance, where the matched photo comes from (the Flickr account, photo id or web
+address, licence and date taken where the dataset gives them: index/provenance.py), the dataset.
 
 :func:`compose` turns a result list into a :class:`Receipt` (wrapped text lines and the matched
 dataset photo); :func:`render_png` draws it at thermal-receipt width (576 px = 80 mm at 203 dpi)
 for the spool folder and ESC/POS printers; :func:`render_pdf` writes the same receipt as an 80 mm
 wide PDF with real text (so a CUPS queue prints sharp text, and the text can be searched).
+Lines wrap at WRAP_CHARS between words; a word longer than a line (a web address, a photo's path)
+breaks after a ``/`` or before a ``?``, ``&`` or ``#`` (:func:`break_token`), its continuation
+lines indented, and only a run without any of those is cut at the line's end.
 The visitor's own face is not on it unless the operator turned ``printer.print_visitor_face``
 on and the job carries it.
 """
@@ -13,14 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import textwrap
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from index import scores
-from index.photos import DatasetFacts, photo_source
+from index import provenance, scores
+from index.photos import DatasetFacts
 from index.scores import confidence, confidence_text, display_name
 from messages import Result
 
@@ -33,6 +38,8 @@ PHOTO_PX = 240  # the matched photo on the receipt
 PAPER_WIDTH_PT = 80 / 25.4 * 72  # 80 mm in PDF points
 PT_PER_PX = PAPER_WIDTH_PT / RECEIPT_WIDTH_PX
 PHOTO_MARK = "[photo]"  # the line where the photo goes
+CONTINUATION = "  "  # how a word broken over several lines goes on
+_BREAK = re.compile(r"(?<=/)(?!/)|(?=[?&#])")  # after a slash (not inside '//'), or before ? & #
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,6 @@ def compose(
         best = scores.best(results)
         c = confidence(best, threshold)
         same = best.distance <= threshold
-        source, licence = photo_source(best.photo)
         lines += [f"Your closest match: {display_name(best.identity)}"]
         if match_photo is not None:
             lines.append(PHOTO_MARK)
@@ -84,8 +90,7 @@ def compose(
             scores.FAIRNESS_NOTE,
             "",
             f"Their photo: {best.photo or '?'}",
-            f"Source: {source}",
-            f"Licence: {licence}",
+            *(f"{label}: {value}" for label, value in provenance.receipt_fields(provenance.of(best), best.photo)),
             "",
             "Next closest:",
             *(_runner_up(r, threshold) for r in results if r is not best),
@@ -98,8 +103,42 @@ def compose(
         if visitor_face is None
         else "Your picture is on this receipt only; the kiosk did not store it."
     ]
-    wrapped = [w for line in lines for w in (textwrap.wrap(line, WRAP_CHARS) or [""])]
+    wrapped = [w for line in lines for w in wrap(line, WRAP_CHARS)]
     return Receipt(wrapped, photos)
+
+
+def wrap(line: str, width: int) -> list[str]:
+    """``line`` in lines of at most ``width`` characters: between words, and a word too long for a line
+    (a web address, a path) broken where :func:`break_token` breaks it; ``[""]`` for an empty line."""
+    if len(line) <= width:
+        return [line]
+    out: list[str] = []
+    for piece in textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False) or [""]:
+        out += [piece] if len(piece) <= width else break_token(piece, width)
+    return out
+
+
+def break_token(token: str, width: int) -> list[str]:
+    """A word longer than ``width`` (a URL) over several lines: broken after a ``/`` or before ``? & #``,
+    as late as the line allows, the continuation lines indented by CONTINUATION; a run with no such
+    place is cut at the line's end. Joining the lines without their indent gives the word back."""
+    pieces = [p for p in _BREAK.split(token) if p]
+    lines: list[str] = []
+    current = ""
+    for piece in pieces:
+        room = width - (len(CONTINUATION) if lines else 0)
+        if current and len(current) + len(piece) > room:
+            lines.append(current)
+            current = ""
+            room = width - len(CONTINUATION)
+        current += piece
+        while len(current) > room:  # no place to break inside this run: cut it at the line's end
+            lines.append(current[:room])
+            current = current[room:]
+            room = width - len(CONTINUATION)
+    if current:
+        lines.append(current)
+    return [line if i == 0 else CONTINUATION + line for i, line in enumerate(lines)]
 
 
 def _runner_up(r: Result, threshold: float) -> str:
