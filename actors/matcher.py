@@ -82,6 +82,14 @@ def serves(name: str, env: dict[str, str], matchers: int, n_shards: int) -> list
     return shards
 
 
+def one_thread_each() -> None:
+    """A shard thread's initializer: one OpenMP thread for faiss in THIS thread. OpenMP's thread
+    count is per calling thread, so the main thread's setting does not reach the pool's threads,
+    whose faiss scans otherwise start a team of every core (twice the cost on 2 cores)."""
+    if search.faiss is not None:
+        search.faiss.omp_set_num_threads(1)
+
+
 @dataclass
 class Shard:
     number: int
@@ -120,15 +128,15 @@ class Matcher(runtime.Actor):
             numbers = serves(self.name, dict(os.environ), self.cfg["search"]["matchers"], self.n_shards)
             self.shards: list[Shard] = []
             for k in numbers:
-                mapped, first_row = store.open_shard(index_dir, k)
-                self.shards.append(
-                    Shard(k, first_row, search.ShardIndex(mapped, manifest.codec, self.cfg["search"]["kernel"]))
-                )
+                index, first_row = search.open_index(index_dir, k, manifest, self.cfg["search"]["kernel"])
+                self.shards.append(Shard(k, first_row, index))
             self.removals = removals.Watch(index_dir, manifest)  # RemovalsError (a RuntimeError): unusable
         except (store.IndexStoreError, RuntimeError, LayoutError) as e:
             raise runtime.StartupError(str(e)) from e
         self._mask_removed(changed=False)
-        self.pool = ThreadPoolExecutor(len(self.shards), "shard") if len(self.shards) > 1 else None
+        self.pool = (
+            ThreadPoolExecutor(len(self.shards), "shard", initializer=one_thread_each) if len(self.shards) > 1 else None
+        )
         self.log.info(
             "shards %s of %d: %d rows (%s, %s kernel, %.0f MiB resident, %d thread%s) from %s",
             ",".join(str(s.number) for s in self.shards),
@@ -175,6 +183,10 @@ class Matcher(runtime.Actor):
         self._check_removals()
         queries = np.stack([np.frombuffer(m.descriptor, "<f4") for m in msgs])
         found = search_shards(self.shards, queries, max(m.k for m in msgs), self.pool)
+        for shard in self.shards:
+            for name, n in shard.index.take_counts().items():
+                if n:
+                    self.stats[f"search.{name}"] += n
         out = []
         for i, msg in enumerate(msgs):
             for shard, (rows, distances) in zip(self.shards, found, strict=True):
@@ -199,6 +211,8 @@ class Matcher(runtime.Actor):
     def on_stop(self) -> None:
         if getattr(self, "pool", None) is not None:
             self.pool.shutdown(wait=True)
+        for shard in getattr(self, "shards", []):
+            shard.index.close()
         if hasattr(self, "removals"):
             self.removals.close()
 

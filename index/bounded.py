@@ -1,0 +1,207 @@
+"""Exact top-k from int8 codes with per-row error bounds: a quarter of float32's bytes scanned.
+
+The codes (``shard_NNN.codes.npy``, int8, one row per stored row) quantise every dimension with
+ONE global scale ``s`` and a per-dimension offset ``o``: ``c = o + s * code``. With one scale the
+code distance is a scaled L2 over the int8 values, ``|a - b| = s * |code_a - code_b|``, which
+faiss's ``QT_8bit_direct_signed`` scalar quantizer scans at memory speed. Beside them
+(``shard_NNN.bounds.npy``, float32) each row's bound ``e = |x - c|``, the norm of its
+quantisation residual (rounded up).
+
+Exactness. The query ``q`` is rounded into the code grid too (``q~ = o + s * round((q - o) / s)``;
+faiss would truncate it otherwise), and ``r = |q - q~|`` is known. For any row ``x`` with code
+``c``, by the triangle inequality ``|q - x| >= |q~ - c| - r - e(x)``. The scan gives the K rows with
+the smallest code distance ``a(x) = |q~ - c|``; they are re-ranked on the exact rows (read from
+the shard file, never made resident), and ``D_k`` is the k-th best exact distance. Every row
+outside the K has ``a(x) >= a_K`` (the K-th code distance), so its exact distance is at least
+``a_K - r - max e``. When that is strictly greater than ``D_k``, no row outside the K can enter
+the top k (nor tie with it, even at float32's resolution), so the top k of the K, sorted by
+(float32 distance, row) as brute force and the reducer's merge sort, IS the top k of the shard. Otherwise the search widens: K x 8 candidates
+(``more_candidates``), and past :data:`FULL_SCAN_FROM` rows an exact scan of the whole shard
+(``full_scans``). faiss's code distances are sums of squares of integers below 2^24: exact in
+float32.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+CANDIDATES = 128  # candidates re-ranked per query: enough on real descriptors (docs/SEARCH.md)
+WIDEN = 8  # more candidates when the bound does not prove the top k
+FULL_SCAN_FROM = 65_536  # more candidates than this: scan the exact rows instead
+SCAN_BLOCK_ROWS = 32_768  # rows read at a time by the exact scan
+CODE_MAX = 127
+MARGIN = 1e-6  # slack in the bound check: float64 rounding, and distances rounded to float32 (ulp < 2.4e-7 below 2)
+
+try:
+    import faiss
+except ImportError:  # the bounded kernel needs faiss; the others do not
+    faiss = None
+
+
+@dataclass(frozen=True)
+class CodeParams:
+    """``c = offset + scale * code``: one scale for every dimension, an offset per dimension."""
+
+    scale: float
+    offset: np.ndarray  # (128,) float32
+
+    @staticmethod
+    def of_range(lo: np.ndarray, hi: np.ndarray) -> CodeParams:
+        """Parameters that code every value in [lo, hi] (per dimension) within -127..127."""
+        lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        offset = ((hi + lo) / 2).astype(np.float32)
+        half = np.maximum(np.abs(hi - offset.astype(np.float64)), np.abs(offset.astype(np.float64) - lo))
+        scale = np.float32(max(float(half.max()), 1e-9) / CODE_MAX)
+        return CodeParams(float(np.nextafter(scale, np.float32(np.inf))), offset)
+
+
+def encode(rows: np.ndarray, params: CodeParams) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes, float32 bounds) of float32 rows: each bound is >= |row - decoded code|."""
+    x = np.asarray(rows, np.float64)
+    offset = params.offset.astype(np.float64)
+    codes = np.clip(np.rint((x - offset) / params.scale), -CODE_MAX, CODE_MAX)
+    residual = x - (offset + params.scale * codes)
+    err = np.sqrt(np.einsum("ij,ij->i", residual, residual))
+    bounds = err.astype(np.float32)
+    low = bounds.astype(np.float64) < err
+    bounds[low] = np.nextafter(bounds[low], np.float32(np.inf))  # rounded up: the bound stays a bound
+    return codes.astype(np.int8), bounds
+
+
+def exact_distances(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Euclidean distances of float32 rows to one query, computed in float64 (the reference form)."""
+    diff = np.asarray(rows, np.float64) - np.asarray(query, np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+
+def best_k(rows: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (row, float32 distance), nearest first, ties by row: brute force's order, and the
+    reducer's merge (the answers carry float32 distances; rows closer than a float32 step tie)."""
+    d32 = np.asarray(distances).astype(np.float32)
+    order = np.lexsort((rows, d32))[:k]
+    return rows[order], d32[order]
+
+
+class RowReader:
+    """Exact float32 rows of a shard read with ``pread`` from its .npy (never mapped: nothing
+    becomes resident). ``decode`` turns the stored dtype into float32."""
+
+    def __init__(
+        self, path: str, offset: int, n_rows: int, dtype: np.dtype, decode: Callable[[np.ndarray], np.ndarray]
+    ):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offset, self.n_rows, self.dtype, self.decode = offset, n_rows, np.dtype(dtype), decode
+        self.row_bytes = self.dtype.itemsize * 128
+
+    def rows(self, wanted: np.ndarray) -> np.ndarray:
+        """The rows ``wanted`` (any order) as float32."""
+        size = self.row_bytes
+        buf = b"".join(os.pread(self.fd, size, self.offset + int(r) * size) for r in wanted)
+        return self.decode(np.frombuffer(buf, self.dtype).reshape(len(wanted), 128))
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as float32 (one read)."""
+        size = self.row_bytes
+        buf = os.pread(self.fd, (stop - start) * size, self.offset + start * size)
+        return self.decode(np.frombuffer(buf, self.dtype).reshape(stop - start, 128))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class BoundedShard:
+    """One shard searched through its codes, re-ranked exactly: see the module's docstring."""
+
+    def __init__(
+        self, codes: np.ndarray, bounds: np.ndarray, params: CodeParams, reader: RowReader, candidates: int = CANDIDATES
+    ):
+        if faiss is None:
+            raise RuntimeError("kernel 'bounded' needs the faiss-cpu package (pip install faiss-cpu)")
+        self.rows = len(codes)
+        self.params = params
+        self.max_bound = float(bounds.max()) if len(bounds) else 0.0
+        self.reader = reader
+        self.candidates = candidates
+        self.counts = {"more_candidates": 0, "full_scans": 0}
+        self.index = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_direct_signed, faiss.METRIC_L2)
+        self.index.is_trained = True
+        self.index.codes.resize(self.rows * 128)  # faiss's own buffer, filled block by block: no second copy
+        if self.rows:
+            dst = faiss.rev_swig_ptr(self.index.codes.data(), self.rows * 128).reshape(self.rows, 128)
+            for at in range(0, self.rows, 1 << 20):
+                np.add(codes[at : at + (1 << 20)], 128, out=dst[at : at + (1 << 20)], dtype=np.int16, casting="unsafe")
+        self.index.ntotal = self.rows
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.rows * 128
+
+    def _code_query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Queries rounded onto the code grid (code units, float32) and their distance r to it."""
+        q64 = np.asarray(q, np.float64)
+        offset = self.params.offset.astype(np.float64)
+        grid = np.clip(np.rint((q64 - offset) / self.params.scale), -CODE_MAX - 1, CODE_MAX)
+        off = q64 - (offset + self.params.scale * grid)
+        return grid.astype(np.float32), np.sqrt(np.einsum("ij,ij->i", off, off))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(m, k) local rows and exact distances (float32), nearest first, ties by row."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, self.rows)
+        out_rows = np.empty((len(q), k), np.int64)
+        out_d = np.empty((len(q), k), np.float32)
+        if k == 0:
+            return out_rows, out_d
+        grid, r = self._code_query(q)
+        depth = min(self.rows, max(self.candidates, k))
+        todo = np.arange(len(q))
+        while len(todo):
+            if depth > FULL_SCAN_FROM and depth < self.rows:
+                for i in todo:
+                    self.counts["full_scans"] += 1
+                    out_rows[i], out_d[i] = self._scan(q[i], k)
+                break
+            d2, cand = self.index.search(grid[todo], depth)
+            again = []
+            for j, i in enumerate(todo):
+                rows = cand[j][cand[j] >= 0]
+                exact = exact_distances(self.reader.rows(rows), q[i])
+                top_rows, top_d = best_k(rows, exact, k)
+                if depth < self.rows:
+                    lower = self.params.scale * np.sqrt(float(d2[j, depth - 1])) - r[i] - self.max_bound
+                    if not lower > float(top_d[-1]) + MARGIN:
+                        again.append(i)
+                        continue
+                out_rows[i], out_d[i] = top_rows, top_d
+            todo = np.asarray(again, np.int64)
+            if len(todo):
+                self.counts["more_candidates"] += len(todo)
+                depth = min(self.rows, depth * WIDEN)
+        return out_rows, out_d
+
+    def _scan(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top k over every row of the shard (the last resort)."""
+        q64 = np.asarray(query, np.float64)
+        best_rows, best_d = np.empty(0, np.int64), np.empty(0, np.float32)
+        for start in range(0, self.rows, SCAN_BLOCK_ROWS):
+            block = self.reader.block(start, min(self.rows, start + SCAN_BLOCK_ROWS)).astype(np.float64)
+            # expanded form for speed, then the exact form on the few rows that can matter
+            d2 = np.einsum("ij,ij->i", block, block) - 2.0 * (block @ q64) + q64 @ q64
+            kk = min(k, len(d2))
+            cut = np.partition(d2, kk - 1)[kk - 1] + 1e-9
+            near = np.nonzero(d2 <= cut)[0]
+            exact = exact_distances(block[near], q64)
+            best_rows, best_d = best_k(np.concatenate([best_rows, near + start]), np.concatenate([best_d, exact]), k)
+        return best_rows, best_d
+
+    def take_counts(self) -> dict[str, int]:
+        """The fallbacks counted since the last call (and reset)."""
+        counts, self.counts = self.counts, {"more_candidates": 0, "full_scans": 0}
+        return counts
+
+    def close(self) -> None:
+        self.reader.close()
