@@ -15,10 +15,10 @@ the shard file, never made resident), and ``D_k`` is the k-th best exact distanc
 outside the K has ``a(x) >= a_K`` (the K-th code distance), so its exact distance is at least
 ``a_K - r - max e``. When that is strictly greater than ``D_k``, no row outside the K can enter
 the top k (nor tie with it, even at float32's resolution), so the top k of the K, sorted by
-(float32 distance, row) as brute force and the reducer's merge sort, IS the top k of the shard. Otherwise the search widens: K x 8 candidates
-(``more_candidates``), and past :data:`FULL_SCAN_FROM` rows an exact scan of the whole shard
-(``full_scans``). faiss's code distances are sums of squares of integers below 2^24: exact in
-float32.
+(float32 distance, row) as brute force and the reducer's merge sort, IS the top k of the shard.
+Otherwise the search widens: K x 8 candidates (``more_candidates``), and past
+:data:`FULL_SCAN_FROM` rows an exact scan of the whole shard (``full_scans``). faiss's code
+distances are sums of squares of integers below 2^24: exact in float32.
 """
 
 from __future__ import annotations

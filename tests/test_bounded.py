@@ -54,9 +54,7 @@ def search_all(index_dir: Path, queries: np.ndarray, k: int = 5, kernel: str = "
             rows.append(r + first)
             dists.append(d)
         per_shard.append((np.concatenate(rows), np.concatenate(dists)))
-    merged = [
-        search.merge([(r[i].tolist(), d[i].tolist()) for r, d in per_shard], k) for i in range(len(queries))
-    ]
+    merged = [search.merge([(r[i].tolist(), d[i].tolist()) for r, d in per_shard], k) for i in range(len(queries))]
     counts = [index.take_counts() for index, _ in shards]
     for index, _ in shards:
         index.close()
@@ -153,7 +151,8 @@ def lfw_index_small(demo_rows, tmp_path):
     """The demo gallery's real descriptors + 5,000 synthetic rows, float32, one shard."""
     descriptors, entries = demo_rows
     model = synthetic.fit(descriptors, [e.identity for e in entries])
-    store.write(tmp_path, descriptors, entries, 1, {"dataset": "demo"}, "float32", {"count": 5000, "seed": 2, "model": model})
+    grow = {"count": 5000, "seed": 2, "model": model}
+    store.write(tmp_path, descriptors, entries, 1, {"dataset": "demo"}, "float32", grow)
     return tmp_path, np.asarray(store.open_shard(tmp_path, 0)[0])
 
 
@@ -196,7 +195,8 @@ def test_an_index_without_codes_loads_with_the_other_kernels_and_add_codes_gives
     assert cli.main(["index", "add-codes", str(tmp_path)]) == 0
     assert "searched by 'bounded'" in capsys.readouterr().err
     new = store.verify(tmp_path)
-    assert new.codes is not None and [c.codes for c in new.codes.shards] == ["shard_000.codes.npy", "shard_001.codes.npy"]
+    assert new.codes is not None
+    assert [c.codes for c in new.codes.shards] == ["shard_000.codes.npy", "shard_001.codes.npy"]
     assert removals.index_id(new) == before  # the rows did not change: recorded removals still apply
     gallery = np.concatenate([store.open_shard(tmp_path, k)[0] for k in range(2)]).astype(np.float32)
     found = search_all(tmp_path, gallery, kernel="auto")
@@ -244,10 +244,10 @@ def test_a_damaged_codes_file_is_refused_naming_it(demo_rows, tmp_path):
     data[-1] ^= 0x55
     path.unlink()
     path.write_bytes(bytes(data))
-    with pytest.raises(store.IndexStoreError, match="shard_001.codes.npy: checksum differs"):
+    with pytest.raises(store.IndexStoreError, match=r"shard_001\.codes\.npy: checksum differs"):
         search.open_index(tmp_path, 1, manifest)
     (tmp_path / "shard_000.bounds.npy").unlink()
-    with pytest.raises(store.IndexStoreError, match="shard_000.bounds.npy: codes file is missing"):
+    with pytest.raises(store.IndexStoreError, match=r"shard_000\.bounds\.npy: codes file is missing"):
         store.verify(tmp_path)
 
 
