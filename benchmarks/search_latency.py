@@ -495,7 +495,7 @@ def main() -> None:
         for layout, mib in r["bounded_rss_mib"].items():
             print(
                 f"  bounded, {layout}: resident {' + '.join(f'{m:.0f}' for m in mib)} MiB after the run; "
-                f"top 5 = float32 brute force for {r['bounded_exact_share']:.0%} of 64 queries; "
+                f"top 5 = float32 brute force for {r['bounded_exact_share'][layout]:.0%} of 64 queries; "
                 f"fallbacks {r['bounded_fallbacks'][layout]}"
             )
         print("  batch of m, 1 thread, p50 ms:  " + "  ".join(f"m={m}" for m in r["batch_crossover_ms"]))
