@@ -125,7 +125,7 @@ class BoundedShard:
         self.params = params
         self.max_bound = float(bounds.max()) if len(bounds) else 0.0
         self.reader = reader
-        self.candidates = candidates
+        self.candidates = candidates or CANDIDATES
         self.counts = {"more_candidates": 0, "full_scans": 0}
         self.index = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_direct_signed, faiss.METRIC_L2)
         self.index.is_trained = True

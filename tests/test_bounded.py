@@ -18,7 +18,9 @@ import pytest
 
 import config
 from actors import matcher
+from actors.matcher import Matcher
 from index import bounded, cli, removals, search, store, synthetic
+from tests import factories
 
 QUERIES = 10_000
 
@@ -139,7 +141,7 @@ def test_fallbacks_are_taken_counted_and_still_exact(lfw_index_small, monkeypatc
     expected = brute_force(gallery, queries)
     monkeypatch.setattr(bounded, "CANDIDATES", 5)
     index, _ = search.open_index(out, 0, manifest, "bounded")
-    index.bounded.candidates = 5
+    assert index.bounded.candidates == 5
     assert_same(index.search(queries, 5), expected)
     counts = index.take_counts()
     assert counts["more_candidates"] > 0 and counts["full_scans"] == 0
@@ -275,3 +277,23 @@ def test_each_shard_thread_runs_faiss_on_one_openmp_thread():
     with ThreadPoolExecutor(2, initializer=matcher.one_thread_each) as pool:
         list(pool.map(probe, range(4)))
     assert seen == [1, 1, 1, 1]
+
+
+@pytest.mark.timeout(60)
+def test_the_matcher_searches_with_bounded_counts_fallbacks_and_pins_openmp(demo_index, monkeypatch):
+    """The demo index has codes: ``auto`` is the bounded kernel; the matcher's counters carry the
+    fallbacks (forced here by K = 5); its shard threads run faiss on one OpenMP thread."""
+    faiss = pytest.importorskip("faiss")
+    monkeypatch.delenv("MEGAPIXELS_SHARD", raising=False)
+    monkeypatch.setattr(bounded, "CANDIDATES", 5)
+    m = Matcher(factories.cfg(index={"path": str(demo_index)}), name="matcher.1")
+    m.on_start()
+    try:
+        assert [s.index.kernel for s in m.shards] == ["bounded", "bounded"]
+        stored, _ = store.open_shard(demo_index, 0)
+        queries = [factories.query(200 + i, np.asarray(stored[i], np.float32) + 0.01) for i in range(8)]
+        m.handle_batch(queries)
+        assert m.stats["search.more_candidates"] > 0
+        assert m.pool is not None and m.pool.submit(faiss.omp_get_max_threads).result() == 1
+    finally:
+        m.on_stop()
