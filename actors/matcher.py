@@ -1,11 +1,15 @@
 """matcher — subscribes to ``queries``, pushes ``candidates`` to the reducer.
 
-Serves a *set* of the index's shards, each resident in memory (read from the memory-mapped shard
-file, its checksum verified), and answers every query with each shard's exact local top-k as
+Serves a *set* of the index's shards, each opened by ``search.open_index`` (every file's checksum
+verified): with the ``bounded`` kernel (the default when the index has codes) only the shard's
+int8 codes are resident and the exact rows are read from the shard file as needed; with the
+others the shard's rows are resident. It answers every query with each shard's exact local top-k as
 global row numbers, one ``Candidates`` per shard (so the reducer sees shards, not processes),
 with the kernel ``search.kernel`` names (index/search.py). Several shards are searched in
 parallel, one thread per shard: the kernels (faiss, BLAS, OpenCV's conversion) release the GIL,
-and two threads in one process answer as fast as two processes (docs/SEARCH.md). Queries that
+and two threads in one process answer as fast as two processes (docs/SEARCH.md). Each shard
+thread runs faiss on one OpenMP thread (:func:`one_thread_each`). The bounded kernel's fallbacks
+are counted as ``search.more_candidates`` and ``search.full_scans``. Queries that
 arrive while a search runs are answered together by the next one, as one batch (one pass over
 each shard for all of them).
 
