@@ -3,7 +3,7 @@
 The codes (``shard_NNN.codes.npy``, int8, one row per stored row) quantise every dimension with
 ONE global scale ``s`` and a per-dimension offset ``o``: ``c = o + s * code``. With one scale the
 code distance is a scaled L2 over the int8 values, ``|a - b| = s * |code_a - code_b|``, which
-faiss's ``QT_8bit_direct_signed`` scalar quantizer scans at memory speed. Beside them
+faiss's direct 8-bit scalar quantizer scans with its SIMD integer kernel (on ``code + 128``). Beside them
 (``shard_NNN.bounds.npy``, float32) each row's bound ``e = |x - c|``, the norm of its
 quantisation residual (rounded up).
 
@@ -23,7 +23,7 @@ distances are sums of squares of integers below 2^24: exact in float32.
 
 from __future__ import annotations
 
-import os
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +33,11 @@ CANDIDATES = 128  # candidates re-ranked per query: enough on real descriptors (
 WIDEN = 8  # more candidates when the bound does not prove the top k
 FULL_SCAN_FROM = 65_536  # more candidates than this: scan the exact rows instead
 SCAN_BLOCK_ROWS = 32_768  # rows read at a time by the exact scan
+BATCH_MIN = 4  # from this many queries on, one pass over the codes for the batch (see _candidates)
+# float32 rounding of a batch's squared code distances (code units: |values| <= 128, 128 dims; the
+# products and norms stay below 2^22, so a float32 matrix product is off by a few units at most)
+BATCH_EPS_D2 = 512.0
+RELEASE_ROWS = 4_096  # rows read between two releases of the mapped pages (<= 16 MiB resident per shard)
 CODE_MAX = 127
 MARGIN = 1e-6  # slack in the bound check: float64 rounding, and distances rounded to float32 (ulp < 2.4e-7 below 2)
 
@@ -87,37 +92,54 @@ def best_k(rows: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 class RowReader:
-    """Exact float32 rows of a shard read with ``pread`` from its .npy (never mapped: nothing
-    becomes resident). ``decode`` turns the stored dtype into float32."""
+    """Exact rows of a shard, read from its .npy through a read-only mapping whose pages are given
+    back (``madvise(MADV_DONTNEED)``) after every :data:`RELEASE_ROWS` rows read, so what a search
+    reads never stays resident (the page cache keeps it). Gathering rows from the mapping is one
+    numpy call under the GIL; a ``pread`` per row released and re-took the GIL 128 times per query,
+    which the other shard's thread then waited for. ``decode`` turns the stored dtype into float32."""
 
     def __init__(
         self, path: str, offset: int, n_rows: int, dtype: np.dtype, decode: Callable[[np.ndarray], np.ndarray]
     ):
-        self.fd = os.open(path, os.O_RDONLY)
-        self.offset, self.n_rows, self.dtype, self.decode = offset, n_rows, np.dtype(dtype), decode
-        self.row_bytes = self.dtype.itemsize * 128
+        with open(path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.dtype, self.decode = np.dtype(dtype), decode
+        self.array = np.frombuffer(self.map, self.dtype, n_rows * 128, offset).reshape(n_rows, 128)
+        self.since_release = 0
 
     def rows(self, wanted: np.ndarray) -> np.ndarray:
         """The rows ``wanted`` (any order) as float32."""
-        size = self.row_bytes
-        buf = b"".join(os.pread(self.fd, size, self.offset + int(r) * size) for r in wanted)
-        return self.decode(np.frombuffer(buf, self.dtype).reshape(len(wanted), 128))
+        out = self.decode(self.array[wanted])
+        self._count(len(wanted))
+        return out
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as float32 (one read)."""
-        size = self.row_bytes
-        buf = os.pread(self.fd, (stop - start) * size, self.offset + start * size)
-        return self.decode(np.frombuffer(buf, self.dtype).reshape(stop - start, 128))
+        """Rows [start, stop) as float32."""
+        out = self.decode(np.array(self.array[start:stop]))
+        self._count(stop - start)
+        return out
+
+    def _count(self, n: int) -> None:
+        self.since_release += n
+        if self.since_release >= RELEASE_ROWS:
+            self.map.madvise(mmap.MADV_DONTNEED)  # a read-only file mapping: the pages stay in the page cache
+            self.since_release = 0
 
     def close(self) -> None:
-        os.close(self.fd)
+        del self.array
+        self.map.close()
 
 
 class BoundedShard:
     """One shard searched through its codes, re-ranked exactly: see the module's docstring."""
 
     def __init__(
-        self, codes: np.ndarray, bounds: np.ndarray, params: CodeParams, reader: RowReader, candidates: int = CANDIDATES
+        self,
+        codes: np.ndarray,
+        bounds: np.ndarray,
+        params: CodeParams,
+        reader: RowReader,
+        candidates: int | None = None,
     ):
         if faiss is None:
             raise RuntimeError("kernel 'bounded' needs the faiss-cpu package (pip install faiss-cpu)")
@@ -127,7 +149,9 @@ class BoundedShard:
         self.reader = reader
         self.candidates = candidates or CANDIDATES
         self.counts = {"more_candidates": 0, "full_scans": 0}
-        self.index = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_direct_signed, faiss.METRIC_L2)
+        # faiss's direct 8-bit kernel on code + 128 (0..255): the shift cancels in every distance, and
+        # it scans ~15 % faster than QT_8bit_direct_signed here (28 against 33 ms over 2.1M rows, 1 thread)
+        self.index = faiss.IndexScalarQuantizer(128, faiss.ScalarQuantizer.QT_8bit_direct, faiss.METRIC_L2)
         self.index.is_trained = True
         self.index.codes.resize(self.rows * 128)  # faiss's own buffer, filled block by block: no second copy
         if self.rows:
@@ -138,7 +162,11 @@ class BoundedShard:
 
     @property
     def resident_bytes(self) -> int:
-        return self.rows * 128
+        return self.rows * 128 + (self.rows * 4 if self.batch_scan is not None else 0)
+
+    def codes_view(self) -> np.ndarray:
+        """faiss's code buffer (code + 128, uint8, rows x 128), not a copy."""
+        return faiss.rev_swig_ptr(self.index.codes.data(), self.rows * 128).reshape(self.rows, 128)
 
     def _code_query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Queries rounded onto the code grid (code units, float32) and their distance r to it."""
@@ -165,14 +193,14 @@ class BoundedShard:
                     self.counts["full_scans"] += 1
                     out_rows[i], out_d[i] = self._scan(q[i], k)
                 break
-            d2, cand = self.index.search(grid[todo], depth)
+            d2, cand = self._candidates(grid[todo], depth)
             again = []
             for j, i in enumerate(todo):
                 rows = cand[j][cand[j] >= 0]
                 exact = exact_distances(self.reader.rows(rows), q[i])
                 top_rows, top_d = best_k(rows, exact, k)
                 if depth < self.rows:
-                    lower = self.params.scale * np.sqrt(float(d2[j, depth - 1])) - r[i] - self.max_bound
+                    lower = self.params.scale * np.sqrt(max(float(d2[j, depth - 1]), 0.0)) - r[i] - self.max_bound
                     if not lower > float(top_d[-1]) + MARGIN:
                         again.append(i)
                         continue
@@ -182,6 +210,19 @@ class BoundedShard:
                 self.counts["more_candidates"] += len(todo)
                 depth = min(self.rows, depth * WIDEN)
         return out_rows, out_d
+
+    def _candidates(self, grid: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """(m, depth) squared code distances, each at most the true one, and rows, nearest first.
+
+        One query: faiss's scan (exact integers). A batch of :data:`BATCH_MIN` or more: the
+        one-pass kernel ``batch_scan`` (index/search.py: every block of codes decoded once for the
+        whole batch and scored with one float32 matrix product), whose rounding is covered by
+        subtracting :data:`BATCH_EPS_D2`."""
+        if self.batch_scan is not None and len(grid) >= BATCH_MIN:
+            rows, d = self.batch_scan(grid, depth)
+            return np.asarray(d, np.float64) ** 2 - BATCH_EPS_D2, rows
+        d2, rows = self.index.search(grid + 128, depth)  # shifted as faiss holds the codes
+        return d2, rows
 
     def _scan(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The exact top k over every row of the shard (the last resort)."""

@@ -187,7 +187,19 @@ def open_index(
         )
         shard = bounded.BoundedShard(codes, bounds, params, reader)
         del codes, bounds  # copied into faiss's buffer: the mapping goes
+        if shard.rows:
+            shard.batch_scan = _codes_batch_scan(shard.codes_view())
     return ShardIndex(stored, manifest.codec, kernel, shard), first
+
+
+CODES_CODEC = store.RowCodec("int8", (1.0,) * DIM, (-128.0,) * DIM)  # faiss's code + 128 back to code
+
+
+def _codes_batch_scan(codes: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """The one-pass batch kernel over a bounded shard's codes, in code units (its own squared
+    norms, 4 bytes a row, computed once)."""
+    norms = coded_squared_norms(codes, CODES_CODEC)
+    return lambda grid, depth: topk_batch_coded(codes, CODES_CODEC, norms, grid, depth)
 
 
 class ShardIndex:

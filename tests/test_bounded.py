@@ -44,15 +44,16 @@ def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int = 5) -> tuple[n
     return np.array(rows_out), np.array(d_out)
 
 
-def search_all(index_dir: Path, queries: np.ndarray, k: int = 5, kernel: str = "bounded") -> tuple:
-    """Every shard searched as the matcher does, merged; and the fallbacks counted."""
+def search_all(index_dir: Path, queries: np.ndarray, k: int = 5, kernel: str = "bounded", batch: int = 1) -> tuple:
+    """Every shard searched as the matcher does, ``batch`` queries at a time (1: faiss's scan per
+    query; 4 or more: the one-pass batch kernel), merged; and the fallbacks counted."""
     manifest = store.read_manifest(index_dir)
     shards = [search.open_index(index_dir, s, manifest, kernel) for s in range(len(manifest.shards))]
     per_shard = []
     for index, first in shards:
         rows, dists = [], []
-        for at in range(0, len(queries), 256):
-            r, d = index.search(queries[at : at + 256], k)
+        for at in range(0, len(queries), batch):
+            r, d = index.search(queries[at : at + batch], k)
             rows.append(r + first)
             dists.append(d)
         per_shard.append((np.concatenate(rows), np.concatenate(dists)))
@@ -109,12 +110,14 @@ def test_exact_on_10000_noisy_real_lfw_queries(lfw_index):
     rng = np.random.default_rng(7)
     picked = gallery[rng.integers(0, n_real, QUERIES)]
     queries = (picked + rng.normal(0, 0.02, picked.shape)).astype(np.float32)
-    found = search_all(out, queries)
-    assert found[3] == "bounded"
-    assert_same(found, brute_force(gallery, queries))
-    widened = sum(c["more_candidates"] + c["full_scans"] for c in found[2])
-    print(f"fallbacks over {QUERIES} queries x 2 shards: {found[2]}")
-    assert widened < QUERIES * 2 * 0.05  # the 128 candidates prove nearly every answer at once
+    expected = brute_force(gallery, queries)
+    for batch in (1, 16):
+        found = search_all(out, queries, batch=batch)
+        assert found[3] == "bounded"
+        assert_same(found, expected)
+        widened = sum(c["more_candidates"] + c["full_scans"] for c in found[2])
+        print(f"fallbacks over {QUERIES} queries x 2 shards, batches of {batch}: {found[2]}")
+        assert widened < QUERIES * 2 * 0.05  # the 128 candidates prove nearly every answer at once
 
 
 @pytest.mark.slow
@@ -125,11 +128,12 @@ def test_exact_when_the_queries_are_gallery_rows(lfw_index):
     rng = np.random.default_rng(8)
     rows = np.concatenate([np.arange(n_real), rng.choice(np.arange(n_real, len(gallery)), QUERIES - n_real, False)])
     queries = np.ascontiguousarray(gallery[rows])
-    found = search_all(out, queries)
     expected = brute_force(gallery, queries)
-    assert_same(found, expected)
-    print(f"fallbacks over {QUERIES} gallery-row queries x 2 shards: {found[2]}")
-    assert (found[1][:, 0] == 0).all()
+    for batch in (1, 16):
+        found = search_all(out, queries, batch=batch)
+        assert_same(found, expected)
+        print(f"fallbacks over {QUERIES} gallery-row queries x 2 shards, batches of {batch}: {found[2]}")
+        assert (found[1][:, 0] == 0).all()
 
 
 def test_fallbacks_are_taken_counted_and_still_exact(lfw_index_small, monkeypatch):
@@ -142,13 +146,23 @@ def test_fallbacks_are_taken_counted_and_still_exact(lfw_index_small, monkeypatc
     monkeypatch.setattr(bounded, "CANDIDATES", 5)
     index, _ = search.open_index(out, 0, manifest, "bounded")
     assert index.bounded.candidates == 5
-    assert_same(index.search(queries, 5), expected)
-    counts = index.take_counts()
-    assert counts["more_candidates"] > 0 and counts["full_scans"] == 0
-    assert index.take_counts() == {"more_candidates": 0, "full_scans": 0}  # taken: reset
+
+    def batched(q):
+        return index.search(q, 5)
+
+    def one_by_one(q):
+        answers = [index.search(q[i : i + 1], 5) for i in range(len(q))]
+        return np.concatenate([a for a, _ in answers]), np.concatenate([d for _, d in answers])
+
+    for run in (batched, one_by_one):  # the batch kernel, then faiss's scan per query
+        assert_same(run(queries), expected)
+        counts = index.take_counts()
+        assert counts["more_candidates"] > 0 and counts["full_scans"] == 0
+        assert index.take_counts() == {"more_candidates": 0, "full_scans": 0}  # taken: reset
     monkeypatch.setattr(bounded, "FULL_SCAN_FROM", 6)
-    assert_same(index.search(queries, 5), expected)
-    assert index.take_counts()["full_scans"] > 0
+    for run in (batched, one_by_one):
+        assert_same(run(queries), expected)
+        assert index.take_counts()["full_scans"] > 0
     index.close()
 
 
@@ -205,7 +219,7 @@ def test_an_index_without_codes_loads_with_the_other_kernels_and_add_codes_gives
     assert [c.codes for c in new.codes.shards] == ["shard_000.codes.npy", "shard_001.codes.npy"]
     assert removals.index_id(new) == before  # the rows did not change: recorded removals still apply
     gallery = np.concatenate([store.open_shard(tmp_path, k)[0] for k in range(2)]).astype(np.float32)
-    found = search_all(tmp_path, gallery, kernel="auto")
+    found = search_all(tmp_path, gallery, kernel="auto", batch=64)
     assert found[3] == "bounded"
     assert_same(found, brute_force(gallery, gallery))
 
