@@ -23,7 +23,7 @@ distances are sums of squares of integers below 2^24: exact in float32.
 
 from __future__ import annotations
 
-import mmap
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,10 +34,9 @@ WIDEN = 8  # more candidates when the bound does not prove the top k
 FULL_SCAN_FROM = 65_536  # more candidates than this: scan the exact rows instead
 SCAN_BLOCK_ROWS = 32_768  # rows read at a time by the exact scan
 BATCH_MIN = 4  # from this many queries on, one pass over the codes for the batch (see _candidates)
-# float32 rounding of a batch's squared code distances (code units: |values| <= 128, 128 dims; the
-# products and norms stay below 2^22, so a float32 matrix product is off by a few units at most)
+# float32 rounding of a batch's squared code distances (code units, values 0..255, 128 dims: the
+# norms and products are integers below 2^24, exact in float32 but for the BLAS's summation order)
 BATCH_EPS_D2 = 512.0
-RELEASE_ROWS = 4_096  # rows read between two releases of the mapped pages (<= 16 MiB resident per shard)
 CODE_MAX = 127
 MARGIN = 1e-6  # slack in the bound check: float64 rounding, and distances rounded to float32 (ulp < 2.4e-7 below 2)
 
@@ -92,43 +91,33 @@ def best_k(rows: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 class RowReader:
-    """Exact rows of a shard, read from its .npy through a read-only mapping whose pages are given
-    back (``madvise(MADV_DONTNEED)``) after every :data:`RELEASE_ROWS` rows read, so what a search
-    reads never stays resident (the page cache keeps it). Gathering rows from the mapping is one
-    numpy call; a ``pread`` per row (128 system calls, each releasing and re-taking the GIL) was
-    ~10 % slower at 600k rows with two shard threads (2.7 against 3.0 ms a query) and even at 4.2M.
-    ``decode`` turns the stored dtype into float32."""
+    """Exact rows of a shard read with ``pread`` from its .npy, never mapped: nothing a search reads
+    stays resident (the page cache keeps it). A mapping gathered rows ~10 % faster at 600k rows,
+    but every page fault maps its neighbours too (the kernel's fault-around, 64 KiB), so 128
+    random rows left ~8 MiB resident per query until released: 1.4 GiB at 4.2M after a benchmark
+    run, against 0.6 GiB with pread. ``decode`` turns the stored dtype into float32."""
 
     def __init__(
         self, path: str, offset: int, n_rows: int, dtype: np.dtype, decode: Callable[[np.ndarray], np.ndarray]
     ):
-        with open(path, "rb") as f:
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.dtype, self.decode = np.dtype(dtype), decode
-        self.array = np.frombuffer(self.map, self.dtype, n_rows * 128, offset).reshape(n_rows, 128)
-        self.since_release = 0
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offset, self.n_rows, self.dtype, self.decode = offset, n_rows, np.dtype(dtype), decode
+        self.row_bytes = self.dtype.itemsize * 128
 
     def rows(self, wanted: np.ndarray) -> np.ndarray:
         """The rows ``wanted`` (any order) as float32."""
-        out = self.decode(self.array[wanted])
-        self._count(len(wanted))
-        return out
+        size, at = self.row_bytes, self.offset
+        buf = b"".join([os.pread(self.fd, size, at + int(r) * size) for r in wanted])
+        return self.decode(np.frombuffer(buf, self.dtype).reshape(len(wanted), 128))
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as float32."""
-        out = self.decode(np.array(self.array[start:stop]))
-        self._count(stop - start)
-        return out
-
-    def _count(self, n: int) -> None:
-        self.since_release += n
-        if self.since_release >= RELEASE_ROWS:
-            self.map.madvise(mmap.MADV_DONTNEED)  # a read-only file mapping: the pages stay in the page cache
-            self.since_release = 0
+        """Rows [start, stop) as float32 (one read)."""
+        size = self.row_bytes
+        buf = os.pread(self.fd, (stop - start) * size, self.offset + start * size)
+        return self.decode(np.frombuffer(buf, self.dtype).reshape(stop - start, 128))
 
     def close(self) -> None:
-        del self.array
-        self.map.close()
+        os.close(self.fd)
 
 
 class BoundedShard:
@@ -220,7 +209,7 @@ class BoundedShard:
         whole batch and scored with one float32 matrix product), whose rounding is covered by
         subtracting :data:`BATCH_EPS_D2`."""
         if self.batch_scan is not None and len(grid) >= BATCH_MIN:
-            rows, d = self.batch_scan(grid, depth)
+            rows, d = self.batch_scan(grid + 128, depth)  # shifted as faiss holds the codes
             return np.asarray(d, np.float64) ** 2 - BATCH_EPS_D2, rows
         d2, rows = self.index.search(grid + 128, depth)  # shifted as faiss holds the codes
         return d2, rows

@@ -192,12 +192,12 @@ def open_index(
     return ShardIndex(stored, manifest.codec, kernel, shard), first
 
 
-CODES_CODEC = store.RowCodec("int8", (1.0,) * DIM, (-128.0,) * DIM)  # faiss's code + 128 back to code
+CODES_CODEC = store.RowCodec("float32")  # faiss's code + 128 bytes, decoded as they are (one copy, no scaling)
 
 
 def _codes_batch_scan(codes: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-    """The one-pass batch kernel over a bounded shard's codes, in code units (its own squared
-    norms, 4 bytes a row, computed once)."""
+    """The one-pass batch kernel over a bounded shard's codes, in code units shifted by 128 as faiss
+    holds them (the shift cancels in every distance); its own squared norms, 4 bytes a row."""
     norms = coded_squared_norms(codes, CODES_CODEC)
     return lambda grid, depth: topk_batch_coded(codes, CODES_CODEC, norms, grid, depth)
 
