@@ -45,6 +45,14 @@ def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int = 5) -> tuple[n
 
 
 def search_all(index_dir: Path, queries: np.ndarray, k: int = 5, kernel: str = "bounded", batch: int = 1) -> tuple:
+    bounded.BATCH_MIN_ROWS = 0  # the one-pass batch kernel on these small shards too (restored below)
+    try:
+        return _search_all(index_dir, queries, k, kernel, batch)
+    finally:
+        bounded.BATCH_MIN_ROWS = 1_000_000
+
+
+def _search_all(index_dir: Path, queries: np.ndarray, k: int, kernel: str, batch: int) -> tuple:
     """Every shard searched as the matcher does, ``batch`` queries at a time (1: faiss's scan per
     query; 4 or more: the one-pass batch kernel), merged; and the fallbacks counted."""
     manifest = store.read_manifest(index_dir)
@@ -144,6 +152,7 @@ def test_fallbacks_are_taken_counted_and_still_exact(lfw_index_small, monkeypatc
     queries = (gallery[:200] + np.random.default_rng(1).normal(0, 0.02, (200, 128))).astype(np.float32)
     expected = brute_force(gallery, queries)
     monkeypatch.setattr(bounded, "CANDIDATES", 5)
+    monkeypatch.setattr(bounded, "BATCH_MIN_ROWS", 0)
     index, _ = search.open_index(out, 0, manifest, "bounded")
     assert index.bounded.candidates == 5
 
