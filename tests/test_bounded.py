@@ -45,16 +45,17 @@ def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int = 5) -> tuple[n
 
 
 def search_all(index_dir: Path, queries: np.ndarray, k: int = 5, kernel: str = "bounded", batch: int = 1) -> tuple:
-    bounded.BATCH_MIN_ROWS = 0  # the one-pass batch kernel on these small shards too (restored below)
+    """Every shard searched as the matcher does, ``batch`` queries at a time (1: faiss's scan per
+    query; 12 or more: the one-pass batch kernel, used here on small shards too), merged; and the
+    fallbacks counted."""
+    rows_before, bounded.BATCH_MIN_ROWS = bounded.BATCH_MIN_ROWS, 0
     try:
         return _search_all(index_dir, queries, k, kernel, batch)
     finally:
-        bounded.BATCH_MIN_ROWS = 1_000_000
+        bounded.BATCH_MIN_ROWS = rows_before
 
 
 def _search_all(index_dir: Path, queries: np.ndarray, k: int, kernel: str, batch: int) -> tuple:
-    """Every shard searched as the matcher does, ``batch`` queries at a time (1: faiss's scan per
-    query; 4 or more: the one-pass batch kernel), merged; and the fallbacks counted."""
     manifest = store.read_manifest(index_dir)
     shards = [search.open_index(index_dir, s, manifest, kernel) for s in range(len(manifest.shards))]
     per_shard = []
