@@ -227,7 +227,7 @@ class BoundedShard:
             # expanded form for speed, then the exact form on the few rows that can matter
             d2 = np.einsum("ij,ij->i", block, block) - 2.0 * (block @ q64) + q64 @ q64
             kk = min(k, len(d2))
-            cut = np.partition(d2, kk - 1)[kk - 1] + 1e-9
+            cut = np.partition(d2, kk - 1)[kk - 1] + 1e-5  # wide enough for rows that tie at float32
             near = np.nonzero(d2 <= cut)[0]
             exact = exact_distances(block[near], q64)
             best_rows, best_d = best_k(np.concatenate([best_rows, near + start]), np.concatenate([best_d, exact]), k)
