@@ -1,11 +1,15 @@
 """matcher — subscribes to ``queries``, pushes ``candidates`` to the reducer.
 
-Serves a *set* of the index's shards, each resident in memory (read from the memory-mapped shard
-file, its checksum verified), and answers every query with each shard's exact local top-k as
+Serves a *set* of the index's shards, each opened by ``search.open_index`` (every file's checksum
+verified): with the ``bounded`` kernel (the default when the index has codes) only the shard's
+int8 codes are resident and the exact rows are read from the shard file as needed; with the
+others the shard's rows are resident. It answers every query with each shard's exact local top-k as
 global row numbers, one ``Candidates`` per shard (so the reducer sees shards, not processes),
 with the kernel ``search.kernel`` names (index/search.py). Several shards are searched in
 parallel, one thread per shard: the kernels (faiss, BLAS, OpenCV's conversion) release the GIL,
-and two threads in one process answer as fast as two processes (docs/SEARCH.md). Queries that
+and two threads in one process answer as fast as two processes (docs/SEARCH.md). Each shard
+thread runs faiss on one OpenMP thread (:func:`one_thread_each`). The bounded kernel's fallbacks
+are counted as ``search.more_candidates`` and ``search.full_scans``. Queries that
 arrive while a search runs are answered together by the next one, as one batch (one pass over
 each shard for all of them).
 
@@ -82,6 +86,14 @@ def serves(name: str, env: dict[str, str], matchers: int, n_shards: int) -> list
     return shards
 
 
+def one_thread_each() -> None:
+    """A shard thread's initializer: one OpenMP thread for faiss in THIS thread. OpenMP's thread
+    count is per calling thread, so the main thread's setting does not reach the pool's threads,
+    whose faiss scans otherwise start a team of every core (twice the cost on 2 cores)."""
+    if search.faiss is not None:
+        search.faiss.omp_set_num_threads(1)
+
+
 @dataclass
 class Shard:
     number: int
@@ -120,15 +132,15 @@ class Matcher(runtime.Actor):
             numbers = serves(self.name, dict(os.environ), self.cfg["search"]["matchers"], self.n_shards)
             self.shards: list[Shard] = []
             for k in numbers:
-                mapped, first_row = store.open_shard(index_dir, k)
-                self.shards.append(
-                    Shard(k, first_row, search.ShardIndex(mapped, manifest.codec, self.cfg["search"]["kernel"]))
-                )
+                index, first_row = search.open_index(index_dir, k, manifest, self.cfg["search"]["kernel"])
+                self.shards.append(Shard(k, first_row, index))
             self.removals = removals.Watch(index_dir, manifest)  # RemovalsError (a RuntimeError): unusable
         except (store.IndexStoreError, RuntimeError, LayoutError) as e:
             raise runtime.StartupError(str(e)) from e
         self._mask_removed(changed=False)
-        self.pool = ThreadPoolExecutor(len(self.shards), "shard") if len(self.shards) > 1 else None
+        self.pool = (
+            ThreadPoolExecutor(len(self.shards), "shard", initializer=one_thread_each) if len(self.shards) > 1 else None
+        )
         self.log.info(
             "shards %s of %d: %d rows (%s, %s kernel, %.0f MiB resident, %d thread%s) from %s",
             ",".join(str(s.number) for s in self.shards),
@@ -175,6 +187,10 @@ class Matcher(runtime.Actor):
         self._check_removals()
         queries = np.stack([np.frombuffer(m.descriptor, "<f4") for m in msgs])
         found = search_shards(self.shards, queries, max(m.k for m in msgs), self.pool)
+        for shard in self.shards:
+            for name, n in shard.index.take_counts().items():
+                if n:
+                    self.stats[f"search.{name}"] += n
         out = []
         for i, msg in enumerate(msgs):
             for shard, (rows, distances) in zip(self.shards, found, strict=True):
@@ -199,6 +215,8 @@ class Matcher(runtime.Actor):
     def on_stop(self) -> None:
         if getattr(self, "pool", None) is not None:
             self.pool.shutdown(wait=True)
+        for shard in getattr(self, "shards", []):
+            shard.index.close()
         if hasattr(self, "removals"):
             self.removals.close()
 

@@ -24,6 +24,14 @@ Per size, single queries and batches of 16:
   (one thread per shard), over one pipe; ``--layouts`` measures only this and the 2 processes
 - ``floor fp16 1 core / 2 cores``: the bytes of the float16 gallery / measured read bandwidth
   (the best of a BLAS dot product, a sum and a copy over 1 GiB)
+- ``2 shards bounded``: index/bounded.py on a float32 index of the same rows (real LFW + the same
+  synthetic distractors, written by the store with its codes, cached under ~/.cache/megapixels):
+  int8 codes scanned by faiss, 128 candidates re-ranked on the exact float32 rows read from the
+  shard files. Opened by search.open_index as the matcher opens it, in one process with a thread
+  per shard (the default layout; also with OpenMP left at its default thread count in the shard
+  threads, the cost the matcher's pool initializer removes) and in 2 processes. Its top 5 is
+  checked against float32 brute force (float64 arithmetic) for every query; ``floor codes`` is
+  the bytes it scans (a quarter of float32, half of float16) / the 2-core bandwidth.
 
 Also: resident memory of the shard processes (VmRSS) and `uptime` (the machine is shared).
 """
@@ -124,6 +132,102 @@ def _threads_worker(conn, path: str, bounds: list[tuple[int, int]], codec: store
         q, k = msg
         conn.send(matcher.search_shards(shards, q, k, pool))
     pool.shutdown()
+
+
+def _bounded_worker(conn, index_dir: str, shards: list[int], one_omp: bool) -> None:
+    """A matcher's bounded search in a fresh (spawned) process: the shards opened as the matcher
+    opens them (search.open_index), one thread per shard when there are several."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    manifest = store.read_manifest(Path(index_dir))
+    opened = [search.open_index(Path(index_dir), k, manifest, "bounded") for k in shards]
+    served = [matcher.Shard(k, first, index) for k, (index, first) in zip(shards, opened, strict=True)]
+    search.faiss.omp_set_num_threads(1)
+    pool = ThreadPoolExecutor(len(served), initializer=matcher.one_thread_each if one_omp else None)
+    conn.send(_rss_mib())
+    while (msg := conn.recv()) is not None:
+        if msg == "rss":
+            counts: dict[str, int] = {}
+            for shard in served:
+                for name, n in shard.index.take_counts().items():
+                    counts[name] = counts.get(name, 0) + n
+            conn.send((_rss_mib(), counts))
+            continue
+        q, k = msg
+        conn.send(matcher.search_shards(served, q, k, pool if len(served) > 1 else None))
+    pool.shutdown()
+
+
+def bounded_index(n: int) -> Path:
+    """A float32 index (2 shards, with codes) of the benchmark's rows: real LFW + synthetic, seed 1."""
+    real, identities, photos = lfw_descriptors.load()
+    out = CACHE / f"bench-bounded-{len(real)}real-{n}"
+    if (out / "manifest.json").exists():
+        return out
+    model = synthetic.fit(real, identities, source="LFW (benchmarks.lfw_descriptors)")
+    entries = [store.Entry(i, p, None) for i, p in zip(identities, photos, strict=True)]
+    grow = {"count": n - len(real), "seed": 1, "model": model}
+    store.write(out, real, entries, 2, {"dataset": "LFW + synthetic distractors"}, "float32", grow)
+    return out
+
+
+def exact_top5(index_dir: Path, queries: np.ndarray) -> list[list[int]]:
+    """float32 brute force over the index's rows: float32 BLAS shortlist of 32 per query and block,
+    then float64 distances, rounded to float32, ordered by (distance, row)."""
+    manifest = store.read_manifest(index_dir)
+    q64 = queries.astype(np.float64)
+    best: list[list[tuple[float, int]]] = [[] for _ in queries]
+    for k in range(len(manifest.shards)):
+        rows, first = store.open_shard(index_dir, k, verify=False, manifest=manifest)
+        for at in range(0, len(rows), 262_144):
+            block = np.asarray(rows[at : at + 262_144], np.float32)
+            d2 = np.einsum("ij,ij->i", block, block)[None, :] - 2.0 * (queries @ block.T)
+            short = np.argpartition(d2, 32, axis=1)[:, :32]
+            for i, cand in enumerate(short):
+                d = np.sqrt(((block[cand].astype(np.float64) - q64[i]) ** 2).sum(axis=1)).astype(np.float32)
+                best[i] += [(float(x), int(r) + at + first) for x, r in zip(d, cand, strict=True)]
+                best[i] = sorted(best[i])[:5]
+        del rows
+    return [[r for _, r in b] for b in best]
+
+
+def _bounded(index_dir: Path, layout: str, queries: np.ndarray, one, batch, repeats: int) -> tuple:
+    """layout: 'threads' (1 process, a thread per shard, 1 OpenMP thread each), 'threads, OpenMP
+    default' (the pool without the initializer) or 'processes' (one per shard)."""
+    spawn = mp.get_context("spawn")
+    groups = [[0, 1]] if layout.startswith("threads") else [[0], [1]]
+    pipes = [spawn.Pipe() for _ in groups]
+    one_omp = layout != "threads, OpenMP default"
+    procs = [
+        spawn.Process(target=_bounded_worker, args=(child, str(index_dir), g, one_omp))
+        for (_, child), g in zip(pipes, groups, strict=True)
+    ]
+    for p in procs:
+        p.start()
+    for parent, _ in pipes:
+        parent.recv()
+
+    def scatter(q: np.ndarray) -> list:
+        for parent, _ in pipes:
+            parent.send((q, 5))
+        answers = [a for parent, _ in pipes for a in parent.recv()]
+        return [search.merge([(r[j].tolist(), d[j].tolist()) for r, d in answers], 5) for j in range(len(q))]
+
+    timings = {
+        "1": timed(lambda: scatter(one()[None]), repeats),
+        "16": timed(lambda: scatter(batch()), max(3, repeats // 3)),
+    }
+    top5 = [[r for r, _ in found] for found in scatter(queries)]
+    after = []
+    for parent, _ in pipes:
+        parent.send("rss")
+        after.append(parent.recv())
+        parent.send(None)
+    for p in procs:
+        p.join()
+    rss = [m for m, _ in after]
+    counts = {name: sum(c.get(name, 0) for _, c in after) for name in ("more_candidates", "full_scans")}
+    return timings, rss, top5, counts
 
 
 def _bandwidth_worker(conn, nbytes: int) -> None:
@@ -325,9 +429,26 @@ def run_size(n: int, g16: np.ndarray, path: str, n_real: int, repeats: int, bw1:
     same_top5 = float(np.mean([a == b for a, b in zip(top8, top16, strict=True)]))
     recall5 = float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top8, top16, strict=True)]))
     bytes16 = n * 128 * 2
+    index_dir = bounded_index(n)
+    exact = exact_top5(index_dir, queries)
+    bounded_rss, bounded_exact, bounded_counts = {}, {}, {}
+    for layout in ("threads", "threads, OpenMP default", "processes"):
+        name = {
+            "threads": "2 shards bounded (1 process, 2 threads)",
+            "threads, OpenMP default": "  same, OpenMP default threads",
+            "processes": "2 shards bounded (2 processes)",
+        }[layout]
+        rows[name], bounded_rss[layout], top_b, bounded_counts[layout] = _bounded(
+            index_dir, layout, queries, one, batch, repeats
+        )
+        bounded_exact[layout] = float(np.mean([a == b for a, b in zip(top_b, exact, strict=True)]))
     return {
         "n": n,
         "rows": rows,
+        "floor_codes_2cores_ms": n * 128 / (bw2 * 1e9) * 1e3,
+        "bounded_rss_mib": bounded_rss,
+        "bounded_exact_share": bounded_exact,
+        "bounded_fallbacks": bounded_counts,
         "floor_fp16_1core_ms": bytes16 / (bw1 * 1e9) * 1e3,
         "floor_fp16_2cores_ms": bytes16 / (bw2 * 1e9) * 1e3,
         "shard_rss_mib": rss,
@@ -370,6 +491,13 @@ def main() -> None:
             print(f"  {name:32s} {pct(t['1'])} | {pct(t['16'])}   ({np.percentile(t['16'], 50) / 16:.2f} ms/query)")
         print(f"  {'floor fp16, 1 core':32s} {r['floor_fp16_1core_ms']:8.1f}")
         print(f"  {'floor fp16, 2 cores':32s} {r['floor_fp16_2cores_ms']:8.1f}")
+        print(f"  {'floor codes (int8), 2 cores':32s} {r['floor_codes_2cores_ms']:8.1f}")
+        for layout, mib in r["bounded_rss_mib"].items():
+            print(
+                f"  bounded, {layout}: resident {' + '.join(f'{m:.0f}' for m in mib)} MiB after the run; "
+                f"top 5 = float32 brute force for {r['bounded_exact_share'][layout]:.0%} of 64 queries; "
+                f"fallbacks {r['bounded_fallbacks'][layout]}"
+            )
         print("  batch of m, 1 thread, p50 ms:  " + "  ".join(f"m={m}" for m in r["batch_crossover_ms"]))
         for kernel in ("faiss scans", "one pass"):
             print(f"    {kernel:30s}" + "".join(f"{t[kernel]:7.1f}" for t in r["batch_crossover_ms"].values()))

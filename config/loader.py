@@ -120,7 +120,10 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "top_k": Setting(5, "results shown to the visitor", low=1, high=100),
         "shard_deadline_ms": Setting(500, "wait this long for every shard, then answer partial", low=1, high=60000),
         "kernel": Setting(
-            "auto", "shard search kernel (auto: faiss for float16/int8)", choices=("auto", "faiss", "numpy")
+            "auto",
+            "shard search kernel (auto: bounded when the index has codes, else faiss for float16/int8, "
+            "numpy for float32)",
+            choices=("auto", "bounded", "faiss", "numpy"),
         ),
         "matchers": Setting(
             1,

@@ -9,6 +9,7 @@ megapixels index calibrate INDEX_DIR [--from CALIBRATION_JSON]
 megapixels index remove INDEX_DIR --account NSID | --identity NAME | --photo PATH
                        (opt-out: recorded beside the shards, honoured by the running kiosk within a second)
 megapixels index compact INDEX_DIR   (writes the index again without the removed rows, atomically)
+megapixels index add-codes INDEX_DIR (writes the bounded kernel's codes beside an existing index's shards)
 megapixels search IMAGE --index INDEX_DIR [--top-k K] [--max-megapixels MP] [--enrolled-share P]
                        (answers exactly what the kiosk would show; P defaults to the index.enrolled_share
                        setting of $MEGAPIXELS_CONFIG, else config/demo.toml, as the actors read it)
@@ -172,6 +173,10 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--photo", type=_text("a path"), help="a photo: its path in the dataset (as `megapixels search` shows it)"
     )
+    a = idx.add_parser(
+        "add-codes", help="write the bounded search kernel's int8 codes and error bounds beside INDEX_DIR's shards"
+    )
+    a.add_argument("index_dir", type=Path)
     m = idx.add_parser("compact", help="write INDEX_DIR again without its removed rows (atomically)")
     m.add_argument("index_dir", type=Path)
     s = sub.add_parser("search", help="the closest identities to the largest face in IMAGE, as JSON")
@@ -204,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             done = optout.remove(args.index_dir, kind, getattr(args, kind))
             print(json.dumps(done, indent=2))
             say(_removed_line(done))
+        elif args.command == "index" and args.action == "add-codes":
+            store.read_manifest(args.index_dir)
+            with publish.BuildLock(publish.target(args.index_dir)):  # not while a build replaces the folder
+                manifest = store.add_codes(args.index_dir)
+            assert manifest.codes is not None
+            print(json.dumps({"index": str(args.index_dir), "codes": [c.codes for c in manifest.codes.shards]}))
+            say(f"codes written beside the {len(manifest.shards)} shards of {args.index_dir}: searched by 'bounded'")
         elif args.command == "index" and args.action == "compact":
             done = optout.compact(args.index_dir, log=say)
             print(json.dumps(done, indent=2))

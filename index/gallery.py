@@ -140,10 +140,12 @@ class Gallery:
         """Search every shard of this machine's index for one descriptor (the command line's way)."""
         answers = []
         for shard, info in enumerate(self.manifest.shards):
-            stored, first = store.open_shard(self.index_dir, shard, manifest=self.manifest)
-            index = search.ShardIndex(stored, self.manifest.codec)
+            index, first = search.open_index(self.index_dir, shard, self.manifest)  # the matcher's kernel
             removed = self.removals.local(info.start, info.stop)
-            rows, dists = removals.topk_without(index.search, np.atleast_2d(descriptor), k, index.rows, removed)
+            try:
+                rows, dists = removals.topk_without(index.search, np.atleast_2d(descriptor), k, index.rows, removed)
+            finally:
+                index.close()
             answers.append(((rows[0] + first).tolist(), dists[0].tolist()))
         return self.results(answers, k).results
 

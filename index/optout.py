@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sqlite3
 import time
@@ -166,10 +165,10 @@ def write_compacted(
         shards=tuple(shards),
         provenance={**manifest.provenance, "compactions": compactions},
         synthetic=dataclasses.replace(manifest.synthetic, start=real, stop=count) if manifest.synthetic else None,
+        codes=None,
     )
-    tmp = staging / "manifest.json.tmp"
-    tmp.write_text(json.dumps(new.to_json(), indent=2))
-    os.replace(tmp, staging / "manifest.json")
+    new = dataclasses.replace(new, codes=store.write_codes(staging, new))  # the bounded kernel's codes, anew
+    store.write_manifest(staging, new)
     return new
 
 

@@ -50,7 +50,7 @@ REPLACED_MARK = ".replaced-"  # ``.<name>.replaced-<ns>``: a swapped-out index b
 # Files an index build writes: a folder holding only these (or nothing) may be replaced by a build.
 INDEX_FILES = re.compile(
     r"(manifest\.json(\.tmp)?|meta\.sqlite(-journal)?|build_report\.json|calibration\.json(\.tmp)?"
-    r"|distractor_model\.npz|shard_\d{3,}\.npy|"
+    r"|distractor_model\.npz|shard_\d{3,}(\.codes|\.bounds)?\.npy|"
     + re.escape(journal.FILENAME)
     + "|"
     + re.escape(removals.FILENAME)

@@ -111,8 +111,9 @@ def now_utc() -> str:
 
 
 def index_id(manifest: store.Manifest) -> str:
-    """A short digest that tells this index from any other (a build or a compaction makes a new one)."""
-    text = json.dumps(manifest.to_json(), sort_keys=True)
+    """A short digest that tells this index from any other (a build or a compaction makes a new one).
+    The codes (``megapixels index add-codes``) are left out: adding them changes no row."""
+    text = json.dumps({k: v for k, v in manifest.to_json().items() if k != "codes"}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

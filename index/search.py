@@ -16,6 +16,11 @@ Kernels (chosen by measurement, see docs/SEARCH.md):
   that stays in cache, and every query of the batch is answered from it with one matrix
   product (one pass over memory for the whole batch).
 
+- ``bounded`` (index/bounded.py): faiss scans the shard's int8 codes (a quarter of float32's
+  bytes) for 128 candidates, re-ranked on the exact rows read from the shard file; per-row error
+  bounds prove the top k exact (or the search widens). Chosen by ``auto`` when the index has codes
+  (:func:`open_index`); the shard's rows then stay on disk: only the codes are resident.
+
 Distances are Euclidean, over the stored values (float16 / int8 rows decoded): the merge of the
 shards' answers equals one exact search over the whole stored gallery.
 """
@@ -28,8 +33,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from index import store
+from index import bounded, store
 from messages import DIM
+
+KERNELS = ("auto", "bounded", "faiss", "numpy")
 
 BLOCK_ROWS = 65_536  # rows per block of the numpy batch scan (8 MiB of float32: stays in cache)
 CODED_BLOCK_ROWS = 4_096  # rows decoded at a time for a coded batch: 2 MiB of float32, one core's L2
@@ -163,21 +170,66 @@ def topk_batch_coded(
     return best_rows, np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
 
+def open_index(
+    index_dir, k: int, manifest: store.Manifest, kernel: str = "auto", verify: bool = True
+) -> tuple[ShardIndex, int]:
+    """Shard ``k`` of the index opened as the matchers open it (every file checked against the
+    manifest), searchable with ``kernel``, and the global row of its first row. ``auto`` takes the
+    ``bounded`` kernel when the index has codes (``megapixels index add-codes``)."""
+    stored, first = store.open_shard(index_dir, k, verify=verify, manifest=manifest)
+    shard = None
+    if kernel == "bounded" or (kernel == "auto" and manifest.codes is not None and faiss is not None):
+        codes, bounds = store.open_codes(index_dir, k, manifest, verify=verify)
+        params = bounded.CodeParams(manifest.codes.scale, np.asarray(manifest.codes.offset, np.float32))
+        path = f"{index_dir}/{manifest.shards[k].file}"
+        reader = bounded.RowReader(
+            path, int(stored.offset), len(stored), stored.dtype, lambda rows: store.decode_rows(rows, manifest.codec)
+        )
+        shard = bounded.BoundedShard(codes, bounds, params, reader)
+        del codes, bounds  # copied into faiss's buffer: the mapping goes
+        if shard.rows:
+            shard.batch_scan = _codes_batch_scan(shard.codes_view())
+    return ShardIndex(stored, manifest.codec, kernel, shard), first
+
+
+CODES_CODEC = store.RowCodec("float32")  # faiss's code + 128 bytes, decoded as they are (one copy, no scaling)
+
+
+def _codes_batch_scan(codes: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """The one-pass batch kernel over a bounded shard's codes, in code units shifted by 128 as faiss
+    holds them (the shift cancels in every distance); its own squared norms, 4 bytes a row."""
+    norms = coded_squared_norms(codes, CODES_CODEC)
+    return lambda grid, depth: topk_batch_coded(codes, CODES_CODEC, norms, grid, depth)
+
+
 class ShardIndex:
     """One shard, resident in memory, searchable with the chosen kernel."""
 
-    def __init__(self, stored: np.ndarray, codec: store.RowCodec, kernel: str = "auto"):
+    def __init__(
+        self,
+        stored: np.ndarray,
+        codec: store.RowCodec,
+        kernel: str = "auto",
+        bounded_shard: bounded.BoundedShard | None = None,
+    ):
         dtype = codec.dtype
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel {kernel!r}: allowed {', '.join(map(repr, KERNELS))}")
         if kernel == "auto":
-            kernel = "faiss" if faiss is not None and (dtype != "float32") else "numpy"
-        if kernel == "faiss" and faiss is None:
-            raise RuntimeError("kernel 'faiss' needs the faiss-cpu package (pip install faiss-cpu)")
-        if kernel not in ("faiss", "numpy"):
-            raise ValueError(f"kernel {kernel!r}: allowed 'auto', 'faiss', 'numpy'")
+            coded = faiss is not None and dtype != "float32"
+            kernel = "bounded" if bounded_shard is not None else "faiss" if coded else "numpy"
+        if kernel in ("faiss", "bounded") and faiss is None:
+            raise RuntimeError(f"kernel {kernel!r} needs the faiss-cpu package (pip install faiss-cpu)")
+        if kernel == "bounded" and bounded_shard is None:
+            raise ValueError("kernel 'bounded' needs the shard's codes (search.open_index)")
         self.kernel = kernel
         self.dtype = dtype
         self.rows = len(stored)
-        if kernel == "numpy":
+        self.bounded = bounded_shard if kernel == "bounded" else None
+        if self.bounded is not None:
+            self.index = self.codes = self.gallery = None
+            self.norms_sq = np.empty(0, np.float32)
+        elif kernel == "numpy":
             self.gallery = np.ascontiguousarray(store.decode_rows(stored, codec))
             self.norms_sq = squared_norms(self.gallery)
             self.index = None
@@ -203,6 +255,8 @@ class ShardIndex:
 
     @property
     def resident_bytes(self) -> int:
+        if self.bounded is not None:
+            return self.bounded.resident_bytes
         if self.index is None:
             return self.gallery.nbytes + self.norms_sq.nbytes
         codes = int(self.index.sa_code_size()) * self.rows if self.dtype != "float32" else self.rows * 512
@@ -214,12 +268,23 @@ class ShardIndex:
         k = min(k, self.rows)
         if k == 0:
             return np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32)
+        if self.bounded is not None:
+            return self.bounded.search(q, k)
         if self.index is None:
             return topk_batch(self.gallery, self.norms_sq, q, k)
         if len(q) >= BATCH_SCAN_MIN and self.codes is not None:
             return topk_batch_coded(self.codes, self._decode_codec, self.norms_sq, q, k)
         d2, rows = self.index.search(q, k)
         return rows.astype(np.int64), np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
+
+    def close(self) -> None:
+        """Close the shard file the bounded kernel reads exact rows from."""
+        if self.bounded is not None:
+            self.bounded.close()
+
+    def take_counts(self) -> dict[str, int]:
+        """The bounded kernel's fallbacks since the last call ({} for the other kernels)."""
+        return self.bounded.take_counts() if self.bounded is not None else {}
 
 
 def _codes_view(index, codec: store.RowCodec) -> np.ndarray | None:

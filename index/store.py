@@ -11,6 +11,11 @@ Layout of an index folder::
     build_report.json   what the build did and every file it rejected, with the reason
     build_journal.jsonl every photo's outcome by content key, for the next build (index/journal.py)
     calibration.json    distance -> P(same person) (index/calibration.py)
+    shard_NNN.codes.npy int8 codes of shard NNN's rows and ``shard_NNN.bounds.npy`` each row's
+    shard_NNN.bounds.npy quantisation error bound (float32), listed under the manifest's ``codes``
+                        key: what the ``bounded`` search kernel scans (index/bounded.py); optional
+                        (an index without them is searched by the other kernels; ``megapixels index
+                        add-codes`` adds them to an existing index)
     removals.jsonl      opt-outs: what was asked (account, identity or photo), when, and the rows it
                         removed; the one file that changes after the index is published (replaced
                         by rename, under ``.<name>.removals.lock``); honoured by every reader
@@ -44,6 +49,7 @@ in the manifest).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -59,6 +65,7 @@ from messages import DIM
 
 FORMAT_VERSION = 2
 DTYPES = ("float32", "float16", "int8")
+CODES_KIND = "int8-global-scale+bounds"
 STAGING_SUFFIX = ".building"  # a build writes ``.<out>.building`` beside its --out (index/publish.py)
 
 
@@ -120,6 +127,27 @@ class SyntheticInfo:
 
 
 @dataclass(frozen=True)
+class CodeFiles:
+    """One shard's codes and bounds files (index/bounded.py), with their sha256."""
+
+    codes: str
+    codes_sha256: str
+    bounds: str
+    bounds_sha256: str
+    max_bound: float
+
+
+@dataclass(frozen=True)
+class CodesInfo:
+    """The manifest's ``codes``: int8 codes with one global scale and a per-dimension offset."""
+
+    scale: float
+    offset: tuple[float, ...]
+    shards: tuple[CodeFiles, ...]
+    kind: str = CODES_KIND
+
+
+@dataclass(frozen=True)
 class Manifest:
     """manifest.json: what an index folder holds. Read with :func:`read_manifest`."""
 
@@ -135,6 +163,7 @@ class Manifest:
     int8_offset: tuple[float, ...] | None = None
     synthetic: SyntheticInfo | None = None
     format_version: int = FORMAT_VERSION
+    codes: CodesInfo | None = None  # absent in indexes written before the bounded kernel
 
     @property
     def codec(self) -> RowCodec:
@@ -171,10 +200,21 @@ class Manifest:
             if synthetic
             else None,
             format_version=data["format_version"],
+            codes=_codes_from_json(data["codes"]) if data.get("codes") is not None else None,
         )
 
 
+def _codes_from_json(codes: dict[str, Any]) -> CodesInfo:
+    return CodesInfo(
+        scale=float(codes["scale"]),
+        offset=tuple(float(v) for v in codes["offset"]),
+        shards=tuple(CodeFiles(**{f: s[f] for f in _CODE_FILE_KEYS}) for s in codes["shards"]),
+        kind=codes["kind"],
+    )
+
+
 _SHARD_KEYS = ("file", "start", "stop", "bytes", "sha256")
+_CODE_FILE_KEYS = ("codes", "codes_sha256", "bounds", "bounds_sha256", "max_bound")
 _SYNTHETIC_KEYS = ("start", "stop", "seed", "model_file", "photos_per_identity", "fitted_on", "note")
 
 
@@ -266,6 +306,23 @@ def manifest_problems(data: Any) -> list[str]:
             problems.append(f"key 'synthetic.stop' ({stop}) must equal 'count' ({count})")
     elif count is not None and real is not None and real != count:
         problems.append(f"key 'real' ({real}) must equal 'count' ({count}) in an index without synthetic rows")
+    codes = need(data, "codes", lambda v: isinstance(v, dict), "an object", optional=True)
+    if codes is not None:
+        need(codes, "kind", lambda v: v == CODES_KIND, f"the text {CODES_KIND!r}", "codes.")
+        need(codes, "scale", lambda v: _is_number(v) and v > 0, "a number > 0", "codes.")
+        need(codes, "offset", vector, f"a list of {DIM} numbers", "codes.")
+        files = need(codes, "shards", lambda v: isinstance(v, list), "a list, one entry per shard", "codes.")
+        if files is not None and isinstance(shards, list) and len(files) != len(shards):
+            problems.append(f"key 'codes.shards' has {len(files)} entries, the index has {len(shards)} shards")
+        for i, entry in enumerate(files or []):
+            where = f"codes.shards[{i}]."
+            if not isinstance(entry, dict):
+                problems.append(f"key 'codes.shards[{i}]' must be an object, got {_kind(entry)}")
+                continue
+            for name in ("codes", "bounds"):
+                need(entry, name, _plain_file, "a file name inside the index folder", where)
+                need(entry, f"{name}_sha256", _is_sha256, "64 hexadecimal digits", where)
+            need(entry, "max_bound", lambda v: _is_number(v) and v >= 0, "a number >= 0", where)
     return problems
 
 
@@ -343,6 +400,7 @@ def write(
     dtype: str = "float32",
     synthetic: dict[str, Any] | None = None,
     build_parameters: dict[str, Any] | None = None,
+    codes: bool = True,
 ) -> Manifest:
     """Write a complete index into ``out`` (created) and return its manifest.
 
@@ -362,6 +420,7 @@ def write(
         dtype,
         synthetic,
         build_parameters,
+        codes,
     )
 
 
@@ -377,6 +436,7 @@ def write_blocks(
     dtype: str = "float32",
     synthetic: dict[str, Any] | None = None,
     build_parameters: dict[str, Any] | None = None,
+    codes: bool = True,
 ) -> Manifest:
     """:func:`write` from the real rows in blocks, never all in memory (a 4.2M-photo build).
 
@@ -449,9 +509,9 @@ def write_blocks(
         int8_offset=codec.int8_offset,
         synthetic=synthetic_info,
     )
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2))
-    os.replace(tmp, out / "manifest.json")
+    if codes:
+        manifest = dataclasses.replace(manifest, codes=write_codes(out, manifest))
+    write_manifest(out, manifest)
     return manifest
 
 
@@ -608,6 +668,99 @@ def open_shard(
     return array, info.start
 
 
+CODES_BLOCK_ROWS = 262_144  # rows coded at a time (a 128 MiB float32 block)
+
+
+def write_codes(index_dir: Path, manifest: Manifest) -> CodesInfo:
+    """Write every shard's codes and bounds (index/bounded.py) beside its rows and return what the
+    manifest lists under ``codes``. Two reads of the shards: each dimension's range, then the codes.
+    New files replace old ones (unlinked, never rewritten: a matcher may have them mapped)."""
+    from index import bounded
+
+    index_dir = Path(index_dir)
+    lo, hi = np.full(DIM, np.inf), np.full(DIM, -np.inf)
+    for block in _decoded_blocks(index_dir, manifest, range(len(manifest.shards))):
+        if len(block):
+            lo, hi = np.minimum(lo, block.min(axis=0)), np.maximum(hi, block.max(axis=0))
+    if not np.isfinite(lo).all():
+        lo, hi = np.zeros(DIM), np.zeros(DIM)
+    params = bounded.CodeParams.of_range(lo, hi)
+    files = []
+    for k, info in enumerate(manifest.shards):
+        stem = Path(info.file).name.removesuffix(".npy")
+        names = (f"{stem}.codes.npy", f"{stem}.bounds.npy")
+        for name in names:
+            (index_dir / name).unlink(missing_ok=True)
+        rows = info.stop - info.start
+        codes = np.lib.format.open_memmap(index_dir / names[0], mode="w+", dtype="i1", shape=(rows, DIM))
+        bounds = np.lib.format.open_memmap(index_dir / names[1], mode="w+", dtype="<f4", shape=(rows,))
+        at, max_bound = 0, 0.0
+        for block in _decoded_blocks(index_dir, manifest, [k]):
+            c, b = bounded.encode(block, params)
+            codes[at : at + len(block)], bounds[at : at + len(block)] = c, b
+            max_bound = max(max_bound, float(b.max()) if len(b) else 0.0)
+            at += len(block)
+        codes.flush()
+        bounds.flush()
+        del codes, bounds
+        files.append(
+            CodeFiles(names[0], _sha256(index_dir / names[0]), names[1], _sha256(index_dir / names[1]), max_bound)
+        )
+    return CodesInfo(params.scale, tuple(params.offset.tolist()), tuple(files))
+
+
+def _decoded_blocks(index_dir: Path, manifest: Manifest, shards: Iterable[int]) -> Iterator[np.ndarray]:
+    for k in shards:
+        stored, _ = open_shard(index_dir, k, verify=False, manifest=manifest)
+        for at in range(0, len(stored), CODES_BLOCK_ROWS):
+            yield decode_rows(np.asarray(stored[at : at + CODES_BLOCK_ROWS]), manifest.codec)
+        del stored
+
+
+def write_manifest(index_dir: Path, manifest: Manifest) -> None:
+    """manifest.json replaced by rename (never rewritten in place)."""
+    tmp = Path(index_dir) / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest.to_json(), indent=2))
+    os.replace(tmp, Path(index_dir) / "manifest.json")
+
+
+def open_codes(index_dir: Path, k: int, manifest: Manifest, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Shard ``k``'s codes (int8, rows x 128) and bounds (float32), memory-mapped, each checked
+    against the manifest (present, shape, dtype, sha256): IndexStoreError names the file."""
+    if manifest.codes is None:
+        raise IndexStoreError(f"{index_dir}: the index has no codes: run megapixels index add-codes {index_dir}")
+    info, files = manifest.shards[k], manifest.codes.shards[k]
+    rows = info.stop - info.start
+    out = []
+    for name, sha, shape, dtype in (
+        (files.codes, files.codes_sha256, (rows, DIM), np.dtype("i1")),
+        (files.bounds, files.bounds_sha256, (rows,), np.dtype("<f4")),
+    ):
+        path = Path(index_dir) / name
+        if not path.is_file():
+            raise IndexStoreError(f"{path}: codes file is missing: run megapixels index add-codes {index_dir}")
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise IndexStoreError(f"{path}: unreadable or truncated codes file ({e})") from e
+        if array.shape != shape or array.dtype != dtype:
+            raise IndexStoreError(f"{path}: shape {array.shape} {array.dtype}, expected {shape} {dtype}")
+        if verify and _sha256(path) != sha:
+            raise IndexStoreError(f"{path}: checksum differs from the manifest: run megapixels index add-codes again")
+        out.append(array)
+    return out[0], out[1]
+
+
+def add_codes(index_dir: Path) -> Manifest:
+    """Give an existing index its codes (no rebuild): write them, then the manifest listing them."""
+    manifest = verify(index_dir)
+    manifest = dataclasses.replace(manifest, codes=write_codes(index_dir, manifest))
+    for k in range(len(manifest.shards)):
+        open_codes(index_dir, k, manifest)
+    write_manifest(index_dir, manifest)
+    return manifest
+
+
 def verify(index_dir: Path, staged: bool = False) -> Manifest:
     """Open every part of an index as the matchers and the reducer do: the manifest, every shard
     (size, shape, dtype, sha256) and the metadata (integrity, table, row count). IndexStoreError
@@ -616,6 +769,8 @@ def verify(index_dir: Path, staged: bool = False) -> Manifest:
     for k in range(len(manifest.shards)):
         array, _ = open_shard(index_dir, k, verify=True, manifest=manifest)
         del array
+        if manifest.codes is not None:
+            open_codes(index_dir, k, manifest)  # present, shape, dtype, sha256
     Metadata(index_dir, manifest).close()
     return manifest
 
