@@ -34,7 +34,7 @@ import zmq
 
 import config
 from benchmarks import lfw_descriptors
-from index import store, synthetic
+from index import store
 from messages import decode, endpoint
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -42,15 +42,7 @@ CLIP = PROJECT / "demo" / "clips" / "obama_2s.mp4"
 
 
 def index_of(n: int) -> Path:
-    real, identities, photos = lfw_descriptors.load()
-    out = lfw_descriptors.CACHE.parent / f"e2e-index-{len(real)}real-{n}"
-    if (out / "manifest.json").exists():
-        return out
-    model = synthetic.fit(real, identities, source="LFW (benchmarks.lfw_descriptors)")
-    entries = [store.Entry(i, p, None) for i, p in zip(identities, photos, strict=True)]
-    grow = {"count": n - len(real), "seed": 1, "model": model}
-    store.write(out, real, entries, 2, {"dataset": "LFW + synthetic distractors"}, "float16", grow)
-    return out
+    return lfw_descriptors.grown_index("e2e-index", n, "float16")
 
 
 def frames_640x480(folder: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index import build
+from index import build, store, synthetic
 
 LFW = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lfw"
 CACHE = Path(os.environ.get("MEGAPIXELS_CACHE", Path.home() / ".cache" / "megapixels")) / "lfw-descriptors"
@@ -43,6 +43,20 @@ def load(cache: Path = CACHE) -> tuple[np.ndarray, list[str], list[str]]:
     if not descriptors:
         raise FileNotFoundError(f"no LFW descriptors cached in {cache}: run python -m benchmarks.lfw_descriptors")
     return np.concatenate(descriptors), identities, photos
+
+
+def grown_index(name: str, n: int, dtype: str) -> Path:
+    """An index of the cached real descriptors grown with synthetic distractors (seed 1) to ``n`` rows,
+    2 shards of ``dtype``, written with its codes, kept in the cache as ``name-<real>real-<n>``."""
+    real, identities, photos = load()
+    out = CACHE.parent / f"{name}-{len(real)}real-{n}"
+    if (out / "manifest.json").exists():
+        return out
+    model = synthetic.fit(real, identities, source="LFW (benchmarks.lfw_descriptors)")
+    entries = [store.Entry(i, p, None) for i, p in zip(identities, photos, strict=True)]
+    grow = {"count": n - len(real), "seed": 1, "model": model}
+    store.write(out, real, entries, 2, {"dataset": "LFW + synthetic distractors"}, dtype, grow)
+    return out
 
 
 def main() -> None:

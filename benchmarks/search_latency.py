@@ -160,15 +160,7 @@ def _bounded_worker(conn, index_dir: str, shards: list[int], one_omp: bool) -> N
 
 def bounded_index(n: int) -> Path:
     """A float32 index (2 shards, with codes) of the benchmark's rows: real LFW + synthetic, seed 1."""
-    real, identities, photos = lfw_descriptors.load()
-    out = CACHE / f"bench-bounded-{len(real)}real-{n}"
-    if (out / "manifest.json").exists():
-        return out
-    model = synthetic.fit(real, identities, source="LFW (benchmarks.lfw_descriptors)")
-    entries = [store.Entry(i, p, None) for i, p in zip(identities, photos, strict=True)]
-    grow = {"count": n - len(real), "seed": 1, "model": model}
-    store.write(out, real, entries, 2, {"dataset": "LFW + synthetic distractors"}, "float32", grow)
-    return out
+    return lfw_descriptors.grown_index("bench-bounded", n, "float32")
 
 
 def exact_top5(index_dir: Path, queries: np.ndarray) -> list[list[int]]:
