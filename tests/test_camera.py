@@ -20,7 +20,7 @@ import config
 from actors import runtime
 from actors.camera import Camera, recording, sources
 from actors.recorder import Recorder
-from messages import CameraStatus, Frame, Header, ReplayControl
+from messages import CameraStatus, Frame, Header, ReplayControl, decode
 from tests import factories
 from tests.conftest import DEMO_CLIP, PROJECT
 
@@ -271,12 +271,11 @@ def test_a_recording_replays_the_same_frames_in_order_with_the_same_timing(ipc_d
         # status its subscription is live and no frame can be lost to a late join.
         _wait(lambda: recorder.stats["recorded.camera_status"] >= 1, 10, "the recorder to hear the camera")
         assert replay_control.send(cfg, "resume").state == "replay"
-        _wait(
-            lambda: recorder.stats["recorded.frames"] >= 60,
-            20,
-            "60 recorded frames",
-            lambda: f"recorded {recorder.stats['recorded.frames']}, camera {dict(camera.stats)}",
-        )
+        _wait(lambda: camera.stats["frames.sent"] >= 60, 20, "the camera to send the clip's 60 frames")
+        # The camera goes on saying its state every second; two statuses recorded after its last
+        # frame mean every frame that was delivered has been recorded.
+        statuses = recorder.stats["recorded.camera_status"]
+        _wait(lambda: recorder.stats["recorded.camera_status"] >= statuses + 2, 10, "two more statuses")
     finally:
         for stop in stops:
             stop.set()
@@ -285,19 +284,26 @@ def test_a_recording_replays_the_same_frames_in_order_with_the_same_timing(ipc_d
         ctx.term()
 
     records = [(t, parts) for t, parts in recording.read(path) if parts[0] == b"frames"]
-    assert len(records) == 60
+    recorded_ids = [decode(parts, "frames").header.frame_id for _, parts in records]
+    # Live frames go out with the topic's high-water mark of 2 (a live receiver wants the newest),
+    # so a subscriber stalled for two frame times on a loaded machine misses some: the recorder
+    # keeps what reached it, in order, and the replay must give back exactly that.
+    assert len(records) >= 40, f"recorded only {len(records)} of 60 frames"
+    assert recorded_ids == sorted(set(recorded_ids)) and set(recorded_ids) <= set(range(1, 61)), recorded_ids
     recorded_s = np.array([(t - records[0][0]) / 1e9 for t, _ in records])
     # Live, on a shared machine: the camera never runs ahead of the clip, and a stall (decoding
     # under load) only delays what follows; what the replay must reproduce is what was recorded.
-    assert 59 / FPS - 0.002 < recorded_s[-1] < 59 / FPS + 1.5
+    span = (recorded_ids[-1] - recorded_ids[0]) / FPS
+    assert span - 0.002 < recorded_s[-1] < span + 1.5
     clip = cv2.VideoCapture(str(DEMO_CLIP))
     replay = Camera(config.validate({"camera": {"source": str(path), "loop": False}}))
     replay.on_start()
     t0 = time.monotonic_ns()
     replayed = _run(replay, recorded_s[-1] + 0.05, t0)
-    assert [f.header.frame_id for _, f in replayed] == list(range(1, 61))
-    for (_, frame), (_, parts) in zip(replayed, records, strict=True):
-        _, bgr = clip.read()
+    assert [f.header.frame_id for _, f in replayed] == list(range(1, len(records) + 1))
+    clip_frames = [clip.read()[1] for _ in range(60)]
+    for (_, frame), (_, parts), frame_id in zip(replayed, records, recorded_ids, strict=True):
+        bgr = clip_frames[frame_id - 1]
         original = sources.fit_width(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 640)
         assert frame.pixels == parts[2] == original.tobytes()
     assert np.abs(np.array([t for t, _ in replayed]) - recorded_s).max() < 0.002
