@@ -32,8 +32,10 @@ def recordable_topics(spec: str) -> tuple[str, ...]:
 class Recorder(runtime.Actor):
     ROLE = "recorder"
     # Queue up to 5 s of camera frames (~140 MB at 640x480) rather than the live topics' 2: ZeroMQ's
-    # I/O thread keeps reading while this process writes or waits for the GIL, so a recording made
-    # on a busy machine still holds every frame (a live receiver wants only the newest).
+    # I/O thread keeps reading while this process writes or waits for the GIL, so a slow disk or a
+    # busy interpreter loses no frame here. The camera still sends with the live high-water mark
+    # of 2 (a live receiver wants the newest), so a stall of the I/O threads themselves can drop a
+    # frame before it arrives: the recording holds what reached the recorder, in order.
     RECEIVE_HWM = 150
 
     def __init__(self, cfg: config.Config, name: str | None = None):
