@@ -168,6 +168,15 @@ class FakePrinter:
             return request.msg
         return None
 
+    def no_job_within(self, seconds: float) -> bool:
+        """Whether no print job arrives for ``seconds`` (what a test of "nothing printed" must wait out)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.receive() is not None:
+                return False
+            time.sleep(0.05)  # the printer's socket is polled without blocking
+        return True
+
     def reply(self, job: PrintJob, ok: bool = True) -> None:
         header = Header(1, time.monotonic_ns(), "printer", job.header.frame_id)
         reply = encode(PrintReply(header, job.query_id, ok, "build/spool/receipt-test.png"))

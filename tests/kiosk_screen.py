@@ -48,6 +48,34 @@ KEYBOARD_X, KEYBOARD_W, KEYBOARD_TOP, KEY_ROW_STEP, KEY_H, KEY_SPACING = 20, 561
 T = TypeVar("T")
 
 
+def graph_config(index: Path, source: Path, spool: Path | None = None) -> str:
+    """The config of a real graph before the window: ``source`` looped as the camera, ``index``
+    searched, results held until the test ends, the printer spooling to ``spool`` when given."""
+    printer = (
+        f'''[printer]
+backend = "spool"
+spool_dir = "{spool}"
+'''
+        if spool is not None
+        else ""
+    )
+    return f"""
+[camera]
+source = "{source}"
+loop = true
+[index]
+path = "{index}"
+[search]
+shard_deadline_ms = 2000
+[display]
+stable_s = 0.3
+leave_s = 4.0  # generous: on a loaded 2-core machine the detector can stall for seconds
+results_hold_s = 300
+{printer}[log]
+level = "DEBUG"
+"""
+
+
 def kiosk_env(tmp_path: Path, x_display: str, ipc_dir: Path, toml: str) -> dict[str, str]:
     """The environment of every actor: a private config file, ipc sockets, an empty HOME."""
     config_path = tmp_path / "kiosk-test.toml"

@@ -545,7 +545,7 @@ def test_a_press_of_the_serial_button_prints_through_the_window(
             time.sleep(DEBOUNCE_MS / 1000 * 1.5)
             dev.send(b"PRESS\n")  # pressed again while printing: the window sends nothing more
             actors.wait_for(logged("display", "print button pressed"), "the press while printing", 5)
-            assert _no_job_within(printer, 1.5), "a second print job for one visitor"
+            assert printer.no_job_within(1.5), "a second print job for one visitor"
 
             printer.reply(job)
             actors.wait_for(logged("display", f"printed query {QUERY_ID}"), "'printed'", 10, since=0)
@@ -553,7 +553,7 @@ def test_a_press_of_the_serial_button_prints_through_the_window(
             time.sleep(DEBOUNCE_MS / 1000 * 1.5)
             dev.send(b"PRESS\n")
             actors.wait_for(logged("display", "print button pressed"), "the late press reaching the window", 5)
-            assert _no_job_within(printer, 1.5), "printed twice for one visitor"
+            assert printer.no_job_within(1.5), "printed twice for one visitor"
 
             mark = actors.mark()
             dev.unplug()  # the operator reads it on the alert line; the screen's button still works
@@ -567,15 +567,6 @@ def test_a_press_of_the_serial_button_prints_through_the_window(
     finally:
         printer.close()
         dev.unplug()
-
-
-def _no_job_within(printer: Any, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if printer.receive() is not None:
-            return False
-        time.sleep(0.05)  # the printer's socket is polled without blocking
-    return True
 
 
 @pytest.mark.slow
@@ -598,13 +589,13 @@ def test_a_usb_button_that_types_a_key_prints_through_the_window(
             actors.wait_for(logged("display", "print button off: key"), "the idle button's word", 10, since=0)
             ks.grab_until(x_display, ks.button_lit, "kiosk_button_key_lit.png")
             ks.press_key(x_display, "F11")  # another key: nothing, though a print would be allowed now
-            assert _no_job_within(printer, 1.0), "a key other than button.key printed"
+            assert printer.no_job_within(1.0), "a key other than button.key printed"
             assert not logged("display", "print key")(actors.history)
             ks.press_key(x_display, "F12", times=2)  # typed twice, quickly
             job = actors.wait_for(lambda _: printer.receive(), "a print job after the key", 10)
             assert job.query_id == QUERY_ID and job.header.src == "display"
             actors.wait_for(logged("display", "print key 'f12' pressed"), "the key logged", 5, since=0)
-            assert _no_job_within(printer, 1.5), "two print jobs for one key press"
+            assert printer.no_job_within(1.5), "two print jobs for one key press"
             ks.grab_until(
                 x_display,
                 lambda rgb: [*ks.button_unlit(rgb), *ks.text_width(rgb, ks.PRINT_NOTE, 150, "print note")],
@@ -612,7 +603,7 @@ def test_a_usb_button_that_types_a_key_prints_through_the_window(
             )
             printer.reply(job)
             actors.wait_for(logged("display", f"printed query {QUERY_ID}"), "'printed'", 10, since=0)
-            assert _no_job_within(printer, 1.0)
+            assert printer.no_job_within(1.0)
             assert actors.stop("display") == 0 and actors.stop("button") == 0
     finally:
         printer.close()

@@ -38,31 +38,10 @@ NOTE = (slice(686, 720), slice(605, 1255))  # the line under the print button
 PIPELINE = ["camera", "detector", "encoder", "matcher.1", "reducer"]  # Procfile lines (one matcher: every shard)
 
 
-def flow_config(index: Path, spool: Path) -> str:
-    return f"""
-[camera]
-source = "{DEMO_CLIP}"
-loop = true
-[index]
-path = "{index}"
-[search]
-shard_deadline_ms = 2000
-[display]
-stable_s = 0.3
-leave_s = 4.0  # generous: on a loaded 2-core machine the detector can stall for seconds
-results_hold_s = 300
-[printer]
-backend = "spool"
-spool_dir = "{spool}"
-[log]
-level = "DEBUG"
-"""
-
-
 @pytest.mark.timeout(240)
 def test_visitor_path_through_the_real_graph(demo_index: Path, ipc_dir: Path, tmp_path: Path, x_display: str) -> None:
     spool = tmp_path / "spool"
-    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, flow_config(demo_index, spool))
+    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, ks.graph_config(demo_index, DEMO_CLIP, spool))
     actors = Graph(env)
     try:
         actors.start("printer")

@@ -56,15 +56,6 @@ def _accounts(index: Path) -> dict[str, list[store.Entry]]:
     return dict(sorted(by_account.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
-def _no_job_within(printer: FakePrinter, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if printer.receive() is not None:
-            return False
-        time.sleep(0.05)  # the printer's socket is polled without blocking
-    return True
-
-
 def _answered(actors: Graph, kind: str, mark: int) -> str:
     return actors.wait_for(logged("display", f"lookup answered ({kind})"), f"a '{kind}' answer", 10, since=mark)
 
@@ -168,7 +159,7 @@ def test_the_lookup_screen_answers_over_the_results_and_forgets_on_back_and_when
         mark = actors.mark()
         ks.press_key(x_display, "Return")
         _answered(actors, "hit", mark)
-        assert _no_job_within(printer, 1.0), "Enter on the lookup screen printed"
+        assert printer.no_job_within(1.0), "Enter on the lookup screen printed"
         assert not logged("display", "print key")(actors.history[mark:])
 
         # A photo id typed on the physical keyboard: that photo first, highlighted.

@@ -297,24 +297,6 @@ def test_cards_show_provenance_shortened_to_fit_the_card(x_display: str, ipc_dir
         upstream.close()
 
 
-def megaface_flow_config(index: Path, source: Path) -> str:
-    return f"""
-[camera]
-source = "{source}"
-loop = true
-[index]
-path = "{index}"
-[search]
-shard_deadline_ms = 2000
-[display]
-stable_s = 0.3
-leave_s = 4.0
-results_hold_s = 300
-[log]
-level = "DEBUG"
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_real_graph_shows_the_megaface_photos_provenance_on_the_card(
@@ -335,7 +317,7 @@ def test_the_real_graph_shows_the_megaface_photos_provenance_on_the_card(
         img.convert("RGB").resize((3 * img.width, 3 * img.height), Image.Resampling.LANCZOS).save(
             camera / "visitor.jpg", quality=95
         )
-    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, megaface_flow_config(megaface_subset_index, camera))
+    env = ks.kiosk_env(tmp_path, x_display, ipc_dir, ks.graph_config(megaface_subset_index, camera))
     actors = Graph(env)
     try:
         actors.start("display")
